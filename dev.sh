@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# near_nb's two entry points for a fresh machine (Python >= 3.10, git, the package registries):
+#   bash dev.sh demo   the pipeline on the shipped sample, offline
+#   bash dev.sh test   the whole test suite (notebooks, README sync, pytest)
+# The first run creates .venv and installs near_nb with its dev extras; later runs reuse it and
+# reinstall only when settings.ini or setup.py changed.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV="${NEAR_VENV:-.venv}"
+PY="$(command -v python3.11 || command -v python3)"
+
+ensure_env() {
+  local want; want="$(cat settings.ini setup.py pyproject.toml | sha256sum | cut -c1-16)"
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "dev.sh: creating $VENV with $("$PY" --version)"; "$PY" -m venv "$VENV"
+  fi
+  if [ "$(cat "$VENV/.near-installed" 2>/dev/null)" != "$want" ]; then
+    echo "dev.sh: installing near_nb[dev] into $VENV (first run: torch and friends, a few minutes)"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    echo "$want" > "$VENV/.near-installed"
+  fi
+}
+
+case "${1:-}" in
+  demo)
+    ensure_env; shift
+    exec "$VENV/bin/near" demo "$@" ;;
+  test)
+    ensure_env; shift
+    # tests are offline and never touch the user's caches
+    export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
+    NEAR_NB_HOME="$(mktemp -d)"; export NEAR_NB_HOME
+    trap 'rm -rf "$NEAR_NB_HOME"' EXIT
+    echo "dev.sh: notebooks (nbdev_test)"
+    "$VENV/bin/nbdev_test" --n_workers 2
+    echo "dev.sh: pytest"
+    "$VENV/bin/python" -m pytest tests "$@" ;;
+  *)
+    echo "usage: bash dev.sh demo|test [args]" >&2; exit 2 ;;
+esac

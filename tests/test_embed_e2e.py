@@ -1,0 +1,96 @@
+"End-to-end embedding behaviour that a notebook cannot show: real subprocesses, SIGKILL, offline errors, the CLI."
+import json, os, signal, sqlite3, subprocess, sys, time
+from pathlib import Path
+import numpy as np, pytest, torch
+from PIL import Image
+from near_nb.data import ImageSet
+from near_nb.embed import Backbone, EmbeddingCache, BackboneLoadError, tiny_clip_config
+from conftest import ROOT
+
+def near(*args, env=None):
+    return subprocess.run([sys.executable, '-c', 'import sys; from near_nb.cli import main; sys.exit(main())', *args],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+
+def test_offline_pretrained_tag_gives_clear_error(tmp_path):
+    code = ("from near_nb.embed import Backbone, BackboneLoadError\n"
+            "try: Backbone('ViT-B-32', 'openai').load()\n"
+            "except BackboneLoadError as e: print('ERR', e)\n")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, 'HF_HUB_OFFLINE': '1'})
+    out = r.stdout
+    assert out.startswith('ERR'), r.stdout + r.stderr
+    assert "'ViT-B-32'" in out and "pretrained='/path/to/" in out and 'random_init=True' in out
+
+def test_local_checkpoint_file(tmp_path, photos):
+    cfg = tiny_clip_config(tmp_path/'tinyck.json')
+    rnd = Backbone(str(cfg), None, random_init=True, seed=5).load()
+    ck = tmp_path/'tiny.pt'; torch.save(rnd.model.state_dict(), ck)
+    fromfile = Backbone(str(cfg), pretrained=str(ck))
+    assert fromfile.model_id.startswith('tinyck/file-') and not fromfile.loaded
+    a = rnd.embed_images(ImageSet.from_folder(photos), cache=False, progress=False, num_workers=0)
+    b = fromfile.embed_images(ImageSet.from_folder(photos), cache=False, progress=False, num_workers=0)
+    np.testing.assert_allclose(a.emb, b.emb, atol=1e-5)
+    other = Backbone(str(cfg), None, random_init=True, seed=6).embed_images(ImageSet.from_folder(photos), cache=False, progress=False, num_workers=0)
+    assert np.abs(other.emb - a.emb).max() > 1e-3  # the checkpoint's weights were really used
+
+KILL_SCRIPT = '''
+import sys, time
+from near_nb.embed import Backbone
+from near_nb.data import ImageSet
+bb = Backbone(sys.argv[1], None, random_init=True)
+orig = bb.encode_batch
+def slow(x):
+    time.sleep(0.15); return orig(x)
+bb.encode_batch = slow
+bb.embed_images(ImageSet.from_folder(sys.argv[2]), cache=sys.argv[3], batch_size=4, num_workers=1, progress=False)
+print('finished')
+'''
+
+def test_killed_embedding_run_resumes(tmp_path):
+    "SIGKILL half-way: every finished batch is in the cache, the re-run embeds only the rest, results identical."
+    rng = np.random.default_rng(1)
+    d = tmp_path/'imgs'; d.mkdir()
+    for i in range(80): Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(d/f'{i:03d}.png')
+    cfg, db = tiny_clip_config(tmp_path/'tinykill.json'), tmp_path/'cache.sqlite'
+    p = subprocess.Popen([sys.executable, '-c', KILL_SCRIPT, str(cfg), str(d), str(db)], stdout=subprocess.PIPE, text=True)
+    n, t0 = 0, time.time()
+    while time.time() - t0 < 120 and p.poll() is None:
+        if db.exists():
+            try: n = sqlite3.connect(db, timeout=5).execute('SELECT COUNT(*) FROM emb').fetchone()[0]
+            except sqlite3.OperationalError: n = 0
+            if n >= 12: break
+        time.sleep(0.05)
+    assert p.poll() is None, 'the run finished before it could be killed'
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    kept = EmbeddingCache(db).count(f'tinykill/random-seed0')
+    assert 12 <= kept < 80 and kept % 4 == 0, kept  # whole batches only
+    bb = Backbone(str(cfg), None, random_init=True)
+    e = bb.embed_images(ImageSet.from_folder(d), cache=db, batch_size=4, num_workers=0, progress=False)
+    assert (e.n_cached, e.n_computed, len(e.errors)) == (kept, 80 - kept, 0)
+    ref = bb.embed_images(ImageSet.from_folder(d), cache=False, num_workers=0, progress=False)
+    np.testing.assert_allclose(e.emb, ref.emb, atol=1e-5)
+
+def test_cli_embed_reports_and_skips_bad_files(tmp_path, photos):
+    (photos/'broken.jpg').write_bytes((photos/'00.jpg').read_bytes()[:300])
+    (photos/'empty.png').write_bytes(b'')
+    (photos/'notes.txt').write_text('hello')
+    cfg, out = tiny_clip_config(tmp_path/'tinycli.json'), tmp_path/'e.npz'
+    r = near('embed', str(photos), '--model', str(cfg), '--random-init', '--out', str(out), '--cache', str(tmp_path/'c.sqlite'), '-q')
+    assert r.returncode == 0, r.stderr
+    assert '14 images: 0 from cache, 12 embedded, 2 skipped' in r.stdout
+    assert 'broken.jpg: truncated' in r.stdout and 'empty.png: empty file' in r.stdout
+    z = np.load(out)
+    assert z['emb'].shape == (14, 32) and z['valid'].sum() == 12
+    r2 = near('embed', str(photos), '--model', str(cfg), '--random-init', '--out', str(out), '--cache', str(tmp_path/'c.sqlite'), '-q')
+    assert '12 from cache, 0 embedded, 2 skipped' in r2.stdout
+    c = near('check', str(photos), '-q')
+    assert c.returncode == 1 and 'notes.txt' in c.stdout and '12 usable, 2 unusable' in c.stdout
+
+def test_cli_demo_offline(tmp_path):
+    r = near('demo', '--out', str(tmp_path/'demo'), '-q', env={'NEAR_NB_HOME': str(tmp_path/'home')})
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path/'demo'/'report.json').read_text())
+    assert rep['images'] == 306 and rep['unusable_images'] == 0
+    assert rep['embedding'] == '306 images: 306 from cache, 0 embedded, 0 skipped'
+    assert rep['mllm_distinct_top1_names'] == 215  # DESIGN.md's reference count for flower102
+    assert 60 < rep['loo_1nn_accuracy'] < 95
