@@ -1,0 +1,114 @@
+"Labeling end to end: a real HTTP server with faults, a real `near label` subprocess killed half-way, the API key."
+import json, os, re, signal, sqlite3, subprocess, sys, time
+from pathlib import Path
+import numpy as np, pandas as pd, pytest
+from PIL import Image
+from near_nb.fakeserver import FakeChatServer, fingerprint, FAULTS
+from near_nb.mllm import image_data_url, LabelStore
+from conftest import ROOT
+
+NEAR = [sys.executable, '-c', 'import sys; from near_nb.cli import main; sys.exit(main())']
+
+def make_images(d, n, size=40, seed=0):
+    d.mkdir(parents=True, exist_ok=True); rng = np.random.default_rng(seed)
+    for i in range(n): Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(d/f'{i:03d}.png')
+    return sorted(d.glob('*.png'))
+
+def label_cmd(imgs, srv, tmp, *extra):
+    return NEAR + ['label', str(imgs), '--mllm', 'openai:fake-vlm', '--base-url', srv.url, '--store', str(tmp/'s.sqlite'),
+                   '--out', str(tmp/'labels.csv'), '-q', *extra]
+
+def test_every_fault_recovered_nothing_paid_twice(tmp_path):
+    files = make_images(tmp_path/'imgs', 27)
+    fps = [fingerprint(image_data_url(f, 768)) for f in files]
+    # image k gets fault k % 9 on its first two attempts (400 only once: it is not retried, so it fails)
+    plan = {fp: FAULTS[k % len(FAULTS)] for k, fp in enumerate(fps)}
+    fault = lambda fp, n: plan[fp] if n <= 2 else None
+    with FakeChatServer(fault=fault, slow_seconds=2.0, retry_after='0.3') as srv:
+        r = subprocess.run(label_cmd(tmp_path/'imgs', srv, tmp_path, '--timeout', '1', '--concurrency', '8'),
+                           capture_output=True, text=True, timeout=240, env={**os.environ, 'OPENAI_API_KEY': 'sk-test'})
+        bad = [fps[k] for k in range(27) if plan[fps[k]] == '400']
+        assert r.returncode == 1, r.stdout + r.stderr                          # the 400s fail (not retried)
+        assert 'not every image is labeled' in r.stderr and 'HTTP 400' in r.stderr
+        df = pd.read_csv(tmp_path/'labels.csv')
+        assert len(df) == 27 and (df.status == 'done').sum() == 24 and (df.status == 'failed').sum() == 3
+        refusals = df[df.path.map(lambda p: plan[fingerprint(image_data_url(p, 768))] == 'refusal')]
+        assert (refusals.names == '[]').all() and refusals.response.str.contains('sorry').all()
+        for fp in fps:
+            if plan[fp] in ('400', 'refusal'): continue
+            assert srv.completed[fp] == 1, (plan[fp], srv.completed[fp])     # one normal answer each, never two
+        assert all(srv.attempts[fp] == 1 for fp in bad)
+        # 429 waited at least Retry-After between attempts
+        t429 = [fp for fp in fps if plan[fp] == '429']
+        assert all(srv.attempts[fp] == 3 for fp in t429)
+        # the re-run asks only about the failed images; with the fault gone they succeed
+        plan.update({fp: None for fp in bad})
+        before = srv.requests
+        r2 = subprocess.run(label_cmd(tmp_path/'imgs', srv, tmp_path), capture_output=True, text=True, timeout=120,
+                            env={**os.environ, 'OPENAI_API_KEY': 'sk-test'})
+        assert r2.returncode == 0, r2.stderr
+        assert srv.requests - before == 3
+        assert (pd.read_csv(tmp_path/'labels.csv').status == 'done').all()
+
+@pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGINT])
+def test_killed_labeling_run_resumes(tmp_path, sig):
+    "Kill `near label` half-way: at most the requests in flight are lost; the re-run completes without repeats."
+    make_images(tmp_path/'imgs', 80)
+    conc = 4
+    with FakeChatServer(latency=0.1) as srv:
+        p = subprocess.Popen(label_cmd(tmp_path/'imgs', srv, tmp_path, '--concurrency', str(conc)),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, 'OPENAI_API_KEY': 'sk-test'})
+        db, n, t0 = tmp_path/'s.sqlite', 0, time.time()
+        while time.time() - t0 < 60 and p.poll() is None:
+            if db.exists():
+                try: n = sqlite3.connect(db, timeout=5).execute("SELECT COUNT(*) FROM answers WHERE status='done'").fetchone()[0]
+                except sqlite3.OperationalError: n = 0
+                if n >= 20: break
+            time.sleep(0.02)
+        assert p.poll() is None, 'finished before it could be killed'
+        p.send_signal(sig); p.wait(timeout=30)
+        stored = LabelStore(db).frame()
+        kept = int((stored.status == 'done').sum())
+        answered = sum(srv.completed.values())
+        assert 20 <= kept < 80 and answered - kept <= conc, (kept, answered)    # lost: only what was in flight
+        before = srv.requests
+        r = subprocess.run(label_cmd(tmp_path/'imgs', srv, tmp_path, '--concurrency', str(conc)), capture_output=True, text=True,
+                           timeout=120, env={**os.environ, 'OPENAI_API_KEY': 'sk-test'})
+        assert r.returncode == 0, r.stderr
+        assert srv.requests - before == 80 - kept                                # nothing stored is asked again
+        assert len(LabelStore(db).frame()) == 80 and max(srv.completed.values()) <= 2
+        assert sum(v == 2 for v in srv.completed.values()) <= conc
+
+def test_api_key_never_written(tmp_path):
+    key = 'sk-near-SECRET-4f9a8b7c6d5e'
+    make_images(tmp_path/'imgs', 6)
+    fault = lambda fp, n: '503' if n == 1 else None
+    with FakeChatServer(fault=fault) as srv:
+        r = subprocess.run(label_cmd(tmp_path/'imgs', srv, tmp_path), capture_output=True, text=True, timeout=120,
+                           env={**os.environ, 'OPENAI_API_KEY': key, 'OPENAI_LOG': 'debug', 'PYTHONWARNINGS': 'always'})
+        assert r.returncode == 0, r.stderr
+        assert any({k.lower(): v for k, v in h.items()}.get('authorization') == f'Bearer {key}' for h in srv.headers_seen)   # the key was really used
+    for f in tmp_path.rglob('*'):
+        if f.is_file(): assert key.encode() not in f.read_bytes(), f'the API key reached {f}'
+    assert key not in r.stdout
+    # the SDK's own debug log prints request options; the key must not be among them
+    assert key not in r.stderr
+
+def test_notebooks_carry_no_secrets():
+    "No committed notebook output holds anything shaped like an API key."
+    pat = re.compile(r'(sk-[A-Za-z0-9_-]{16,}|Bearer\s+\S{12,})')
+    for nb in list((ROOT/'nbs').rglob('*.ipynb')) + [ROOT/'index.ipynb']:
+        for c in json.loads(nb.read_text())['cells']:
+            out = json.dumps(c.get('outputs', []))
+            assert not pat.search(out), f'{nb.name}: output looks like a credential'
+
+def test_label_hf_tiny_model_cli(tmp_path):
+    "`near label --mllm hf:PATH` with a tiny random-weight Qwen2-VL built from a config, offline."
+    from near_nb.mllm import tiny_vlm
+    make_images(tmp_path/'imgs', 3)
+    vlm = tiny_vlm(tmp_path/'tiny-vlm')
+    r = subprocess.run(NEAR + ['label', str(tmp_path/'imgs'), '--mllm', f'hf:{vlm}', '--store', str(tmp_path/'s.sqlite'),
+                               '--out', str(tmp_path/'labels.csv'), '--samples', '2', '-q'], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(tmp_path/'labels.csv')
+    assert len(df) == 6 and (df.status == 'done').all() and df['sample'].tolist() == [0, 1] * 3
