@@ -19,3 +19,16 @@ def photos(tmp_path):
         a = (rng.random((60 + i, 80, 3)) * 255).astype(np.uint8)
         Image.fromarray(a).save(d/f'{i:02d}.jpg', quality=90)
     return d
+
+def kill_when(proc, db, sql, at_least, sig, timeout=120):
+    "Wait until `sql` (a COUNT) on the SQLite file `db` reaches `at_least` while `proc` runs, then send it `sig`."
+    import signal, sqlite3, time
+    t0 = time.time()
+    while time.time() - t0 < timeout and proc.poll() is None:
+        if db.exists():
+            try: n = sqlite3.connect(db, timeout=5).execute(sql).fetchone()[0]
+            except sqlite3.OperationalError: n = 0
+            if n >= at_least: break
+        time.sleep(0.02)
+    assert proc.poll() is None, 'the run finished before it could be killed'
+    proc.send_signal(sig); proc.wait(timeout=30)

@@ -5,7 +5,7 @@ import numpy as np, pytest, torch
 from PIL import Image
 from near_nb.data import ImageSet
 from near_nb.embed import Backbone, EmbeddingCache, BackboneLoadError, tiny_clip_config
-from conftest import ROOT
+from conftest import ROOT, kill_when
 
 def near(*args, env=None):
     return subprocess.run([sys.executable, '-c', 'import sys; from near_nb.cli import main; sys.exit(main())', *args],
@@ -53,15 +53,7 @@ def test_killed_embedding_run_resumes(tmp_path):
     for i in range(80): Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(d/f'{i:03d}.png')
     cfg, db = tiny_clip_config(tmp_path/'tinykill.json'), tmp_path/'cache.sqlite'
     p = subprocess.Popen([sys.executable, '-c', KILL_SCRIPT, str(cfg), str(d), str(db)], stdout=subprocess.PIPE, text=True)
-    n, t0 = 0, time.time()
-    while time.time() - t0 < 120 and p.poll() is None:
-        if db.exists():
-            try: n = sqlite3.connect(db, timeout=5).execute('SELECT COUNT(*) FROM emb').fetchone()[0]
-            except sqlite3.OperationalError: n = 0
-            if n >= 12: break
-        time.sleep(0.05)
-    assert p.poll() is None, 'the run finished before it could be killed'
-    os.kill(p.pid, signal.SIGKILL); p.wait()
+    kill_when(p, db, 'SELECT COUNT(*) FROM emb', 12, signal.SIGKILL)
     kept = EmbeddingCache(db).count(f'tinykill/random-seed0')
     assert 12 <= kept < 80 and kept % 4 == 0, kept  # whole batches only
     bb = Backbone(str(cfg), None, random_init=True)

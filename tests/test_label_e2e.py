@@ -5,7 +5,7 @@ import numpy as np, pandas as pd, pytest
 from PIL import Image
 from near_nb.fakeserver import FakeChatServer, fingerprint, FAULTS
 from near_nb.mllm import image_data_url, LabelStore
-from conftest import ROOT
+from conftest import ROOT, kill_when
 
 NEAR = [sys.executable, '-c', 'import sys; from near_nb.cli import main; sys.exit(main())']
 
@@ -58,15 +58,8 @@ def test_killed_labeling_run_resumes(tmp_path, sig):
     with FakeChatServer(latency=0.1) as srv:
         p = subprocess.Popen(label_cmd(tmp_path/'imgs', srv, tmp_path, '--concurrency', str(conc)),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, 'OPENAI_API_KEY': 'sk-test'})
-        db, n, t0 = tmp_path/'s.sqlite', 0, time.time()
-        while time.time() - t0 < 60 and p.poll() is None:
-            if db.exists():
-                try: n = sqlite3.connect(db, timeout=5).execute("SELECT COUNT(*) FROM answers WHERE status='done'").fetchone()[0]
-                except sqlite3.OperationalError: n = 0
-                if n >= 20: break
-            time.sleep(0.02)
-        assert p.poll() is None, 'finished before it could be killed'
-        p.send_signal(sig); p.wait(timeout=30)
+        db = tmp_path/'s.sqlite'
+        kill_when(p, db, "SELECT COUNT(*) FROM answers WHERE status='done'", 20, sig, timeout=60)
         stored = LabelStore(db).frame()
         kept = int((stored.status == 'done').sum())
         answered = sum(srv.completed.values())
