@@ -7,9 +7,9 @@
 3. Peak memory (RSS of the process and its DataLoader workers) while embedding the images.
 Results go to bench/results/embed.json and a markdown table on stdout.
 """
-import argparse, json, os, platform, sys, tempfile, threading, time
+import argparse, json, os, platform, tempfile, threading, time
 from pathlib import Path
-import numpy as np, psutil, torch
+import psutil, torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def main():
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     os.environ['NEAR_NB_HOME'] = tempfile.mkdtemp(prefix='near_bench_')
     from near_nb.data import ImageSet, load_image
-    from near_nb.embed import Backbone, EmbeddingCache
+    from near_nb.embed import Backbone
     iset = ImageSet.from_manifest(a.images) if a.images.endswith('.csv') else ImageSet.from_folder(a.images)
     n = len(iset)
     bb = Backbone(a.model, None, random_init=True).load()

@@ -4,12 +4,12 @@
 
 # %% ../nbs/00_core.ipynb #f628b283
 from __future__ import annotations
-import hashlib, json, os, random
+import hashlib, json, os, random, sqlite3
 from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['near_home', 'seed_everything', 'get_device', 'sha256_bytes', 'sha256_file', 'stable_hash']
+__all__ = ['near_home', 'seed_everything', 'get_device', 'sha256_bytes', 'sha256_file', 'stable_hash', 'open_sqlite']
 
 # %% ../nbs/00_core.ipynb #1397f2a4
 def near_home(create:bool=True, # make the folder if it does not exist
@@ -60,3 +60,15 @@ def stable_hash(obj, # anything JSON can encode (tuples become lists)
                ) -> str:
     "A short, order-independent hash of a JSON-able object (dict keys sorted)."
     return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())[:n]
+
+# %% ../nbs/00_core.ipynb #53d8ae9b
+def open_sqlite(path:str|Path, # the database file (its folder is created)
+                schema:str="", # CREATE statements to run (idempotent)
+               ) -> sqlite3.Connection:
+    "A connection in WAL mode with `schema` applied."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path, timeout=60)
+    con.execute('PRAGMA journal_mode=WAL'); con.execute('PRAGMA synchronous=NORMAL')
+    if schema: con.executescript(schema)
+    con.commit()
+    return con

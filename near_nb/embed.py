@@ -4,14 +4,14 @@
 
 # %% ../nbs/04_embed.ipynb #5cd6293c
 from __future__ import annotations
-import json, logging, os, sqlite3, time
-from dataclasses import dataclass, asdict, field
+import json, logging, os, time
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 import torch
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .core import near_home, get_device, sha256_file, stable_hash
+from .core import near_home, get_device, sha256_file, stable_hash, open_sqlite
 from .data import ImageSet, LoadError, ImageLoadError, load_image, DEFAULT_MAX_PIXELS
 
 log = logging.getLogger('near_nb')
@@ -26,12 +26,8 @@ class EmbeddingCache:
     def __init__(self, path:str|Path|None=None, # SQLite file; default `near_home()/embeddings.sqlite`
                 ):
         self.path = Path(path) if path else near_home()/'embeddings.sqlite'
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = sqlite3.connect(self.path, timeout=60)
-        self.con.execute('PRAGMA journal_mode=WAL'); self.con.execute('PRAGMA synchronous=NORMAL')
-        self.con.execute('''CREATE TABLE IF NOT EXISTS emb (model_id TEXT, prep_id TEXT, sha256 TEXT, vec BLOB,
-                            created REAL, PRIMARY KEY (model_id, prep_id, sha256)) WITHOUT ROWID''')
-        self.con.commit()
+        self.con = open_sqlite(self.path, '''CREATE TABLE IF NOT EXISTS emb (model_id TEXT, prep_id TEXT, sha256 TEXT, vec BLOB,
+                                             created REAL, PRIMARY KEY (model_id, prep_id, sha256)) WITHOUT ROWID;''')
     def __repr__(self): return f'EmbeddingCache({str(self.path)!r}, {len(self)} vectors)'
     def __len__(self): return self.con.execute('SELECT COUNT(*) FROM emb').fetchone()[0]
     def __bool__(self): return True  # an empty cache is still a cache

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03a_fakeserver.ipynb #c9406a84
 from __future__ import annotations
-import hashlib, json, socket, threading, time
+import hashlib, json, threading, time
 from collections import Counter
 
 # %% auto #0

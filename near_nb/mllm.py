@@ -4,14 +4,14 @@
 
 # %% ../nbs/03_mllm.ipynb #42b613c4
 from __future__ import annotations
-import asyncio, base64, csv, io, json, logging, os, random, re, sqlite3, time
-from dataclasses import dataclass, field, asdict
+import asyncio, base64, csv, io, json, logging, os, random, re, time
+from dataclasses import dataclass, field
 from pathlib import Path
 import pandas as pd
 from PIL import Image
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .core import stable_hash, sha256_file
+from .core import stable_hash, sha256_file, open_sqlite
 from .data import ImageSet, ImageLoadError, LoadError, load_image
 from .names import parse_answer
 
@@ -40,14 +40,11 @@ _COLS = ('sha256', 'model', 'prompt_hash', 'sample', 'path', 'prompt', 'status',
 class LabelStore:
     "SQLite store of MLLM answers, one row per (image sha256, model, prompt hash, sample)."
     def __init__(self, path:str|Path):
-        self.path = Path(path); self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = sqlite3.connect(self.path, timeout=60)
-        self.con.execute('PRAGMA journal_mode=WAL'); self.con.execute('PRAGMA synchronous=NORMAL')
-        self.con.execute('''CREATE TABLE IF NOT EXISTS answers (sha256 TEXT, model TEXT, prompt_hash TEXT, sample INTEGER,
+        self.path = Path(path)
+        self.con = open_sqlite(self.path, '''CREATE TABLE IF NOT EXISTS answers (sha256 TEXT, model TEXT, prompt_hash TEXT, sample INTEGER,
             path TEXT, prompt TEXT, status TEXT, response TEXT, names TEXT, refusal INTEGER, prompt_tokens INTEGER,
             completion_tokens INTEGER, latency REAL, attempts INTEGER, error TEXT, created REAL, updated REAL,
-            PRIMARY KEY (sha256, model, prompt_hash, sample))''')
-        self.con.commit()
+            PRIMARY KEY (sha256, model, prompt_hash, sample));''')
     def __bool__(self): return True
     def __len__(self): return self.con.execute('SELECT COUNT(*) FROM answers').fetchone()[0]
     def __repr__(self):

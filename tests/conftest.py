@@ -22,7 +22,7 @@ def photos(tmp_path):
 
 def kill_when(proc, db, sql, at_least, sig, timeout=120):
     "Wait until `sql` (a COUNT) on the SQLite file `db` reaches `at_least` while `proc` runs, then send it `sig`."
-    import signal, sqlite3, time
+    import sqlite3, time
     t0 = time.time()
     while time.time() - t0 < timeout and proc.poll() is None:
         if db.exists():

@@ -1,11 +1,10 @@
 "End-to-end embedding behaviour that a notebook cannot show: real subprocesses, SIGKILL, offline errors, the CLI."
-import json, os, signal, sqlite3, subprocess, sys, time
-from pathlib import Path
-import numpy as np, pytest, torch
+import json, os, signal, subprocess, sys
+import numpy as np, torch
 from PIL import Image
 from near_nb.data import ImageSet
-from near_nb.embed import Backbone, EmbeddingCache, BackboneLoadError, tiny_clip_config
-from conftest import ROOT, kill_when
+from near_nb.embed import Backbone, EmbeddingCache, tiny_clip_config
+from conftest import kill_when
 
 def near(*args, env=None):
     return subprocess.run([sys.executable, '-c', 'import sys; from near_nb.cli import main; sys.exit(main())', *args],
@@ -54,7 +53,7 @@ def test_killed_embedding_run_resumes(tmp_path):
     cfg, db = tiny_clip_config(tmp_path/'tinykill.json'), tmp_path/'cache.sqlite'
     p = subprocess.Popen([sys.executable, '-c', KILL_SCRIPT, str(cfg), str(d), str(db)], stdout=subprocess.PIPE, text=True)
     kill_when(p, db, 'SELECT COUNT(*) FROM emb', 12, signal.SIGKILL)
-    kept = EmbeddingCache(db).count(f'tinykill/random-seed0')
+    kept = EmbeddingCache(db).count('tinykill/random-seed0')
     assert 12 <= kept < 80 and kept % 4 == 0, kept  # whole batches only
     bb = Backbone(str(cfg), None, random_init=True)
     e = bb.embed_images(ImageSet.from_folder(d), cache=db, batch_size=4, num_workers=0, progress=False)

@@ -1,6 +1,5 @@
 "Labeling end to end: a real HTTP server with faults, a real `near label` subprocess killed half-way, the API key."
-import json, os, re, signal, sqlite3, subprocess, sys, time
-from pathlib import Path
+import json, os, re, signal, subprocess, sys
 import numpy as np, pandas as pd, pytest
 from PIL import Image
 from near_nb.fakeserver import FakeChatServer, fingerprint, FAULTS
@@ -38,9 +37,10 @@ def test_every_fault_recovered_nothing_paid_twice(tmp_path):
             if plan[fp] in ('400', 'refusal'): continue
             assert srv.completed[fp] == 1, (plan[fp], srv.completed[fp])     # one normal answer each, never two
         assert all(srv.attempts[fp] == 1 for fp in bad)
-        # 429 waited at least Retry-After between attempts
+        # 429 twice, then answered, each time after waiting at least Retry-After (0.3 s)
         t429 = [fp for fp in fps if plan[fp] == '429']
         assert all(srv.attempts[fp] == 3 for fp in t429)
+        assert all(min(np.diff(srv.times[fp])) >= 0.3 for fp in t429)
         # the re-run asks only about the failed images; with the fault gone they succeed
         plan.update({fp: None for fp in bad})
         before = srv.requests
