@@ -1,5 +1,7 @@
 "End-to-end embedding behaviour that a notebook cannot show: real subprocesses, SIGKILL, offline errors, the CLI."
-import json, os, signal, subprocess, sys
+import json
+import pandas as pd
+import os, signal, subprocess, sys
 import numpy as np, torch
 from PIL import Image
 from near_nb.data import ImageSet
@@ -81,7 +83,21 @@ def test_cli_demo_offline(tmp_path):
     r = near('demo', '--out', str(tmp_path/'demo'), '-q', env={'NEAR_NB_HOME': str(tmp_path/'home')})
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path/'demo'/'report.json').read_text())
-    assert rep['images'] == 306 and rep['unusable_images'] == 0
+    assert rep['images'] == 306 and rep['unusable_images'] == 0 and rep['labeled'] == 306
     assert rep['embedding'] == '306 images: 306 from cache, 0 embedded, 0 skipped'
-    assert rep['mllm_distinct_top1_names'] == 215  # DESIGN.md's reference count for flower102
     assert 60 < rep['loo_1nn_accuracy'] < 95
+    t = rep['table']; raw, near_ = t['MLLM top-1 (first name, lower-cased)'], t['NeaR refined']
+    assert near_['cacc'] > raw['cacc'] + 5 and near_['sacc'] > raw['sacc'] and near_['names'] < raw['names']
+    assert 'NeaR refined' in r.stdout and 'sACC with all-MiniLM-L6-v2' in r.stdout and 'near_map.html' in r.stdout
+    html = (tmp_path/'demo'/'near_map.html').read_text()
+    assert 'plotly' in html and 'NeaR name' in html
+    refined = pd.read_csv(tmp_path/'demo'/'refined_labels.csv')
+    assert len(refined) == 306 and set(refined.columns) >= {'path', 'mllm', 'near', 'clean'}
+    # the saved classifier names the sample's embeddings without any MLLM, as the refined labels say
+    from near_nb.near import NearClassifier
+    from near_nb.data import sample
+    clf = NearClassifier.load(tmp_path/'demo'/'classifier.pt')
+    pred = [p[0][0] for p in clf.predict(sample(seed_cache=False).emb)]
+    assert np.mean(np.array(pred) == refined.near.to_numpy()) > 0.9
+    again = near('demo', '--out', str(tmp_path/'demo'), '-q', env={'NEAR_NB_HOME': str(tmp_path/'home')})
+    assert again.returncode == 0 and json.loads((tmp_path/'demo'/'report.json').read_text())['table'] == t   # reproducible
