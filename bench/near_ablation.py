@@ -20,6 +20,7 @@ VARIANTS = {  # name -> (config changes, vocabulary similarity merge)
     '+ GMM, consensus refinement': ({'gmm': True}, 0.9),
     '+ GMM, relaxed refinement': ({'gmm': True, 'refine': 'relax'}, 0.9),
     'no pruning': ({'prune': False}, 0.9),
+    'trained head (not refined-label prototypes)': ({'head': 'trained'}, 0.9),
     'no sentence merge (stated synonyms only)': ({}, 0.0),
 }
 

@@ -133,7 +133,7 @@ def _near_labels(tb, idx, encode, similar):
 
 def _ce_config(cfg):
     from dataclasses import replace
-    return replace(cfg, k=0, proden=False, gmm=False, prune=False)
+    return replace(cfg, k=0, proden=False, gmm=False, prune=False, head='trained')
 
 def _folds(gt, seed):
     rng, f = np.random.default_rng(seed), np.zeros(len(gt), int)
@@ -164,24 +164,27 @@ def heldout(tb:TestBed, cfg=None, encode=None, similar:float=0.9, seed:int=0) ->
     cfg = replace(cfg or NearConfig(), seed=seed); n = len(tb.labels)
     f = _folds(tb.labels.gt_class.to_numpy(), seed)
     raw = [raw_name(ns) for ns in tb.labels.names]
-    out = {m: ([''] * n, [set()] * n) for m in ('mllm_top1', 'ce_raw', 'near')}
+    out = {m: ([''] * n, [set()] * n) for m in ('mllm_top1', 'ce_raw', 'proto_raw', 'near')}
     for i, r in enumerate(raw): out['mllm_top1'][0][i], out['mllm_top1'][1][i] = r, {r}
     for k in range(3):
         tr, te = np.flatnonzero(f != k), np.flatnonzero(f == k)
         u = sorted({raw[i] for i in tr if raw[i]})
         own = [[u.index(raw[i])] if raw[i] else [] for i in tr]
         ce, _ = near_fit(tb.emb[tr], own, u, _ce_config(cfg))
+        pr, _ = near_fit(tb.emb[tr], own, u, replace(_ce_config(cfg), epochs=0, head='prototypes'))
         voc, own_n = _near_labels(tb, tr, encode, similar)
         nc, _ = near_fit(tb.emb[tr], own_n, voc.names, cfg)
-        for i, (p,) in zip(te, ce.predict(tb.emb[te])): out['ce_raw'][0][i], out['ce_raw'][1][i] = p[0], {p[0]}
+        for m, c in (('ce_raw', ce), ('proto_raw', pr)):
+            for i, (p,) in zip(te, c.predict(tb.emb[te])): out[m][0][i], out[m][1][i] = p[0], {p[0]}
         keys = {voc.names[j]: _names_keys(voc, j) for j in range(len(voc))}
         for i, (p,) in zip(te, nc.predict(tb.emb[te])): out['near'][0][i], out['near'][1][i] = p[0], keys[p[0]]
     return out
 
 # %% ../nbs/07_evaluate.ipynb #1dc39e01
 def _score(names, gt, gt_names, encode, ids=None):
+    "cACC over `ids` (default: the names); sACC over every method's names written alike (`raw_name`: lower case, no punctuation)."
     r = {'cacc': cluster_acc(ids if ids is not None else names, gt), 'names': len(set(names))}
-    if encode is not None: r['sacc'] = semantic_acc(names, gt_names, encode)
+    if encode is not None: r['sacc'] = semantic_acc([raw_name([n]) if n else '' for n in names], gt_names, encode)
     return r
 
 def _agg(runs:list) -> dict:

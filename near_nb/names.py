@@ -12,7 +12,7 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['ParsedAnswer', 'clean_name', 'parse_answer', 'parse_names', 'singular', 'normalize_name', 'parse_agreement',
-           'Mention', 'Merge', 'Vocabulary', 'sentence_encoder']
+           'Mention', 'Merge', 'Vocabulary', 'sentence_encoder', 'contrasting']
 
 # %% ../nbs/02_names.ipynb #e148cdb9
 @dataclass
@@ -20,7 +20,6 @@ class ParsedAnswer:
     "Names found in one MLLM answer: most likely first, with synonym pairs stated in the answer."
     names: list = field(default_factory=list)
     synonyms: list = field(default_factory=list)
-    refusal: bool = False
     refusal: bool = False
 
 # %% ../nbs/02_names.ipynb #1039b9de
@@ -80,6 +79,7 @@ def clean_name(s:str) -> str:
     s = re.sub(r'[*_`"]', '', s).strip(" \t'.,;:!?-")
     s = re.sub(r'^(?:an?|the)\s+', '', s, flags=re.I)
     s = re.sub(r'^(?:(?:young|juvenile|immature|adult|male|female|breeding|non-breeding|baby)\s+)+', '', s, flags=re.I)
+    s = re.sub(r"(?<=[A-Za-z])'S\b", "'s", s)  # a title-cased possessive: "Anna'S Hummingbird"
     return re.sub(r'\s+', ' ', s).strip()
 
 def _ok(name:str) -> bool:
@@ -114,7 +114,7 @@ def parse_answer(text:str, # the MLLM's raw answer
                  max_cue_sentences:int=2, # sentences read for "is a ..." phrasing
                 ) -> ParsedAnswer:
     "Names in an MLLM answer, most likely first, with the synonym pairs the answer states."
-    if not text or not text.strip(): return ParsedAnswer()
+    if not isinstance(text, str) or not text.strip(): return ParsedAnswer()  # None, NaN from a CSV, blank
     js = _from_json(text)
     if js is not None:
         out = []
@@ -245,10 +245,17 @@ from fastcore.basics import patch
 
 _BINOMIAL = re.compile(r'^[A-Z][a-z]+ (?:x |× )?[a-z][a-z-]{2,}$')
 
-def _display(aliases:Counter, prefer_common:bool=True) -> str:
-    "The name shown for a group of aliases."
-    common = Counter({a: c for a, c in aliases.items() if not _BINOMIAL.match(a)}) if prefer_common else None
+def _display(aliases:Counter, prefer_common:bool=True, scientific:set=frozenset()) -> str:
+    "The name shown for a group of aliases (`scientific`: normalised keys known to be binomials)."
+    common = Counter({a: c for a, c in aliases.items() if not _BINOMIAL.match(a) and normalize_name(a) not in scientific}) \
+             if prefer_common else None
     return (common or aliases).most_common(1)[0][0]
+
+@patch
+def _scientific(self:Vocabulary) -> set:
+    "Keys of the names written as binomials (\"Genus species\") in a mention or a stated synonym pair: a published list may title-case them."
+    raw = [m.raw for m in self.mentions] + [n for pair in self.stated for n in pair]
+    return {normalize_name(n) for n in raw if _BINOMIAL.match(clean_name(n))}
 
 @patch
 def _build(self:Vocabulary):
@@ -257,10 +264,17 @@ def _build(self:Vocabulary):
     def find(k):
         while parent[k] != k: parent[k] = parent[parent[k]]; k = parent[k]
         return k
+    shown, renamed = {}, {}  # a rename's new key -> the key it names; the displayed names it sets
     for m in self.merges:
         a, b = normalize_name(m.a), normalize_name(m.b)
-        if a in parent and b in parent: parent[find(a)] = find(b)
+        a, b = renamed.get(a, a), renamed.get(b, b)
+        if m.reason == 'rename' and a in parent:
+            if b in parent: parent[find(a)] = find(b)  # renamed to a name in use: one group
+            else: renamed[b] = a
+            shown[a] = clean_name(m.b)
+        elif a in parent and b in parent: parent[find(a)] = find(b)
     root_of = {k: find(k) for k in keys}
+    shown = {root_of[a]: s for a, s in shown.items()}  # the last rename of a group wins
     top1, images, alias = Counter(), defaultdict(set), defaultdict(Counter)
     for m in self.mentions:
         k = normalize_name(m.raw)
@@ -269,8 +283,9 @@ def _build(self:Vocabulary):
         if m.rank == 0: top1[r] += 1
     roots = sorted(images, key=lambda r: (-top1[r], -len(images[r]), r))
     self._rid = {r: i for i, r in enumerate(roots)}
-    self._id = {k: self._rid[root_of[k]] for k in keys}
-    self.names = [_display(alias[r], self.prefer_common) for r in roots]
+    self._id = {k: self._rid[root_of[k]] for k in keys} | {b: self._rid[root_of[a]] for b, a in renamed.items()}
+    self._sci = self._scientific()
+    self.names = [shown.get(r) or _display(alias[r], self.prefer_common, self._sci) for r in roots]
     self.top1_counts = [top1[r] for r in roots]
     self.image_counts = [len(images[r]) for r in roots]
     self._aliases = [alias[r] for r in roots]
@@ -313,6 +328,11 @@ def merge(self:Vocabulary, a:str, b:str, reason:str='manual', score=None) -> Voc
     return Vocabulary(self.mentions, self.stated, self.merges + [Merge(a, b, reason, score)], self.prefer_common)
 
 @patch
+def rename(self:Vocabulary, name:str, new:str) -> Vocabulary:
+    "A new vocabulary that shows `name`'s group as `new` (and joins the group of `new` when that name is in use)."
+    return Vocabulary(self.mentions, self.stated, self.merges + [Merge(name, new, 'rename')], self.prefer_common)
+
+@patch
 def undo(self:Vocabulary, *steps:int) -> Vocabulary:
     "A new vocabulary without the merge steps at positions `steps` (default: the last one)."
     drop = {s % len(self.merges) for s in steps} if steps else {len(self.merges) - 1}
@@ -324,7 +344,7 @@ def merge_stated(self:Vocabulary, min_support:int=1, # answers that must state t
                 ) -> Vocabulary:
     "Merge the synonym pairs the answers state (\"X, commonly known as Y\"), most supported first."
     support = Counter(tuple(sorted((normalize_name(a), normalize_name(b)))) for a, b in self.stated)
-    binom = {normalize_name(m.raw) for m in self.mentions if _BINOMIAL.match(clean_name(m.raw))}
+    binom = self._sci
     parent = {}
     def find(k):
         while parent.get(k, k) != k: k = parent[k]
@@ -354,14 +374,24 @@ def sentence_encoder(model:str|None=None, # a sentence-transformers model name o
     encode.model_name = 'all-MiniLM-L6-v2' if 'minilm_l6' in model.replace('-', '_').lower() else model
     return encode
 
+def contrasting(a:str, b:str) -> bool:
+    "Whether two names share words but swap one word for another (\"Western\" / \"Eastern Meadowlark\"): different things, however similar they read."
+    ta, tb = set(normalize_name(a).split()), set(normalize_name(b).split())
+    word = lambda ws: any(not w.isdigit() for w in ws)
+    return bool(ta & tb) and word(ta - tb) and word(tb - ta)
+
 @patch
 def merge_similar(self:Vocabulary, encode, # names -> L2-normalised embeddings (`sentence_encoder()`, `Backbone.embed_text`)
                   threshold:float=0.9, # cosine needed between every pair of names in a merged group
                   reason:str='sentence',
+                  contrast:bool=True, # never merge `contrasting` names (numbers may differ: model years; words may be added)
                  ) -> Vocabulary:
     "Merge names whose embeddings are similar (complete linkage: a group joins only if all its pairs pass)."
     if len(self) < 2: return self
     E = np.asarray(encode(self.names), dtype=np.float32); S = E @ E.T
+    if contrast:  # the display names stand for their groups; any pair of aliases that contrasts blocks the merge
+        for i, j in np.argwhere(np.triu(S, 1) >= threshold):
+            if any(contrasting(x, y) for x in self.aliases(i) for y in self.aliases(j)): S[i, j] = S[j, i] = -1
     group, members, new = list(range(len(self))), {i: [i] for i in range(len(self))}, []
     iu = np.argwhere(np.triu(S, 1) >= threshold)
     for i, j in sorted(iu.tolist(), key=lambda p: -S[p[0], p[1]]):

@@ -49,6 +49,7 @@ class NearConfig:
     refine:str='consensus' # noisy targets: 'consensus' (neighbours' predictions) or 'relax' (towards the whole vocabulary)
     relax:float=0.1 # weight of the whole vocabulary when refine='relax'
     prune:bool=True # names no image ends up with are not predicted
+    head:str='prototypes' # final classifier: 'prototypes' (mean feature of each name's refined images) or 'trained'
     warmup:int=5 # epochs before re-weighting and the GMM split
     epochs:int=30
     lr:float=1e-4
@@ -136,6 +137,7 @@ def fit_near(forward, # idx (LongTensor) -> (b, d) normalised features
              params:list, # parameters of `forward` to train (may be empty)
              W0:np.ndarray, # (C, d) initial classifier weights
              Cw:np.ndarray, Y:np.ndarray, nn_idx, cfg:NearConfig, neighbour_weight:float=0.0, progress=None,
+             verified:np.ndarray|None=None, # (n,) bool: labels a person gave or checked; their targets never change
             ) -> tuple:
     "(trained classifier weights (C, d) as a tensor, `NearResult`)."
     seed_everything(cfg.seed)
@@ -153,16 +155,25 @@ def fit_near(forward, # idx (LongTensor) -> (b, d) normalised features
             opt.zero_grad(); loss.backward(); opt.step()
             P[b] = logits.detach().softmax(1); tot += loss.item() * len(b)
         if ep + 1 >= cfg.warmup:
-            Tn, clean = update_targets(P.numpy(), Cw, Y, nn_idx, cfg); T = torch.tensor(Tn)
+            Tn, clean = update_targets(P.numpy(), Cw, Y, nn_idx, cfg)
+            if verified is not None: Tn[verified], clean[verified] = Cw[verified], True
+            T = torch.tensor(Tn)
         hist.append({'epoch': ep, 'loss': tot / n, 'clean': float(clean.mean()), 'seconds': time.perf_counter() - t0})
         if progress is not None: progress(ep)
-    return F.normalize(W.detach(), dim=1), NearResult(T.numpy(), clean, Cw, neighbour_weight, hist)
+    res, W = NearResult(T.numpy(), clean, Cw, neighbour_weight, hist), F.normalize(W.detach(), dim=1)
+    if cfg.head == 'prototypes':  # nearest class mean over the (possibly tuned) features of each name's refined images
+        with torch.no_grad(): X = torch.cat([forward(b) for b in torch.arange(n).split(cfg.batch_size or n)]).float().numpy()
+        H = np.eye(C, dtype=np.float32)[res.refined] * (res.targets.sum(1, keepdims=True) > 0)  # no candidate: no vote
+        W = torch.where(torch.tensor(H.sum(0) > 0)[:, None], torch.tensor(prototypes(X, H)), W)
+    elif cfg.head != 'trained': raise ValueError(f"head must be 'prototypes' or 'trained', not {cfg.head!r}")
+    return W, res
 
-def _setup(emb:np.ndarray, own:list, n_names:int, cfg:NearConfig, text_emb=None) -> tuple:
+def _setup(emb:np.ndarray, own:list, n_names:int, cfg:NearConfig, text_emb=None, verified=None) -> tuple:
     "What every mode starts from: (own targets, neighbours, candidate weights, neighbour weight, initial head)."
     Y = own_targets(own, n_names)
     nn_sim, nn_idx = knn(emb, max(cfg.k, 1)) if cfg.k and len(emb) > 1 else (None, None)
     Cw, a = candidate_targets(own, n_names, nn_idx, nn_sim, cfg)
+    if verified is not None: Cw[verified] = Y[verified]  # a person's label is the whole candidate set
     W0 = text_emb if text_emb is not None else prototypes(emb, Cw)
     unnamed = np.linalg.norm(W0, axis=1, keepdims=True) == 0  # a name no candidate set holds: a small random start
     W0 = np.where(unnamed, np.random.default_rng(cfg.seed).normal(size=W0.shape) * 1e-3, W0).astype(np.float32)
@@ -219,7 +230,7 @@ def embed(self:NearClassifier, x, batch_size:int=64) -> np.ndarray:
     if self.backbone is None: raise ValueError('this classifier has no backbone: pass embeddings, or load it with one')
     with self._tower() as bb:
         if isinstance(x, Image.Image) or (isinstance(x, list) and x and isinstance(x[0], Image.Image)):
-            pil = [x] if isinstance(x, Image.Image) else x
+            pil, bb = [x] if isinstance(x, Image.Image) else x, bb.load()
             return np.concatenate([bb.encode_batch(torch.stack([bb.preprocess(im.convert('RGB')) for im in pil[i:i + batch_size]]))
                                    for i in range(0, len(pil), batch_size)])
         iset = x if isinstance(x, ImageSet) else ImageSet([Path(p) for p in ([x] if isinstance(x, (str, Path)) else x)])
@@ -230,9 +241,8 @@ def embed(self:NearClassifier, x, batch_size:int=64) -> np.ndarray:
 @contextmanager
 def _tower(self:NearClassifier):
     "The backbone with this classifier's tuned tower in place for the duration; the zero-shot weights come back after."
-    bb = self.backbone.load()
-    if self.visual_state is None: yield bb; return
-    v = bb.model.visual; zs = {k: t.detach().clone() for k, t in v.state_dict().items()}
+    if self.visual_state is None: yield self.backbone; return  # weights load on demand (cached embeddings need none)
+    bb = self.backbone.load(); v = bb.model.visual; zs = {k: t.detach().clone() for k, t in v.state_dict().items()}
     v.load_state_dict(self.visual_state)
     try: yield bb
     finally: v.load_state_dict(zs)
@@ -267,13 +277,15 @@ def near_fit(emb:np.ndarray, # (n, d) L2-normalised image embeddings of the trai
              text_emb:np.ndarray|None=None, # (C, d) CLIP text embeddings of the names (initialises the head)
              backbone=None, # kept with the classifier, for predicting images
              progress=None, # callable(epoch) after each epoch
+             verified:np.ndarray|None=None, # (n,) bool: labels a person gave (`explore.apply_edits`); kept as they are
             ) -> tuple:
     "(`NearClassifier`, `NearResult`): NeaR in mode 1 (a head over the vocabulary on fixed features)."
     cfg = cfg or NearConfig(); X = np.ascontiguousarray(emb, np.float32)
     if len(X) != len(own): raise ValueError(f'{len(X)} embeddings for {len(own)} images')
-    C = len(names); Y, nn_idx, Cw, a, W0 = _setup(X, own, C, cfg, text_emb)
+    verified = None if verified is None else np.asarray(verified, bool)
+    C = len(names); Y, nn_idx, Cw, a, W0 = _setup(X, own, C, cfg, text_emb, verified)
     Xt = torch.tensor(X)
-    W, res = fit_near(lambda b: Xt[b], [], W0, Cw, Y, nn_idx, cfg, a, progress)
+    W, res = fit_near(lambda b: Xt[b], [], W0, Cw, Y, nn_idx, cfg, a, progress, verified)
     active = np.bincount(res.refined, minlength=C) > 0 if cfg.prune else None
     meta = {'mode': 'head', 'config': asdict(cfg), 'neighbour_weight': a, 'n_train': len(X)}
     return NearClassifier(names, W.numpy(), cfg.tau, active, backbone, meta=meta), res
@@ -333,23 +345,25 @@ def near_fit_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
                    text_emb:np.ndarray|None=None,
                    wise:float|None=None, # WiSE-FT alpha (None: the fine-tuned weights as they are)
                    progress=None,
+                   verified:np.ndarray|None=None, # (n,) bool: labels a person gave; kept as they are
                   ) -> tuple:
     "(`NearClassifier` with a fine-tuned tower, `NearResult` over the readable images)."
     cfg = cfg or NearConfig(batch_size=32, lr=1e-5)
     bb = backbone.load(); visual = bb.model.visual
     px, ok, errs = pixels(bb, images); own = [own[i] for i in ok]
+    verified = None if verified is None else np.asarray(verified, bool)[ok]
     zs = {k: v.detach().clone() for k, v in visual.state_dict().items()}
     if n_top is not None: acts, start = trunk_cache(visual, px, n_top), len(visual.transformer.resblocks) - n_top
     with torch.no_grad():
         emb = F.normalize((_top(visual, acts, start) if n_top is not None else visual(px)).float(), dim=1).numpy()
-    C = len(names); Y, nn_idx, Cw, a, W0 = _setup(emb, own, C, cfg, text_emb)
+    C = len(names); Y, nn_idx, Cw, a, W0 = _setup(emb, own, C, cfg, text_emb, verified)
     for p in visual.parameters(): p.requires_grad_(n_top is None)
     params = top_params(visual, n_top) if n_top is not None else list(visual.parameters())
     for p in params: p.requires_grad_(True)
     fwd = (lambda b: F.normalize(_top(visual, acts[b], start).float(), dim=1)) if n_top is not None else \
           (lambda b: F.normalize(visual(px[b]).float(), dim=1))
     visual.train()
-    try: W, res = fit_near(fwd, params, W0, Cw, Y, nn_idx, cfg, a, progress)
+    try: W, res = fit_near(fwd, params, W0, Cw, Y, nn_idx, cfg, a, progress, verified)
     finally:
         visual.eval()
         for p in visual.parameters(): p.requires_grad_(False)
