@@ -142,12 +142,16 @@ def cmd_bench(args) -> int:
     from near_nb.evaluate import bench_testbed
     from near_nb.names import sentence_encoder
     enc = sentence_encoder(args.sentence_model)
-    r = bench_testbed(args.dir, seeds=args.seeds, encode=enc, similar=args.similar, progress=not args.quiet)
+    text = None
+    if args.text_model:  # zero-shot CLIP over the vocabulary needs the text tower of the model the embeddings came from
+        from near_nb.embed import Backbone
+        text = Backbone(args.text_model, args.text_pretrained).embed_text
+    r = bench_testbed(args.dir, seeds=args.seeds, encode=enc, similar=args.similar, progress=not args.quiet, text=text)
     print(f"{r['dataset']}: {r['images']} images, {r['classes']} classes; {r['seeds']} seeds (mean ± std); sACC with {r['sentence_model']}")
-    print(f"{'protocol':13s} {'method':10s} {'cACC':>12s} {'sACC':>12s} {'names':>6s}")
+    print(f"{'protocol':13s} {'method':14s} {'cACC':>12s} {'sACC':>12s} {'names':>6s}")
     for p in ('transductive', 'heldout'):
         for m, v in r[p].items():
-            print(f"{p:13s} {m:10s} {v['cacc']:6.1f} ± {v['cacc_std']:<3.1f} {v['sacc']:6.1f} ± {v['sacc_std']:<3.1f} {v['names']:6.0f}")
+            print(f"{p:13s} {m:14s} {v['cacc']:6.1f} ± {v['cacc_std']:<3.1f} {v['sacc']:6.1f} ± {v['sacc_std']:<3.1f} {v['names']:6.0f}")
     c = r['cost']
     print(f"MLLM calls per new image: NeaR {c['mllm_calls_per_new_image']['near']}, asking the MLLM {c['mllm_calls_per_new_image']['mllm_top1']}; "
           f"classifier head {c['classifier_images_per_s']:,} images/s on embeddings; {r['seconds']:.0f}s in all")
@@ -192,6 +196,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument('--json', default=None, help='write every figure to this JSON file')
     t.add_argument('--seeds', type=int, default=3); t.add_argument('--similar', type=float, default=0.9, help='sentence-similarity merge threshold (0: off)')
     t.add_argument('--sentence-model', default=None, help='sentence-transformers model for sACC (default: all-MiniLM-L6-v2, offline)')
+    t.add_argument('--text-model', default=None, help="open_clip model of the embeddings (e.g. ViT-B-16): adds zero-shot CLIP over the vocabulary")
+    t.add_argument('--text-pretrained', default='openai', help='its pretrained tag or local checkpoint (with --text-model)')
     for s in (d, c, e, l, t): s.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
     for s, f in ((d, cmd_demo), (c, cmd_check), (e, cmd_embed), (l, cmd_label), (t, cmd_bench)): s.set_defaults(func=f)
     return p

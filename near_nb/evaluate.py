@@ -10,8 +10,8 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import normalized_mutual_info_score, adjusted_rand_score
 
 # %% auto #0
-__all__ = ['cluster_acc', 'semantic_acc', 'evaluate', 'Report', 'TestBed', 'load_testbed', 'raw_name', 'knn_vote', 'pooled_ids',
-           'transductive', 'heldout', 'bench_testbed']
+__all__ = ['cluster_acc', 'semantic_acc', 'evaluate', 'Report', 'TestBed', 'load_testbed', 'raw_name', 'knn_vote',
+           'zero_shot_names', 'pooled_ids', 'transductive', 'heldout', 'bench_testbed']
 
 # %% ../nbs/07_evaluate.ipynb #b3c1cbe1
 def cluster_acc(pred, # predicted label per image (any hashable ids)
@@ -109,6 +109,14 @@ def knn_vote(emb:np.ndarray, first:np.ndarray, # first name id per image (-1: no
         if v: out[i] = max(v, key=lambda c: (v[c], -c))
     return out
 
+def zero_shot_names(emb:np.ndarray, # (n, d) L2-normalised image embeddings
+                    names:list, # the discovered vocabulary
+                    encode_text, # names -> (C, d) CLIP text embeddings (`Backbone.embed_text`, prompt templates averaged)
+                   ) -> list:
+    "Zero-shot CLIP over the discovered names: per image, the name whose text embedding is closest."
+    T = np.asarray(encode_text(list(names)), np.float32); T /= np.maximum(np.linalg.norm(T, axis=1, keepdims=True), 1e-12)
+    return [names[j] for j in (np.asarray(emb, np.float32) @ T.T).argmax(1)]
+
 # %% ../nbs/07_evaluate.ipynb #be86768f
 def pooled_ids(keysets:list) -> list:
     "One id per prediction: predictions whose alias key sets overlap (transitively) share an id."
@@ -144,6 +152,7 @@ def _folds(gt, seed):
 # %% ../nbs/07_evaluate.ipynb #3655c100
 def transductive(tb:TestBed, cfg=None, encode=None, similar:float=0.9, seed:int=0,
                  classifier:bool=False, # also return NeaR's `NearClassifier`
+                 text=None, # names -> CLIP text embeddings (`Backbone.embed_text`): adds zero-shot CLIP over the vocabulary
                 ) -> dict:
     "Per method, each image's label on the discovery set itself: {'mllm_top1', 'knn_vote', 'near'} -> names."
     from dataclasses import replace
@@ -155,16 +164,17 @@ def transductive(tb:TestBed, cfg=None, encode=None, similar:float=0.9, seed:int=
     voc, own = _near_labels(tb, np.arange(len(tb.labels)), encode, similar)
     clf, res = near_fit(tb.emb, own, voc.names, cfg)
     labels = {'mllm_top1': raw, 'knn_vote': [u[j] if j >= 0 else '' for j in vote], 'near': [voc.names[j] for j in res.refined]}
+    if text is not None: labels['zero_shot_clip'] = zero_shot_names(tb.emb, voc.names, text)
     return (labels, clf) if classifier else labels
 
-def heldout(tb:TestBed, cfg=None, encode=None, similar:float=0.9, seed:int=0) -> dict:
+def heldout(tb:TestBed, cfg=None, encode=None, similar:float=0.9, seed:int=0, text=None) -> dict:
     "Per method, (names, alias key sets) for every image, each predicted by a classifier that never saw it."
     from dataclasses import replace
     from near_nb.near import NearConfig, near_fit
     cfg = replace(cfg or NearConfig(), seed=seed); n = len(tb.labels)
     f = _folds(tb.labels.gt_class.to_numpy(), seed)
     raw = [raw_name(ns) for ns in tb.labels.names]
-    out = {m: ([''] * n, [set()] * n) for m in ('mllm_top1', 'ce_raw', 'proto_raw', 'near')}
+    out = {m: ([''] * n, [set()] * n) for m in ('mllm_top1', 'ce_raw', 'proto_raw', 'near') + (('zero_shot_clip',) if text is not None else ())}
     for i, r in enumerate(raw): out['mllm_top1'][0][i], out['mllm_top1'][1][i] = r, {r}
     for k in range(3):
         tr, te = np.flatnonzero(f != k), np.flatnonzero(f == k)
@@ -178,6 +188,8 @@ def heldout(tb:TestBed, cfg=None, encode=None, similar:float=0.9, seed:int=0) ->
             for i, (p,) in zip(te, c.predict(tb.emb[te])): out[m][0][i], out[m][1][i] = p[0], {p[0]}
         keys = {voc.names[j]: _names_keys(voc, j) for j in range(len(voc))}
         for i, (p,) in zip(te, nc.predict(tb.emb[te])): out['near'][0][i], out['near'][1][i] = p[0], keys[p[0]]
+        if text is not None:
+            for i, p in zip(te, zero_shot_names(tb.emb[te], voc.names, text)): out['zero_shot_clip'][0][i], out['zero_shot_clip'][1][i] = p, keys[p]
     return out
 
 # %% ../nbs/07_evaluate.ipynb #1dc39e01
@@ -193,7 +205,9 @@ def _agg(runs:list) -> dict:
 
 def bench_testbed(d, # a test-bed directory
                   seeds:int=3, cfg=None, encode=None, # sentence encoder for sACC (`names.sentence_encoder()`)
-                  similar:float=0.9, progress:bool=False) -> dict:
+                  similar:float=0.9, progress:bool=False,
+                  text=None, # CLIP text encoder (`Backbone.embed_text`): adds the zero-shot CLIP baseline
+                 ) -> dict:
     "Both test-bed protocols on one dataset: figures for every method, means and spreads over seeds."
     from near_nb.near import NearConfig
     from tqdm.auto import tqdm
@@ -201,12 +215,12 @@ def bench_testbed(d, # a test-bed directory
     tb = load_testbed(d); gt, gtn = tb.labels.gt_class.to_numpy(), tb.labels.gt_name.tolist()
     T, H = {}, {}
     for s in tqdm(range(seeds), desc=f'{tb.name}: seeds', disable=not progress):
-        labels, clf = transductive(tb, cfg, encode, similar, s, classifier=True)
+        labels, clf = transductive(tb, cfg, encode, similar, s, classifier=True, text=text)
         for m, names in labels.items(): T.setdefault(m, []).append(_score(names, gt, gtn, encode))
-        for m, (names, keys) in heldout(tb, cfg, encode, similar, s).items(): H.setdefault(m, []).append(_score(names, gt, gtn, encode, pooled_ids(keys)))
+        for m, (names, keys) in heldout(tb, cfg, encode, similar, s, text).items(): H.setdefault(m, []).append(_score(names, gt, gtn, encode, pooled_ids(keys)))
     big = np.repeat(tb.emb, max(1, 20000 // len(gt)), 0); t1 = time.perf_counter(); clf.predict(big); dt = time.perf_counter() - t1
     return {'dataset': tb.name, 'images': len(gt), 'classes': len(tb.classnames), 'seeds': seeds,
-            'sentence_model': getattr(encode, 'model_name', None), 'config': asdict(cfg), 'similar': similar,
+            'sentence_model': getattr(encode, 'model_name', None), 'text_model': getattr(getattr(text, '__self__', None), 'model_id', None), 'config': asdict(cfg), 'similar': similar,
             'transductive': {m: _agg(v) for m, v in T.items()}, 'heldout': {m: _agg(v) for m, v in H.items()},
             'cost': {'mllm_calls_per_new_image': {'near': 0, 'mllm_top1': 1},
                      'classifier_images_per_s': round(len(big) / dt), 'classifier_note': 'head on precomputed embeddings; add the CLIP image encoder (bench/results/embed.json)'},
