@@ -112,9 +112,9 @@ def thumbnail(path:str|None, size:int=96) -> str:
 def grid_html(view:LabelView, idx, # the images to show
               by:str='mllm', max_images:int=48, size:int=96, marked:set=frozenset()) -> str:
     "An HTML grid of thumbnails with each image's name, MLLM name, confidence and flags."
-    idx, cards = list(idx), []
+    idx, cards, labels = list(idx), [], view.labels(by)
     for i in idx[:max_images]:
-        lab, sub = view.labels(by)[i], []
+        lab, sub = labels[i], []
         if by != 'mllm': sub.append(f'MLLM: {escape(view.mllm[i])}')
         if view.confidence is not None: sub.append(f'{100 * float(view.confidence[i]):.0f}%')
         if view.clean is not None and not view.clean[i]: sub.append('<b style="color:#c60">noisy</b>')
@@ -132,24 +132,28 @@ def name_colours(labels:list) -> dict:
     pal = pc.qualitative.Dark24 + pc.qualitative.Light24 + pc.qualitative.Alphabet
     return {n: ('#bbbbbb' if n == '' else pal[k % len(pal)]) for k, (n, _) in enumerate(Counter(labels).most_common())}
 
-def _hover(view:LabelView, i:int, by:str, answer_chars:int=160) -> str:
-    lab = view.labels(by)[i] or '(no name)'
-    out = [f'<b>{escape(lab)}</b>']
+def _hover(view:LabelView, i:int, lab:str, by:str, answer_chars:int=160) -> str:
+    out = [f'<b>{escape(lab or "(no name)")}</b>']
     if by != 'mllm': out.append(f'MLLM: {escape(view.mllm[i] or "(no answer)")}')
     if view.answers is not None and view.answers[i]:
         a = ' '.join(str(view.answers[i]).split()); out.append(escape(a[:answer_chars] + ('...' if len(a) > answer_chars else '')))
     return '<br>'.join(out)
+
+def _styling(view:LabelView, by:str, answer_chars:int=160) -> tuple:
+    "(point colours, hover texts, title) of the map coloured by `by`."
+    labels = view.labels(by); col = name_colours(labels)
+    return ([col[l] for l in labels], [_hover(view, i, l, by, answer_chars) for i, l in enumerate(labels)],
+            f'{len(view)} images coloured by {by} name ({len(set(labels) - {""})} names)')
 
 def map_figure(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
                by:str='mllm', # colour by 'mllm', 'refined' or 'gt'
                title:str|None=None, answer_chars:int=160):
     "A plotly scatter of the images, coloured by name, with hover cards."
     import plotly.graph_objects as go
-    labels = view.labels(by); col = name_colours(labels)
-    hover = [_hover(view, i, by, answer_chars) for i in range(len(view))]
-    tr = go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode='markers', marker=dict(size=7, color=[col[l] for l in labels], line=dict(width=0)),
+    colours, hover, t = _styling(view, by, answer_chars)
+    tr = go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode='markers', marker=dict(size=7, color=colours, line=dict(width=0)),
                       customdata=np.arange(len(view)), hovertext=hover, hoverinfo='text', name=by)
-    t = title or f'{len(view)} images coloured by {by} name ({len(set(labels) - {""})} names)'
+    t = title or t
     return go.Figure(tr, layout=dict(title=t, dragmode='lasso', hovermode='closest', height=560, margin=dict(l=10, r=10, t=50, b=10),
                                      xaxis=dict(visible=False), yaxis=dict(visible=False), template='plotly_white'))
 
@@ -335,7 +339,7 @@ def _wire(self:Explorer):
 def hover(self:Explorer, i:int):
     "Show image `i`'s thumbnail, names and answer in the hover card."
     src = thumbnail(self.view.paths[i], 160) if self.view.paths else _GREY
-    self.hover_card.value = f'<img src="{src}" width="160"/><br>{_hover(self.view, i, self.by, 400)}'
+    self.hover_card.value = f'<img src="{src}" width="160"/><br>{_hover(self.view, i, self._labels()[i], self.by, 400)}'
 
 @patch
 def select(self:Explorer, idx):
@@ -385,7 +389,10 @@ def show(self:Explorer, name:str):
     marked = {k for k, f in self.flags.items() if f == 'wrong'}
     self.cluster.value = '<br>'.join(head) + grid_html(v, idx, self.by, self.max_images, marked=marked)
     self.images.options = [(f'{v.ids[i]} (MLLM: {v.mllm[i] or "-"})', v.ids[i]) for i in idx]
-    if self.names.value != name and name in [o[1] for o in self.names.options]: self.names.value = name
+    if self.names.value != name and name in [o[1] for o in self.names.options]:
+        self._filling = True  # the list follows; its observer must not open the cluster again
+        try: self.names.value = name
+        finally: self._filling = False
 
 @patch
 def _safe(self:Explorer, fn, *args):
@@ -442,10 +449,9 @@ def undo(self:Explorer):
 
 @patch
 def _refresh(self:Explorer):
-    f = map_figure(self.view, self.xy, self.by)
+    colours, hover, title = _styling(self.view, self.by)
     with self.fig.batch_update():
-        self.fig.data[0].marker.color, self.fig.data[0].hovertext = f.data[0].marker.color, f.data[0].hovertext
-        self.fig.layout.title = f.layout.title
+        self.fig.data[0].marker.color, self.fig.data[0].hovertext, self.fig.layout.title = colours, hover, title
     self._fill_names(); self._fill_confusion()
     for b in (self.rename_btn, self.merge_btn, self.move_btn, self.wrong_btn): b.disabled = self.edits is None or self.by == 'gt'
 
