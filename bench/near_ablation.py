@@ -1,9 +1,11 @@
-"""NeaR ablation on test-bed datasets: each part of the trainer on/off and k, both protocols.
+"""NeaR ablation on test-bed datasets: each part switched off (or on) against the defaults, both protocols.
 
     python bench/near_ablation.py [TESTBED_ROOT] [--seeds 1] [--out bench/results/near_ablation.json]
 
-Writes one row per (dataset, variant) with transductive and held-out cACC/sACC (means over seeds).
-Embeddings are the test bed's precomputed OpenAI CLIP ViT-B/16 vectors; answers are Qwen2.5-VL-72B's."""
+Writes one row per (dataset, variant): transductive and held-out cACC/sACC (means over seeds) and the labels
+NeaR changed against the raw MLLM top-1 names (fixed / broken). The defaults are the ones `bench/near_lodo.py`
+chose by leave-one-dataset-out. Embeddings are the test bed's precomputed OpenAI CLIP ViT-B/16 vectors;
+answers are Qwen2.5-VL-72B's."""
 import argparse, json, sys, time
 from dataclasses import replace
 from pathlib import Path
@@ -11,32 +13,39 @@ from near_nb.evaluate import bench_testbed
 from near_nb.names import sentence_encoder
 from near_nb.near import NearConfig
 
-VARIANTS = {  # name -> (config changes, vocabulary similarity merge)
-    'default': ({}, 0.9),
-    'no neighbours (k=0)': ({'k': 0}, 0.9),
-    'k=1': ({'k': 1}, 0.9), 'k=5': ({'k': 5}, 0.9), 'k=10': ({'k': 10}, 0.9),
-    'neighbour weight 0.5 (not auto)': ({'neighbour_weight': 0.5}, 0.9),
-    'no PRODEN': ({'proden': False}, 0.9),
-    '+ GMM, consensus refinement': ({'gmm': True}, 0.9),
-    '+ GMM, relaxed refinement': ({'gmm': True, 'refine': 'relax'}, 0.9),
-    'no pruning': ({'prune': False}, 0.9),
-    'trained head (not refined-label prototypes)': ({'head': 'trained'}, 0.9),
-    'no sentence merge (stated synonyms only)': ({}, 0.0),
+VARIANTS = {  # name -> (config changes, bench_testbed keyword changes)
+    'default': ({}, {}),
+    'no alternatives (first names only)': ({}, {'alternatives': False}),
+    'no contrasts': ({'contrasts': False}, {}),
+    'sentence merges without visual support': ({}, {'support': None}),
+    'no sentence merges (stated synonyms only)': ({}, {'similar': 0.0}),
+    'no leave-one-out relabelling': ({'relabel': False}, {}),
+    'no neighbours in candidate sets (k=0)': ({'k': 0}, {}),
+    'no PRODEN': ({'proden': False}, {}),
+    '+ GMM split, consensus refinement': ({'gmm': True}, {}),
+    '+ GMM split, relaxed refinement': ({'gmm': True, 'refine': 'relax'}, {}),
+    'trained head (not class means)': ({'head': 'trained'}, {}),
 }
 
 def main():
-    ap = argparse.ArgumentParser(); ap.add_argument('root', nargs='?', default='../shared/data/testbed')
-    ap.add_argument('--datasets', default='flower102,bird200,car196'); ap.add_argument('--seeds', type=int, default=1)
-    ap.add_argument('--out', default='bench/results/near_ablation.json'); a = ap.parse_args()
+    ap = argparse.ArgumentParser()
+    ap.add_argument('root', nargs='?', default='../shared/data/testbed')
+    ap.add_argument('--datasets', default='flower102,bird200,car196')
+    ap.add_argument('--seeds', type=int, default=1)
+    ap.add_argument('--out', default='bench/results/near_ablation.json')
+    a = ap.parse_args()
     enc, rows, t0 = sentence_encoder(), [], time.time()
     for ds in a.datasets.split(','):
-        for name, (chg, sim) in VARIANTS.items():
-            r = bench_testbed(Path(a.root)/ds, seeds=a.seeds, cfg=replace(NearConfig(), **chg), encode=enc, similar=sim)
-            row = {'dataset': ds, 'variant': name, **{f'{p}_{m}_{k}': r[p][m][k] for p in ('transductive', 'heldout')
-                                                      for m in ('near',) for k in ('cacc', 'sacc')},
-                   'trans_top1_cacc': r['transductive']['mllm_top1']['cacc'], 'heldout_ce_raw_cacc': r['heldout']['ce_raw']['cacc'],
-                   'heldout_ce_raw_sacc': r['heldout']['ce_raw']['sacc']}
-            rows.append(row); print(json.dumps(row), flush=True)
+        for name, (chg, kw) in VARIANTS.items():
+            r = bench_testbed(Path(a.root)/ds, seeds=a.seeds, cfg=replace(NearConfig(), **chg), encode=enc, **kw)
+            t, h = r['transductive'], r['heldout']
+            row = {'dataset': ds, 'variant': name,
+                   **{f'{p}_near_{k}': r[p]['near'][k] for p in ('transductive', 'heldout') for k in ('cacc', 'sacc')},
+                   'transductive_changes': t['near']['changes'], 'heldout_changes': h['near']['changes'],
+                   'trans_top1_cacc': t['mllm_top1']['cacc'], 'trans_top1_sacc': t['mllm_top1']['sacc'],
+                   'heldout_ce_raw_cacc': h['ce_raw']['cacc'], 'heldout_ce_raw_sacc': h['ce_raw']['sacc']}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps({'sentence_model': enc.model_name, 'seeds': a.seeds, 'seconds': round(time.time() - t0),
                                        'embeddings': 'precomputed OpenAI CLIP ViT-B/16 (test bed)', 'rows': rows}, indent=1))

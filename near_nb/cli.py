@@ -87,7 +87,7 @@ def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home
     from tqdm.auto import tqdm
     from near_nb.mllm import ReplayLabeler
     from near_nb.names import sentence_encoder
-    from near_nb.near import NearConfig, answers_vocabulary, near_fit
+    from near_nb.near import NearConfig, answers_vocabulary, answer_contrasts, near_fit
     from near_nb.evaluate import Report, evaluate, knn_vote, raw_name
     t0 = time.time(); out = Path(out) if out else near_home()/'demo'; out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=6, desc='near demo', disable=not progress, bar_format='{l_bar}{bar:20}| {n}/{total} {postfix}')
@@ -96,16 +96,22 @@ def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home
     store = LabelStore(out/'labels.sqlite')
     run = label_images(s.images, ReplayLabeler(s.images.root/'labels.csv'), store, domain='flower', progress=False)
     rows = store.frame(run.model, run.prompt_hash).set_index('path'); bar.update()
-    step('vocabulary'); enc = sentence_encoder()
-    got = [rows.loc[str(f)] if str(f) in rows.index else None for f in s.images.files]
+    step('embeddings')
+    e = Backbone(s.model_name, s.pretrained).embed_images(s.images, progress=False)
+    ok = e.valid
+    bar.update()
+    step('vocabulary')
+    enc = sentence_encoder()
+    got = [rows.loc[str(f)] if str(f) in rows.index else None for f, v in zip(s.images.files, ok) if v]
     names = [list(r['names']) if r is not None else [] for r in got]
-    voc, own = answers_vocabulary(s.labels.image_id.tolist(), names, [r['response'] if r is not None else '' for r in got], enc); bar.update()
-    step('embeddings'); e = Backbone(s.model_name, s.pretrained).embed_images(s.images, progress=False); bar.update()
-    step('NeaR'); ok = e.valid
-    clf, res = near_fit(e.emb[ok], [o for o, v in zip(own, ok) if v], voc.names, cfg or NearConfig())
+    texts = [r['response'] if r is not None else '' for r in got]
+    voc, own = answers_vocabulary(s.labels.image_id[ok].tolist(), names, texts, enc, emb=e.emb[ok])
+    bar.update()
+    step('NeaR')
+    clf, res = near_fit(e.emb[ok], own, voc.names, cfg or NearConfig(), contrasts=answer_contrasts(voc, texts))
     clf.meta.update(model_id=e.model_id, prep_id=e.prep_id); clf.save(out/'classifier.pt'); bar.update()
     step('evaluation'); gt, gtn = np.array(s.images.gt_class)[ok], list(np.array(s.images.gt_name)[ok])
-    raw = [raw_name(n) for n, v in zip(names, ok) if v]; u = sorted(set(raw))
+    raw = [raw_name(n) for n in names]; u = sorted(set(raw))
     vote = knn_vote(e.emb[ok], np.array([u.index(r) if r else -1 for r in raw]))
     refined = [voc.names[j] for j in res.refined]
     rep = Report('flower102 (shipped sample)', enc.model_name)
@@ -146,12 +152,19 @@ def cmd_bench(args) -> int:
     if args.text_model:  # zero-shot CLIP over the vocabulary needs the text tower of the model the embeddings came from
         from near_nb.embed import Backbone
         text = Backbone(args.text_model, args.text_pretrained).embed_text
-    r = bench_testbed(args.dir, seeds=args.seeds, encode=enc, similar=args.similar, progress=not args.quiet, text=text)
+    support = None if str(args.support).lower() == 'none' else float(args.support)
+    r = bench_testbed(args.dir, seeds=args.seeds, encode=enc, similar=args.similar, support=support,
+                      progress=not args.quiet, text=text)
     print(f"{r['dataset']}: {r['images']} images, {r['classes']} classes; {r['seeds']} seeds (mean ± std); sACC with {r['sentence_model']}")
     print(f"{'protocol':13s} {'method':14s} {'cACC':>12s} {'sACC':>12s} {'names':>6s}")
     for p in ('transductive', 'heldout'):
         for m, v in r[p].items():
             print(f"{p:13s} {m:14s} {v['cacc']:6.1f} ± {v['cacc_std']:<3.1f} {v['sacc']:6.1f} ± {v['sacc_std']:<3.1f} {v['names']:6.0f}")
+    for p in ('transductive', 'heldout'):
+        ch = r[p]['near']['changes']
+        what = 'the discovery set' if p == 'transductive' else 'the training images (summed over folds)'
+        print(f"NeaR changed {ch['changed']:.0f} labels of {what} against the raw top-1 names: "
+              f"{ch['fixed']:.0f} fixed, {ch['broken']:.0f} broken (cACC's matching; mean over seeds)")
     c = r['cost']
     print(f"MLLM calls per new image: NeaR {c['mllm_calls_per_new_image']['near']}, asking the MLLM {c['mllm_calls_per_new_image']['mllm_top1']}; "
           f"classifier head {c['classifier_images_per_s']:,} images/s on embeddings; {r['seconds']:.0f}s in all")
@@ -194,7 +207,10 @@ def parser() -> argparse.ArgumentParser:
     t = b.add_parser('testbed', help='both test-bed protocols on one dataset directory')
     t.add_argument('dir', help='a directory in the test-bed format (labels.csv, embeddings .npz, classnames.txt)')
     t.add_argument('--json', default=None, help='write every figure to this JSON file')
-    t.add_argument('--seeds', type=int, default=3); t.add_argument('--similar', type=float, default=0.9, help='sentence-similarity merge threshold (0: off)')
+    t.add_argument('--seeds', type=int, default=3)
+    t.add_argument('--similar', type=float, default=0.9, help='sentence-similarity merge threshold (0: off)')
+    t.add_argument('--support', default='none',
+                   help="visual support a sentence merge needs: quantile of same-name image pairs' cosine ('none': off)")
     t.add_argument('--sentence-model', default=None, help='sentence-transformers model for sACC (default: all-MiniLM-L6-v2, offline)')
     t.add_argument('--text-model', default=None, help="open_clip model of the embeddings (e.g. ViT-B-16): adds zero-shot CLIP over the vocabulary")
     t.add_argument('--text-pretrained', default='openai', help='its pretrained tag or local checkpoint (with --text-model)')

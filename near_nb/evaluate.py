@@ -11,7 +11,8 @@ from sklearn.metrics import normalized_mutual_info_score, adjusted_rand_score
 
 # %% auto #0
 __all__ = ['cluster_acc', 'semantic_acc', 'evaluate', 'Report', 'TestBed', 'load_testbed', 'raw_name', 'knn_vote',
-           'zero_shot_names', 'pooled_ids', 'transductive', 'heldout', 'bench_testbed']
+           'zero_shot_names', 'pooled_ids', 'matched', 'change_counts', 'merge_audit', 'transductive', 'heldout',
+           'bench_testbed']
 
 # %% ../nbs/07_evaluate.ipynb #b3c1cbe1
 def cluster_acc(pred, # predicted label per image (any hashable ids)
@@ -63,8 +64,12 @@ class Report:
 
 # %% ../nbs/07_evaluate.ipynb #fe407106
 import json, re, time
-from dataclasses import dataclass, asdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
+from tqdm.auto import tqdm
+from .names import normalize_name, parse_answer, Vocabulary, Mention
+from .near import NearConfig, near_fit, answers_vocabulary, answer_contrasts
 
 @dataclass
 class TestBed:
@@ -82,8 +87,9 @@ def load_testbed(d, # a test-bed directory
     d = Path(d)
     if not (d/'labels.csv').is_file(): raise FileNotFoundError(f'{d} has no labels.csv: not a test-bed directory')
     lab = pd.read_csv(d/'labels.csv', keep_default_na=False)
-    lab['names'] = lab['names'].map(lambda s: json.loads(s) if s else [])
     if 'response' not in lab: lab['response'] = ''
+    if 'names' not in lab: lab['names'] = ''  # NeaR then parses the answers itself
+    lab['names'] = lab['names'].map(lambda s: json.loads(s) if s else [])
     npz = [d/emb_file] if emb_file else sorted(d.glob('*.npz'))
     if len(npz) > 1: npz = [p for p in npz if p.stem == 'clip_vit_b16'] or npz[:1]
     if not npz: raise FileNotFoundError(f'{d} has no .npz of image embeddings')
@@ -129,99 +135,194 @@ def pooled_ids(keysets:list) -> list:
         for k in ks[1:]: parent[find(k)] = find(ks[0])
     return [find(min(ks)) if ks else '' for ks in keysets]
 
+# %% ../nbs/07_evaluate.ipynb #371bea7a
+def matched(pred, # predicted label per image (any hashable ids)
+            gt, # ground-truth class per image
+           ) -> np.ndarray:
+    "(n,) bool: the image's label is matched to its own class by the Hungarian assignment that cACC uses."
+    pu, pi = np.unique(np.asarray(pred), return_inverse=True)
+    gu, gi = np.unique(np.asarray(gt), return_inverse=True)
+    M = np.zeros((len(pu), len(gu)), dtype=np.int64)
+    np.add.at(M, (pi, gi), 1)
+    to = np.full(len(pu), -1)
+    r, c = linear_sum_assignment(M, maximize=True)
+    to[r] = c
+    return to[pi] == gi
+
+def change_counts(before, # label per image before a step (the raw MLLM top-1 names)
+                  after, # label per image after it
+                  changed, # (n,) bool: the images whose label the step changed
+                  gt, # ground-truth class per image
+                 ) -> dict:
+    "Labels a step changed, and how many of those changes fixed an error or broke a right label (cACC's matching)."
+    changed = np.asarray(changed, bool)
+    ok0, ok1 = matched(before, gt), matched(after, gt)
+    return {'changed': int(changed.sum()), 'fixed': int((changed & ~ok0 & ok1).sum()),
+            'broken': int((changed & ok0 & ~ok1).sum())}
+
+# %% ../nbs/07_evaluate.ipynb #87249563
+def merge_audit(voc, # a `Vocabulary` with merge steps
+                image_ids:list, # one id per image
+                gt, # ground-truth class per image
+               ) -> pd.DataFrame:
+    "One row per merge step: its reason, the two names, and whether their images' majority classes agree."
+    raw = Vocabulary(voc.mentions, voc.stated, [], voc.prefer_common)
+    first = {img: ids[0] for img, ids in raw.image_names().items() if ids}
+    by_name = defaultdict(list)
+    for img, c in zip(map(str, image_ids), gt):
+        if img in first: by_name[first[img]].append(c)
+    def majority(name):
+        cs = by_name.get(raw.id_of(name), [])
+        return Counter(cs).most_common(1)[0][0] if cs else None
+    rows = []
+    for m in voc.merges:
+        ca, cb = majority(m.a), majority(m.b)
+        verdict = 'no images' if ca is None or cb is None else 'one class' if ca == cb else 'two classes'
+        rows.append({'reason': m.reason, 'a': m.a, 'b': m.b, 'score': m.score, 'joins': verdict})
+    return pd.DataFrame(rows, columns=['reason', 'a', 'b', 'score', 'joins'])
+
 # %% ../nbs/07_evaluate.ipynb #a58ba95e
 def _names_keys(voc, j):
-    from near_nb.names import normalize_name
     return {normalize_name(a) for a in voc.aliases(j)} or {voc.names[j]}
 
-def _near_labels(tb, idx, encode, similar):
-    from near_nb.near import answers_vocabulary
+def _near_labels(tb, idx, encode, similar, support, alternatives=True):
+    "(vocabulary, own name ids, contrast ids) of the images `idx`, as NeaR builds them."
     lab = tb.labels.iloc[idx]
-    return answers_vocabulary(lab.image_id.tolist(), lab.names.tolist(), lab.response.tolist(), encode, similar)
+    voc, own = answers_vocabulary(lab.image_id.tolist(), lab.names.tolist(), lab.response.tolist(), encode, similar,
+                                  emb=tb.emb[idx], support=support, alternatives=alternatives)
+    return voc, own, answer_contrasts(voc, lab.response.tolist())
+
+def _raw_top1(tb) -> list:
+    "The MLLM's first name per image, as `raw_name` writes it (parsed from the answer where `names` is empty)."
+    return [raw_name(ns or parse_answer(text).names[:1]) for ns, text in zip(tb.labels.names, tb.labels.response)]
+
+def _near_changes(raw:list, res, own:list, gt) -> dict:
+    "What NeaR changed against the raw top-1 names: in all, and by leave-one-out relabelling alone."
+    first = np.array([ns[0] if ns else -1 for ns in own])
+    out = change_counts(raw, res.refined, res.refined != first, gt)
+    if res.relabel is not None:
+        out['relabel'] = change_counts(raw, res.relabel.after, res.relabel.changed, gt)
+    return out
+
+def _add_changes(a:dict, b:dict) -> dict:
+    return {k: _add_changes(v, b[k]) if isinstance(v, dict) else v + b[k] for k, v in a.items()}
 
 def _ce_config(cfg):
-    from dataclasses import replace
-    return replace(cfg, k=0, proden=False, gmm=False, prune=False, head='trained')
+    return replace(cfg, relabel=False, k=0, proden=False, gmm=False, prune=False, head='trained')
 
 def _folds(gt, seed):
     rng, f = np.random.default_rng(seed), np.zeros(len(gt), int)
     for c in np.unique(gt):
-        ix = np.flatnonzero(gt == c); rng.shuffle(ix); f[ix] = np.arange(len(ix)) % 3
+        ix = np.flatnonzero(gt == c)
+        rng.shuffle(ix)
+        f[ix] = np.arange(len(ix)) % 3
     return f
 
 # %% ../nbs/07_evaluate.ipynb #3655c100
-def transductive(tb:TestBed, cfg=None, encode=None, similar:float=0.9, seed:int=0,
-                 classifier:bool=False, # also return NeaR's `NearClassifier`
-                 text=None, # names -> CLIP text embeddings (`Backbone.embed_text`): adds zero-shot CLIP over the vocabulary
+def transductive(tb:TestBed, cfg=None, encode=None, *,
+                 similar:float=0.9, # sentence-similarity merge threshold (0: stated synonyms only)
+                 support:float|None=None, # visual support a sentence merge needs (`near.visual_merges`)
+                 alternatives:bool=True, # the alternatives answers hedge between join their image's names
+                 seed:int=0,
+                 text=None, # names -> CLIP text embeddings (`Backbone.embed_text`): adds zero-shot CLIP
                 ) -> dict:
-    "Per method, each image's label on the discovery set itself: {'mllm_top1', 'knn_vote', 'near'} -> names."
-    from dataclasses import replace
-    from near_nb.near import NearConfig, near_fit
+    "The discovery set labelled by each method, NeaR's classifier, and the labels NeaR changed."
     cfg = replace(cfg or NearConfig(), seed=seed)
-    raw = [raw_name(ns) for ns in tb.labels.names]
-    u = sorted(set(raw)); first = np.array([u.index(r) if r else -1 for r in raw])
+    raw = _raw_top1(tb)
+    u = sorted(set(raw))
+    first = np.array([u.index(r) if r else -1 for r in raw])
     vote = knn_vote(tb.emb, first)
-    voc, own = _near_labels(tb, np.arange(len(tb.labels)), encode, similar)
-    clf, res = near_fit(tb.emb, own, voc.names, cfg)
-    labels = {'mllm_top1': raw, 'knn_vote': [u[j] if j >= 0 else '' for j in vote], 'near': [voc.names[j] for j in res.refined]}
+    voc, own, against = _near_labels(tb, np.arange(len(tb.labels)), encode, similar, support, alternatives)
+    clf, res = near_fit(tb.emb, own, voc.names, cfg, contrasts=against)
+    labels = {'mllm_top1': raw, 'knn_vote': [u[j] if j >= 0 else '' for j in vote],
+              'near': [voc.names[j] for j in res.refined]}
     if text is not None: labels['zero_shot_clip'] = zero_shot_names(tb.emb, voc.names, text)
-    return (labels, clf) if classifier else labels
+    changes = _near_changes(raw, res, own, tb.labels.gt_class.to_numpy())
+    return {'labels': labels, 'classifier': clf, 'result': res, 'vocabulary': voc, 'changes': changes}
 
-def heldout(tb:TestBed, cfg=None, encode=None, similar:float=0.9, seed:int=0, text=None) -> dict:
-    "Per method, (names, alias key sets) for every image, each predicted by a classifier that never saw it."
-    from dataclasses import replace
-    from near_nb.near import NearConfig, near_fit
-    cfg = replace(cfg or NearConfig(), seed=seed); n = len(tb.labels)
-    f = _folds(tb.labels.gt_class.to_numpy(), seed)
-    raw = [raw_name(ns) for ns in tb.labels.names]
-    out = {m: ([''] * n, [set()] * n) for m in ('mllm_top1', 'ce_raw', 'proto_raw', 'near') + (('zero_shot_clip',) if text is not None else ())}
-    for i, r in enumerate(raw): out['mllm_top1'][0][i], out['mllm_top1'][1][i] = r, {r}
+# %% ../nbs/07_evaluate.ipynb #36a4cdfe
+def heldout(tb:TestBed, cfg=None, encode=None, *, similar:float=0.9, support:float|None=None, seed:int=0,
+            alternatives:bool=True, text=None) -> dict:
+    "Per method, (names, alias key sets) for every image from a classifier that never saw it; NeaR's changes."
+    cfg = replace(cfg or NearConfig(), seed=seed)
+    n, gt = len(tb.labels), tb.labels.gt_class.to_numpy()
+    f = _folds(gt, seed)
+    raw = _raw_top1(tb)
+    methods = ('mllm_top1', 'ce_raw', 'proto_raw', 'near') + (('zero_shot_clip',) if text is not None else ())
+    out = {m: ([''] * n, [set() for _ in range(n)]) for m in methods}
+    for i, r in enumerate(raw):
+        out['mllm_top1'][0][i], out['mllm_top1'][1][i] = r, {r}
+    changes = None
     for k in range(3):
         tr, te = np.flatnonzero(f != k), np.flatnonzero(f == k)
         u = sorted({raw[i] for i in tr if raw[i]})
         own = [[u.index(raw[i])] if raw[i] else [] for i in tr]
         ce, _ = near_fit(tb.emb[tr], own, u, _ce_config(cfg))
         pr, _ = near_fit(tb.emb[tr], own, u, replace(_ce_config(cfg), epochs=0, head='prototypes'))
-        voc, own_n = _near_labels(tb, tr, encode, similar)
-        nc, _ = near_fit(tb.emb[tr], own_n, voc.names, cfg)
+        voc, own_n, against = _near_labels(tb, tr, encode, similar, support, alternatives)
+        nc, res = near_fit(tb.emb[tr], own_n, voc.names, cfg, contrasts=against)
+        fold = _near_changes([raw[i] for i in tr], res, own_n, gt[tr])
+        changes = fold if changes is None else _add_changes(changes, fold)
         for m, c in (('ce_raw', ce), ('proto_raw', pr)):
-            for i, (p,) in zip(te, c.predict(tb.emb[te])): out[m][0][i], out[m][1][i] = p[0], {p[0]}
+            for i, (p,) in zip(te, c.predict(tb.emb[te])):
+                out[m][0][i], out[m][1][i] = p[0], {p[0]}
         keys = {voc.names[j]: _names_keys(voc, j) for j in range(len(voc))}
-        for i, (p,) in zip(te, nc.predict(tb.emb[te])): out['near'][0][i], out['near'][1][i] = p[0], keys[p[0]]
+        for i, (p,) in zip(te, nc.predict(tb.emb[te])):
+            out['near'][0][i], out['near'][1][i] = p[0], keys[p[0]]
         if text is not None:
-            for i, p in zip(te, zero_shot_names(tb.emb[te], voc.names, text)): out['zero_shot_clip'][0][i], out['zero_shot_clip'][1][i] = p, keys[p]
-    return out
+            for i, p in zip(te, zero_shot_names(tb.emb[te], voc.names, text)):
+                out['zero_shot_clip'][0][i], out['zero_shot_clip'][1][i] = p, keys[p]
+    return {'predictions': out, 'changes': changes}
 
 # %% ../nbs/07_evaluate.ipynb #1dc39e01
 def _score(names, gt, gt_names, encode, ids=None):
-    "cACC over `ids` (default: the names); sACC over every method's names written alike (`raw_name`: lower case, no punctuation)."
+    "cACC over `ids` (default: the names); sACC over every method's names written alike (`raw_name`)."
     r = {'cacc': cluster_acc(ids if ids is not None else names, gt), 'names': len(set(names))}
     if encode is not None: r['sacc'] = semantic_acc([raw_name([n]) if n else '' for n in names], gt_names, encode)
     return r
 
 def _agg(runs:list) -> dict:
-    return {k: round(float(np.mean([r[k] for r in runs])), 2) for k in runs[0]} | \
-           {f'{k}_std': round(float(np.std([r[k] for r in runs])), 2) for k in runs[0] if k != 'names'}
+    mean = {k: round(float(np.mean([r[k] for r in runs])), 2) for k in runs[0]}
+    return mean | {f'{k}_std': round(float(np.std([r[k] for r in runs])), 2) for k in runs[0] if k != 'names'}
+
+def _mean_changes(runs:list) -> dict:
+    return {k: _mean_changes([r[k] for r in runs]) if isinstance(v, dict) else round(float(np.mean([r[k] for r in runs])), 1)
+            for k, v in runs[0].items()}
 
 def bench_testbed(d, # a test-bed directory
-                  seeds:int=3, cfg=None, encode=None, # sentence encoder for sACC (`names.sentence_encoder()`)
-                  similar:float=0.9, progress:bool=False,
+                  seeds:int=3, cfg=None,
+                  encode=None, # sentence encoder for sACC (`names.sentence_encoder()`)
+                  *,
+                  similar:float=0.9, # sentence-similarity merge threshold (0: stated synonyms only)
+                  support:float|None=None, # visual support a sentence merge needs (`near.visual_merges`)
+                  alternatives:bool=True, # the alternatives answers hedge between join their image's names
+                  progress:bool=False,
                   text=None, # CLIP text encoder (`Backbone.embed_text`): adds the zero-shot CLIP baseline
                  ) -> dict:
     "Both test-bed protocols on one dataset: figures for every method, means and spreads over seeds."
-    from near_nb.near import NearConfig
-    from tqdm.auto import tqdm
     t0, cfg = time.perf_counter(), cfg or NearConfig()
-    tb = load_testbed(d); gt, gtn = tb.labels.gt_class.to_numpy(), tb.labels.gt_name.tolist()
-    T, H = {}, {}
+    tb = load_testbed(d)
+    gt, gtn = tb.labels.gt_class.to_numpy(), tb.labels.gt_name.tolist()
+    T, H, TC, HC = {}, {}, [], []
     for s in tqdm(range(seeds), desc=f'{tb.name}: seeds', disable=not progress):
-        labels, clf = transductive(tb, cfg, encode, similar, s, classifier=True, text=text)
-        for m, names in labels.items(): T.setdefault(m, []).append(_score(names, gt, gtn, encode))
-        for m, (names, keys) in heldout(tb, cfg, encode, similar, s, text).items(): H.setdefault(m, []).append(_score(names, gt, gtn, encode, pooled_ids(keys)))
-    big = np.repeat(tb.emb, max(1, 20000 // len(gt)), 0); t1 = time.perf_counter(); clf.predict(big); dt = time.perf_counter() - t1
+        tr = transductive(tb, cfg, encode, similar=similar, support=support, alternatives=alternatives, seed=s, text=text)
+        for m, names in tr['labels'].items(): T.setdefault(m, []).append(_score(names, gt, gtn, encode))
+        ho = heldout(tb, cfg, encode, similar=similar, support=support, alternatives=alternatives, seed=s, text=text)
+        for m, (names, keys) in ho['predictions'].items():
+            H.setdefault(m, []).append(_score(names, gt, gtn, encode, pooled_ids(keys)))
+        TC.append(tr['changes'])
+        HC.append(ho['changes'])
+    T, H = {m: _agg(v) for m, v in T.items()}, {m: _agg(v) for m, v in H.items()}
+    T['near']['changes'], H['near']['changes'] = _mean_changes(TC), _mean_changes(HC)
+    big = np.repeat(tb.emb, max(1, 20000 // len(gt)), 0)
+    t1 = time.perf_counter()
+    tr['classifier'].predict(big)
+    dt = time.perf_counter() - t1
     return {'dataset': tb.name, 'images': len(gt), 'classes': len(tb.classnames), 'seeds': seeds,
-            'sentence_model': getattr(encode, 'model_name', None), 'text_model': getattr(getattr(text, '__self__', None), 'model_id', None), 'config': asdict(cfg), 'similar': similar,
-            'transductive': {m: _agg(v) for m, v in T.items()}, 'heldout': {m: _agg(v) for m, v in H.items()},
+            'sentence_model': getattr(encode, 'model_name', None),
+            'text_model': getattr(getattr(text, '__self__', None), 'model_id', None),
+            'config': asdict(cfg), 'similar': similar, 'support': support, 'alternatives': alternatives, 'transductive': T, 'heldout': H,
             'cost': {'mllm_calls_per_new_image': {'near': 0, 'mllm_top1': 1},
-                     'classifier_images_per_s': round(len(big) / dt), 'classifier_note': 'head on precomputed embeddings; add the CLIP image encoder (bench/results/embed.json)'},
+                     'classifier_images_per_s': round(len(big) / dt),
+                     'classifier_note': 'head on precomputed embeddings; add the CLIP image encoder (bench/results/embed.json)'},
             'seconds': round(time.perf_counter() - t0, 1)}

@@ -17,10 +17,16 @@ __all__ = ['ParsedAnswer', 'clean_name', 'parse_answer', 'parse_names', 'singula
 # %% ../nbs/02_names.ipynb #e148cdb9
 @dataclass
 class ParsedAnswer:
-    "Names found in one MLLM answer: most likely first, with synonym pairs stated in the answer."
-    names: list = field(default_factory=list)
-    synonyms: list = field(default_factory=list)
-    refusal: bool = False
+    "What one MLLM answer names: the image's names (most likely first), stated synonyms, hedged alternatives, contrasts."
+    names: list = field(default_factory=list) # the image's names: the primary, its stated synonyms, then alternatives
+    synonyms: list = field(default_factory=list) # (a, b) pairs the answer states are one thing
+    refusal: bool = False # no name, and the answer declines
+    alternatives: list = field(default_factory=list) # names the answer hedges between, after the primary, in order
+    contrasts: list = field(default_factory=list) # names the answer rules out or compares against: never the image's
+    @property
+    def primary(self):
+        "The most likely name, or None."
+        return self.names[0] if self.names else None
 
 # %% ../nbs/02_names.ipynb #1039b9de
 _REFUSAL = re.compile(r"\b(?:i(?:'m| am)? (?:sorry|unable|not able)|i can(?:not|'t|not be sure)|unable to (?:identify|determine)|"
@@ -54,126 +60,381 @@ def _json_names(obj):
                 if kk.lower() == k: return _json_names(obj[kk])
     return None
 
+# %% ../nbs/02_names.ipynb #frag0001
+_COLOUR = (r'red|pink|white|yellow|blue|purple|orange|green|black|brown|gr[ae]y|violet|golden|gold|silver|tan|cream|'
+           r'lavender|magenta|crimson|scarlet|maroon|beige|lilac|bronze|rust|chestnut|olive|ivory|\w+ish|\w+-colou?red')
+_TONE = r'pale|dark|light|bright|deep|vivid|rich|dull|soft|pastel|mottled|speckled|striped|streaked|spotted|checkered|small|large'
+_PART = (r'center|centre|petals?|leaf|leaves|flowers?|blooms?|blossoms?|buds?|stems?|bracts?|sepals?|stamens?|florets?|'
+         r'hues?|tones?|shades?|colou?rs?|background|markings?|spots?|stripes?|streaks?|patch(?:es)?|speckles?|tips?|edges?|'
+         r'head|bill|beak|wings?|tail|eyes?|throat|breast|belly|back|crown|chest|legs?|feet|coat|fur|ears?|body|bars?|'
+         r'merle|brindle|tabby|bird|dog|breed|plant|pattern')
+_COLOUR_PHRASE = re.compile(rf'^(?:(?:{_COLOUR}|{_TONE}|{_PART}|and|with)[\s-]*)+$', re.I)
+_DISCOURSE = re.compile(  # whole words: a hyphenated name ("Whip-poor-will", "Forget-me-not") is no phrase
+    r"(?<![\w-])(?:not|no|cannot|can't|isn't|without|sorry|unable|i'm|i am|narrow|possibilit(?:y|ies)|important|note|noted|typical|example|"
+    r"popular|choice|perfect|similar|related|visible|determined|identifiable|recogni[sz]able|distinguishable|discernible|"
+    r"consistent|evident|apparent|confirm(?:ed|s)?|suggests?|aligns?|match(?:es)?|collectively|knowledge|context|"
+    r"provided|required|definitive(?:ly)?|solely|precise(?:ly)?|accurate(?:ly)?|widely|easily|readily|clearly|"
+    r"generation|platform|facelift|production|observation|examination|conditions?|environments?|habitats?|additional|"
+    r"closer|clearer|further|details?|exact|specific|particular|year|years|however|although|though|because|whether|"
+    r"would|should|could|might|must|will|been|being|does|did|made|found|seen|shown|classified|reflected|displays?|"
+    r"essential|individual|variant|cultivated|distributed|primarily|within|resembling|like|pinpointed|considered|"
+    r"depending|compare|showcases|offered|appears|following|initial|revised|introduced|margin|simply|traditional|"
+    r"models|versions?)(?!\w)", re.I)
+_VAGUE = re.compile(r'^(?:other|another|some|certain|many|several|various|different|earlier|later|older|newer|most|more|'
+                    r'less|such|any|each|every|both|all|closely|its|their|his|her)\b')  # lower case: "Other" may start a name
+_SUFFIX = re.compile(r'^[a-z]+(?:ed|ly|ible|able|ent|ive|ous|al)$')  # one lower-case word that reads as a verb/adjective
+
+def _fragment(name:str) -> bool:
+    "Whether `name` reads as a piece of the explanation rather than a name (a discourse phrase, a colour, a part)."
+    n = name.strip()
+    if _DISCOURSE.search(n) or _VAGUE.match(n) or _COLOUR_PHRASE.match(n): return True
+    if not re.search(r'[A-Za-z]{2}', re.sub(r'\b(?:to|and|or|of|from|around|between|the)\b', '', n)): return True
+    if n.islower() and re.search(r'\band\b', n): return True
+    return bool(_SUFFIX.match(n)) and not n.endswith(('lily', 'fly'))
+
 # %% ../nbs/02_names.ipynb #f80e94f4
 _GENERIC = {'bird', 'birds', 'flower', 'flowers', 'car', 'cars', 'plant', 'plants', 'species', 'image', 'photo', 'picture',
-            'vehicle', 'animal', 'object', 'genus', 'family', 'variety', 'cultivar', 'type', 'it', 'this', 'one', 'specimen',
-            'hybrid', 'the image', 'this species', 'model', 'sedan', 'suv', 'coupe', 'truck', 'flowering plant',
-            'pink', 'white', 'red', 'yellow', 'blue', 'purple', 'orange', 'green', 'black', 'brown', 'gray', 'grey', 'violet'}
+            'vehicle', 'animal', 'animals', 'object', 'genus', 'family', 'variety', 'cultivar', 'type', 'it', 'this', 'one',
+            'specimen', 'hybrid', 'the image', 'this species', 'model', 'sedan', 'suv', 'coupe', 'truck', 'flowering plant',
+            'dog', 'dogs', 'breed', 'breeds', 'cat', 'cats'}
 _STOPWORDS = (r'which|that|with|from|commonly|also|known|specifically|native|in|on|is|are|was|were|it|as|based|because|due|'
               r'belonging|characterized|recognized|recognizable|here|shown|seen|often|typically|by|its|their|this|these|for|'
-              r'scientifically|identified|likely|possibly|probably|perhaps|sometimes|or|a|an|given|where|when|while|who|has|have|can')
+              r'scientifically|identified|likely|possibly|probably|perhaps|sometimes|or|nor|a|an|given|where|when|while|'
+              r'who|has|have|can|though|but')
 _END = re.compile(rf'\s*(?:[,;:!?()\[\]\n\u2014]|\.(?:\s|$)|$|(?:^|\s)(?:{_STOPWORDS})\b|\s-\s)', re.I)
-_CUE = re.compile(r"\b(?:is|are|appears? to be|seems? to be|looks? like|resembles?|identified as|shows?|depicts?|features?|be)\s+"
-                  r"(?:(?:most |very )?(?:likely|probably|possibly|actually|indeed|clearly|definitely)\s+)?"
-                  r"(?:an?\s+|the\s+|some\s+|two\s+|three\s+|of the (?:species|genus)\s+)?"
-                  r"(?:(?:species|type|kind|variety|cultivar|genus|member|specimen|breed|model)\s+of\s+(?:the\s+)?(?:genus\s+|species\s+)?|"
-                  r"(?:species|variety|plant|flower|bird)\s+(?:known as|called)\s+(?:the\s+)?)?", re.I)
-_SYN = re.compile(r"\b(?:(?:commonly|also|often|sometimes|popularly|scientifically|colloquially)\s+)?(?:known|referred to|called|named)\s+as\s+|"
-                  r"\b(?:also|commonly|often) called\s+|\bor\s+(?=\*|[A-Z])", re.I)
-_BOLD = re.compile(r'\*\*([^*\n]{2,80}?)\*\*')
-_ITALIC = re.compile(r'(?<![*\w])[*_]([A-Z][a-z]+(?: (?:x |×)?[a-z][a-z-]+){0,3})[*_](?![*\w])')
+_KIND_OF = (r'(?:(?:an?|the|some|one|two|three)\s+)?(?:(?:(?:cultivated|hybrid|specific|particular)\s+)?'
+            r'(?:species|type|kind|variety|cultivar|genus|member|specimen|breed|'
+            r'model|form)\s+of\s+(?:the\s+)?(?:genus\s+|species\s+)?|(?:species|variety|plant|flower|bird)\s+(?:known as|called)\s+'
+            r'(?:the\s+)?)?')
+_CUE = re.compile(r"\b(?:(?:is|are)\s+(?:commonly\s+|also\s+|often\s+)?(?:known|referred to)\s+as|"
+                  r"is|are|appears? to be|seems? to be|looks? like|resembles?|identified as|shows?|depicts?|features?|be)\s+"
+                  r"(?:(?:most |very |more )?(?:likely|probably|possibly|potentially|actually|indeed|clearly|definitely)\s+)?"
+                  r"(?:of the (?:species|genus)\s+)?" + _KIND_OF, re.I)
+_SYN = re.compile(r"\b(?:(?:commonly|also|often|sometimes|popularly|scientifically|colloquially|widely)\s+)?(?:known|referred to|"
+                  r"called|named)\s+as\s+|\b(?:also|commonly|often|sometimes|popularly|scientifically)\s+(?:called|named)\s+|"
+                  r"\b(?:also\s+)?known\s+by\s+(?:the\s+|other\s+)?(?:common\s+)?names?\s+(?:such as\s+|like\s+|including\s+)?|"
+                  r"\bother (?:common )?names? (?:include|are|is)\s+|\ba\.?k\.?a\.?\s+", re.I)
+_HEDGE = re.compile(r"(?:\b(?:could|might|may|can)\s+(?:also|alternatively|potentially|possibly|even)\s+be\s+|"
+                    r"\b(?:could|might|may)\s+be\s+|\banother\s+(?:possibility|candidate|option|contender)\s+"
+                    r"(?:is|would be|could be|might be)\s+|\bother\s+(?:possibilities|candidates|options)\s+"
+                    r"(?:include|are|could be)\s+|\balternatively,?\s+(?:it\s+(?:could|might|may)\s+be\s+)?|"
+                    r"\bor\s+(?:possibly|perhaps|maybe)\s+|\b(?:possibly|perhaps)\s+(?:an?\s+|the\s+)?(?=[*_A-Z])|"
+                    r"\bsecond(?:-| )most likely\s+(?:candidate\s+)?(?:is\s+)?)" + _KIND_OF, re.I)
+_CONTRAST = re.compile(r"\bunlike\s+|\bsimilar\b[^.;:!?]{0,50}?\b(?:such as|like|including|include|includes)\s+|"
+                       r"\bother\b(?:(?!possib|candidate|option|alternativ|name)[^.;:!?]){0,60}?\b(?:such as|like|including)\s+|"
+                       r"\bdiffer(?:s|ing|ent)?\s+from\s+|\brather\s+than\s+|\b(?:is|are|it's)\s+not\s+(?:an?|the)\s+|"
+                       r"\bdistinguish(?:ed|es|ing)?\s+(?:it\s+|them\s+)?from\s+|\bas\s+opposed\s+to\s+|"
+                       r"\bcompared\s+(?:to|with)\s+|\bconfused\s+with\s+|\bmistaken\s+for\s+|\bin\s+contrast\s+to\s+|"
+                       r"\binstead\s+of\s+|\blook-?alikes?\s+(?:such as\s+|like\s+|include\s+|including\s+)?", re.I)
+_REFINE = re.compile(r"\bspecifically,?\s+(?:(?:it|this|they)\s+(?:is|are|appears? to be|seems? to be|looks? like)\s+)?"
+                     r"(?:resembling\s+)?(?:(?:from|in|of|within)\s+)?(?:the\s+)?(?:(?:genus|species)\s+)?" + _KIND_OF, re.I)
+_SPECIFIC = re.compile(r'\b(?:specific(?:ally)?|exact|particular|precisely|variety of|cultivar of|likely|identified as|'
+                       r'appears? to be|seems? to be)\b', re.I)
+_MARKED = re.compile(r'\*\*([^*\n]+)\*\*|\*([^*\n]+)\*|(?<!\w)_([^_\n]+)_(?!\w)|"([^"\n]{2,60})"')
+_ITALIC = re.compile(r'(?<![*\w])[*_]([A-Z][a-z]+(?: (?:x |×)?[a-z][a-z-]+){1,3})[*_](?![*\w])')
 
 def clean_name(s:str) -> str:
-    "Strip markdown, quotes, articles and stray punctuation from a raw name."
+    "Strip markdown, quotes, articles, dangling conjunctions and stray punctuation from a raw name."
     s = unicodedata.normalize('NFKC', s).replace('’', "'").replace('“', '"').replace('”', '"')
     s = re.sub(r'[*_`"]', '', s).strip(" \t'.,;:!?-")
-    s = re.sub(r'^(?:an?|the)\s+', '', s, flags=re.I)
+    s = re.sub(r'^(?:(?:an?|the|of|and|or|but|nor|at|in|on|from|to|for|by|than)\s+)+', '', s, flags=re.I)
     s = re.sub(r'^(?:(?:young|juvenile|immature|adult|male|female|breeding|non-breeding|baby)\s+)+', '', s, flags=re.I)
+    s = re.sub(r'(?:\s+(?:and|or|nor|of|with|in|on|at|to|for|from|by|the|an?|as))+$', '', s)
     s = re.sub(r"(?<=[A-Za-z])'S\b", "'s", s)  # a title-cased possessive: "Anna'S Hummingbird"
-    return re.sub(r'\s+', ' ', s).strip()
+    return re.sub(r'\s+', ' ', s).strip(" \t'.,;:!?-")
 
 def _ok(name:str) -> bool:
     n = name.lower()
-    return bool(re.search(r'[a-z]', n)) and n not in _GENERIC and 0 < len(n.split()) <= 8 and not re.match(r'(?:this|these|that|those|it|its|one|some)\b', n)
+    if not re.search(r'[a-z]', n) or n in _GENERIC or not 0 < len(n.split()) <= 8: return False
+    return not re.match(r'(?:this|these|that|those|it|its|one|some)\b', n)
+
+def _take(s:str, i:int=0) -> tuple:
+    "(name, end, synonyms in parentheses) of the name at `s[i:]`: a marked span (bold, italic, quoted), else words up to a delimiter."
+    rest = s[i:]
+    lead = re.match(r'\s*(?:(?:an?|the)\s+)?', rest).end()
+    m = _MARKED.match(rest, lead)
+    if m:
+        raw = next(g for g in m.groups() if g)
+        name, end, inner = clean_name(re.split(r'\s*\(', raw)[0]), m.end(), re.findall(r'\(([^()]+)\)', raw)
+    else:
+        e = _END.search(rest[lead:])
+        end = lead + (e.start() if e else len(rest) - lead)
+        name, inner = clean_name(rest[lead:end]), []
+    p = re.match(r'\s*\(([^()]{2,80})\)', rest[end:])
+    if p: inner, end = inner + [p.group(1)], end + p.end()
+    parts = [re.sub(r'^\s*(?:also\s+)?(?:known as|called|a\.?k\.?a\.?|or)\s+', '', x, flags=re.I)
+             for x in re.split(r'[,;]|\bor\b', ';'.join(inner))]
+    syns = [clean_name(x) for x in parts if re.match(r'\s*[*_"]?[A-Z]', x) and len(x.split()) <= 5]
+    return name, i + end, syns
 
 def _take_name(s:str) -> str:
     "The name at the start of `s` (after a cue): a bold span, else words up to a delimiter or a stop word."
     s = re.sub(r'^(?:(?:commonly|also|often|popularly)\s+)?(?:known as|called|referred to as|named)\s+', '', s.lstrip(), flags=re.I)
-    s = re.sub(r'^(?:an?|the)\s+', '', s, flags=re.I)
-    m = re.match(r'\*\*([^*]+)\*\*', s) or re.match(r'\*([^*]+)\*', s)
-    if m: return clean_name(re.split(r'\s*\(', m.group(1))[0])
-    m = _END.search(s)
-    return clean_name(s[:m.start()] if m else s)
+    return _take(s)[0]
 
 def _sentences(text:str) -> list:
     text = re.sub(r'\b(var|ssp|subsp|cv|spp|sp|St|Mt|Dr|Mr|vs|e\.g|i\.e)\.', lambda m: m.group(1) + '\u2024', text)
-    return [s.replace('\u2024', '.') for s in re.split(r'(?<=[.!?])\s+|\n+', text) if s.strip()]
+    parts = re.split(r'(?<=[.!?])(?<!\b\d\.)(?<!\b\d\d\.)\s+|\n+', text)  # "1. Blue Jay" is one item
+    return [s.replace('\u2024', '.') for s in parts if s.strip()]
 
 # %% ../nbs/02_names.ipynb #a7f6aa4d
-_FEATURE_ITEM = re.compile(r'^\s*(?:\d+[.)]|[-*•])?\s*\*\*[^*]+\*\*\s*:')
 _RANK_WORDS = re.compile(r'\b(?:family|genus|order|subfamily|tribe)\s*$|^(?:genus|family)\b', re.I)
-
-_NOT_NAME = re.compile(r'\b(?:characteristics?|features?|colou?r(?:ation)?|plumage|image|photo|shape|details?|appearance|structure|'
-                       r'identification|challenging|possible|difficult|clear(?:er)?|able|such|based|view|size|pattern)\b', re.I)
-_IN_IMAGE = re.compile(r'\b(?:in|of|from) (?:the|this) (?:provided |given |attached )?(?:image|photo|photograph|picture)\b|^(?:this|it) (?:is|appears)|^the (?:image|photo|picture) (?:shows|depicts|features)', re.I)
+_FAMILY = re.compile(r'\b[A-Z][a-z]+(?:aceae|idae|inae|iformes)\b')  # a family or order: capitalised, one word
+_NOT_NAME = re.compile(r'\b(?:characteristics?|features?|colou?r(?:ation)?|plumage|image|photo|shape|appearance|structure|'
+                       r'identification|challenging|possible|difficult|able|such|based|view|size|pattern)\b', re.I)
+_IN_IMAGE = re.compile(r'\b(?:in|of|from) (?:the|this) (?:provided |given |attached )?(?:image|photo|photograph|picture)\b|'
+                       r'^(?:this|it) (?:is|appears)|^the (?:image|photo|picture) (?:shows|depicts|features)', re.I)
 
 def _namey(n:str) -> bool:
-    return _ok(n) and not _RANK_WORDS.search(n) and not _NOT_NAME.search(n)
+    "Whether `n` can be a name: not generic, not a rank, not a phrase about the image, not a fragment."
+    if not _ok(n) or _RANK_WORDS.search(n) or _FAMILY.search(n): return False
+    return not _NOT_NAME.search(n) and not _fragment(n)
+
+_ITEM = re.compile(r'^\s*(?:\d+[.)]|[-*•+])\s+')
+_LABEL = re.compile(r'^\s*(?:(?:\d+[.)]|[-*•+])\s+)?(?:\*\*(?P<a>[^*\n]{1,40}?)\s*:\s*\*\*|\*\*(?P<b>[^*\n]{1,40}?)\*\*\s*:|'
+                    r'(?P<c>[A-Z][A-Za-z /-]{1,30}):(?!\S))\s*(?P<value>.*)$')
+_LBL = [('contrast', re.compile(r'similar|look-?alike|confus|differ|distinguish|unlike|not to be|ruled out|compar|contrast', re.I)),
+        ('alternative', re.compile(r'alternativ|possib|other (?:candidates?|options?|guesses)|candidates|also consider|'
+                                   r'second|third|runner|could also|less likely', re.I)),
+        ('synonym', re.compile(r'scientific|latin|binomial|common names?|other names?|also known|synonyms?|a\.?k\.?a|'
+                               r'vernacular|english name', re.I)),
+        ('name', re.compile(r'^(?:the\s+)?(?:[\w-]+\s+){0,2}(?:species|name|identification|identity|answer|prediction|'
+                            r'classification|result|conclusion|breed|bird|flower|plant|car|vehicle|dog|animal|model|guess|'
+                            r'candidate|id)$', re.I))]
+
+def _kind(label:str) -> str|None:
+    "What a label or list header announces: 'contrast', 'alternative', 'synonym', 'name', or None (a feature)."
+    return next((k for k, r in _LBL if r.search(label.strip(' #*:'))), None)
+
+def _ellipsis(names:list) -> list:
+    "'Standard or Miniature Schnauzer' -> both with the head noun: single words before a last item of several words."
+    if len(names) < 2 or any(len(n.split()) != 1 for n in names[:-1]): return names
+    last = names[-1].split()
+    if len(last) < 2 or not last[1][:1].isupper(): return names  # a binomial ("Genus species") shares no head noun
+    return [f'{n} {last[-1]}' for n in names[:-1]] + names[-1:]
+
+_SEP = re.compile(r'\s*(?:,\s*(?:(?:or|and)\s+)?|\s(?:or|and|nor)\s+|/\s*)(?:(?:possibly|perhaps|maybe|even)\s+)?')
+
+def _take_list(s:str, i:int=0, ellipsis:bool=False,
+               commas:bool=False, # a list of commas alone ("X, Y") counts (a labelled value); else it needs "and"/"or"
+              ) -> tuple:
+    "([(name, [its synonyms in parentheses])], end) for the names listed at `s[i:]`: 'X', 'X or Y', 'X, Y, and Z'."
+    n, end, par = _take(s, i)
+    if not _namey(n): return [], i
+    items, pending, done = [(n, par)], [], end
+    while True:
+        m = _SEP.match(s, end)
+        if not m: break
+        n2, e2, par2 = _take(s, m.end())
+        if not _namey(n2): break
+        pending.append((n2, par2))
+        end = e2
+        if commas: items, pending, done = items + pending, [], end
+        if re.search(r'\b(?:or|and|nor)\b|/', m.group()):
+            items, done = items + pending, end
+            break
+    if ellipsis:
+        items = list(zip(_ellipsis([n for n, _ in items]), [p for _, p in items]))
+    return items, done
+
+# %% ../nbs/02_names.ipynb #readr001
+_DECLINE = re.compile(r"\bI(?:'m| am)? (?:sorry|unable|not able|can(?:not|'t))\b")
+
+class _Reader:
+    "Reads one free-text answer sentence by sentence, sorting what it names into primary, synonyms, alternatives, contrasts."
+    def __init__(self, text:str):
+        self.text, self.primary, self.syns, self.alts, self.cons, self.refined = text, None, [], [], [], []
+    def _keep(self, n:str, primary:bool=False) -> bool:
+        "A name to keep: namey, and a lone lower-case word only if the answer capitalises it somewhere or it is the primary."
+        if not _namey(n): return False
+        if primary or ' ' in n or not n.islower(): return True
+        return bool(re.search(rf'\b{re.escape(n.capitalize())}', self.text))  # "Snapdragons" capitalises "snapdragon"
+    def set_primary(self, n, par=()):
+        self.primary = n
+        for p in par: self.synonym(n, p)
+    def synonym(self, a, b):
+        if self._keep(b) and a.lower() != b.lower() and (a, b) not in self.syns: self.syns.append((a, b))
+    def alternative(self, n, par=()):
+        if not self._keep(n): return
+        if self.primary is None: return self.set_primary(n, par)
+        self.alts.append(n)
+        for p in par: self.synonym(n, p)
+    def refine(self, n, par=()):
+        "A more specific name of the image given later ('specifically Z', 'the exact species appears to be Z')."
+        if not self._keep(n): return
+        if self.primary is None: return self.set_primary(n, par)
+        if n.lower() != self.primary.lower(): self.refined.append(n)
+        for p in par: self.synonym(n, p)
+    def contrast(self, n):
+        if self._keep(n): self.cons.append(n)
+    def items(self, kind, items):
+        "Add listed (name, parenthesised synonyms) items announced as `kind`."
+        for n, par in items:
+            if kind == 'contrast': self.contrast(n)
+            elif kind == 'alternative' or self.primary is None: self.alternative(n, par)
+            else:
+                self.synonym(self.primary, n)
+                for p in par: self.synonym(n, p)
+
+    def mask_contrasts(self, s:str) -> str:
+        "Record the names `s` rules out ('unlike Y', 'similar species such as Y'), blank them out of `s`; hedged: alternatives."
+        spans = []
+        for m in _CONTRAST.finditer(s):
+            items, end = _take_list(s, m.end(), ellipsis=True)
+            hedged = any(not re.search(r'[,;:]', s[h.end():m.start()]) and m.start() - h.end() < 40
+                         for h in _HEDGE.finditer(s[:m.start()]))  # "could also be a similar-looking species like Y"
+            if hedged: self.items('alternative', items)
+            else:
+                for n, _ in items: self.contrast(n)
+            if items: spans.append((m.start(), end))
+        for a, b in reversed(spans): s = s[:a] + '\u2014' + ' ' * (b - a - 1) + s[b:]
+        return s
+    def scan(self, s:str, start:int, anchor:str):
+        "Stated synonyms and hedged alternatives in `s[start:]`; a synonym belongs to the name just before its cue."
+        cues = sorted([(m.start(), m.end(), 'synonym') for m in _SYN.finditer(s, start)] +
+                      [(m.start(), m.end(), 'refine') for m in _REFINE.finditer(s, start)] +
+                      [(m.start(), m.end(), 'alternative') for m in _HEDGE.finditer(s, start)])
+        pos = start
+        for a, b, kind in cues:
+            if a < pos: continue
+            items, pos = _take_list(s, b, ellipsis=kind == 'alternative')
+            if kind == 'synonym':
+                for n, par in items:
+                    self.synonym(anchor, n)
+                    for p in par: self.synonym(n, p)
+            elif kind == 'refine' and items:
+                self.refine(*items[0])
+                anchor = items[0][0]
+            else:
+                self.items('alternative', items)
+                if items and self.alts: anchor = self.alts[-1]
+            pos = max(pos, b)
+    def after_primary(self, s:str, end:int):
+        "What follows the primary in its sentence: 'or Y' (alternatives), stated synonyms, italic binomials, hedges."
+        m = re.match(r'\s*,?\s+or\s+(?:(?:possibly|perhaps|maybe|even)\s+)?', s[end:])
+        if m:
+            items, e = _take_list(s, end + m.end(), ellipsis=True)
+            self.items('alternative', items)
+            if items: end = e
+        first_hedge = min([m.start() for m in _HEDGE.finditer(s, end)] + [len(s)])
+        for m in _ITALIC.finditer(s[:first_hedge]): self.synonym(self.primary, clean_name(m.group(1)))
+        self.scan(s, end, self.primary)
+    def find_primary(self, s:str):
+        "The primary name of the first sentence that identifies the image (a bold name, 'is a X', 'known as X')."
+        for b in _MARKED.finditer(s):
+            if not b.group(1) or s[b.end():].lstrip().startswith(':'): continue
+            n, end, par = _take(s, b.start())
+            if self._keep(n, primary=True): return self.set_primary(n, par) or self.after_primary(s, end)
+        ident = bool(_IN_IMAGE.search(s)) and not _DECLINE.search(s)  # "I can't identify ..., it is too blurry"
+        for m in _CUE.finditer(s):
+            n, end, par = _take(s, m.end())
+            if n and (ident or n[0].isupper()) and self._keep(n, primary=True):
+                return self.set_primary(n, par) or self.after_primary(s, end)
+        m = _REFINE.search(s)
+        if m and re.search(r'\b(?:is|are|appears?)\b', s[:m.start()]):
+            items, end = _take_list(s, m.end())
+            if items: return self.set_primary(*items[0]) or self.after_primary(s, end)
+        m = _SYN.search(s)
+        if m and re.search(r'\b(?:is|are)\b', s[:m.start()]):
+            items, end = _take_list(s, m.end())
+            if items:
+                self.set_primary(*items[0])
+                self.items('synonym', items[1:])
+                self.after_primary(s, end)
+    def later(self, s:str):
+        "A sentence after the primary's: a more specific name when it says so ('the specific species appears to be Z')."
+        if _SPECIFIC.search(s) and not self.alts:
+            for m in _CUE.finditer(s):
+                if _HEDGE.search(s[:m.start()]) or _REFINE.search(s, m.start()): break
+                n, end, par = _take(s, m.end())
+                if (n[:1].isupper() or _MARKED.match(s[m.end():].lstrip())) and self._keep(n):
+                    self.refine(n, par)
+                    return self.scan(s, end, n)
+        self.scan(s, 0, self.primary)
+    def prose(self, s:str):
+        s = self.mask_contrasts(s)
+        if self.primary is not None: self.later(s)
+        else: self.find_primary(s)
+    def item(self, c:str, kind:str|None) -> bool:
+        "A list item that is a name ('1. Blue Jay', '- **Blue Jay** - likely'), announced by its list's header."
+        n, end, par = _take(c)
+        marked = bool(_MARKED.match(c.lstrip()))
+        if kind is None or not n[:1].isupper() or not _namey(n): return False
+        if not marked and not re.match(r'\s*(?:$|[-\u2013\u2014:,.(])', c[end:]): return False
+        self.items(kind if kind != 'name' else 'alternative', [(n, par)])
+        return True
+    def label(self, label:str, value:str) -> bool:
+        "'**Species:** X', '**Similar species:** Y, Z': the label says what the value names; False for a feature label."
+        kind = _kind(label)
+        if kind is None: return False
+        items, _ = _take_list(value, 0, ellipsis=kind != 'synonym', commas=True)
+        if items: self.items(kind if kind != 'name' else 'synonym', items)
+        elif kind == 'name': self.prose(value)
+        return True
+    def result(self) -> ParsedAnswer:
+        first = [self.primary] if self.primary else []
+        order = first + [b for a, b in self.syns if a == self.primary]
+        for n in self.refined + self.alts: order += [n] + [b for a, b in self.syns if a == n]
+        names, seen = [], set()
+        for n in order:
+            if n.lower() not in seen: names.append(n); seen.add(n.lower())
+        alts = [n for n in dict.fromkeys(self.alts) if n.lower() != (self.primary or '').lower()]
+        cons = [n for n in dict.fromkeys(self.cons) if n.lower() not in seen]
+        refusal = not names and bool(_REFUSAL.search(self.text))
+        return ParsedAnswer(names, self.syns, refusal, alts, cons)
+
+_INTRO = re.compile(r'\b(?:one of|following|include|candidates?|options?)\b', re.I)
 
 def parse_answer(text:str, # the MLLM's raw answer
-                 max_cue_sentences:int=2, # sentences read for "is a ..." phrasing
                 ) -> ParsedAnswer:
-    "Names in an MLLM answer, most likely first, with the synonym pairs the answer states."
+    "The names in an MLLM answer, sorted: the image's names (most likely first), stated synonyms, alternatives, contrasts."
     if not isinstance(text, str) or not text.strip(): return ParsedAnswer()  # None, NaN from a CSV, blank
     js = _from_json(text)
     if js is not None:
         out = []
         for n in map(clean_name, js):
             if _namey(n) and n.lower() not in {o.lower() for o in out}: out.append(n)
-        return ParsedAnswer(out)
-    names, syns = [], []
-    def add(n, syn_of=None):
-        n = clean_name(n)
-        if not _namey(n): return None
-        if n.lower() not in {x.lower() for x in names}: names.append(n)
-        if syn_of and syn_of.lower() != n.lower() and (syn_of, n) not in syns: syns.append((syn_of, n))
-        return n
-    cue_sents = 0
-    for s in _sentences(text):
-        if _FEATURE_ITEM.match(s): continue
-        main, bolds = None, [b for b in _BOLD.finditer(s) if not s[b.end():].lstrip().startswith(':')]
-        for b in bolds:
-            inner = b.group(1)
-            n = add(re.split(r'\s*\(', inner)[0])
-            main = main or n
-            for p in re.findall(r'\(([^()]+)\)', inner): add(p, syn_of=n)
-        if not bolds and cue_sents < max_cue_sentences:
-            ident = bool(_IN_IMAGE.search(s))
-            for m in _CUE.finditer(s):
-                n = _take_name(s[m.end():])
-                if n and (ident or n[0].isupper()) and add(n): main = clean_name(n); break
-            if not main:
-                m = _SYN.search(s)
-                if m and re.search(r'\b(?:is|are)\b', s[:m.start()]): main = add(_take_name(s[m.end():]))
-            if main: cue_sents += 1
-        if main:
-            for m in _SYN.finditer(s): add(_take_name(s[m.end():]), syn_of=main)
-            for m in re.finditer(r'\(([^()]{3,60})\)', s):
-                inner = m.group(1)
-                for part in inner.split(','):
-                    if re.match(r'\s*[*_]?[A-Z]', part) and len(part.split()) <= 5: add(part, syn_of=main)
-            for m in _ITALIC.finditer(s): add(m.group(1), syn_of=main)
-    return ParsedAnswer(names, syns, refusal=not names and bool(_REFUSAL.search(text)))
+        return ParsedAnswer(out, alternatives=out[1:])
+    r, kind = _Reader(text), 'name'  # a list at the start of an answer lists candidates
+    lines = _sentences(text)
+    if len(lines) == 1 and len(text.split()) <= 8 and not _CUE.search(text):  # a bare name: "Blue Jay."
+        n, _, par = _take(text.strip())
+        if r._keep(n, primary=True) and n[:1].isupper(): r.set_primary(n, par)
+    for s in lines if r.primary is None else []:
+        if re.match(r'\s*#', s):
+            kind = _kind(s)
+            continue
+        lab = _LABEL.match(s)
+        if lab and r.label(lab['a'] or lab['b'] or lab['c'], lab['value']): continue
+        if lab and (lab['a'] or lab['b']): continue  # a feature ("**Bill**: orange")
+        if _ITEM.match(s):
+            if r.item(s[_ITEM.match(s).end():], kind): continue
+        elif s.rstrip().endswith(':'): kind = _kind(s) or ('alternative' if _INTRO.search(s) else None)
+        else: kind = None
+        r.prose(s)
+    return r.result()
 
 def parse_names(text:str) -> list:
-    "The names in an MLLM answer, most likely first."
+    "The image's names in an MLLM answer, most likely first."
     return parse_answer(text).names
 
 # %% ../nbs/02_names.ipynb #b2786468
-_IRREGULAR = {'geese': 'goose', 'mice': 'mouse', 'cacti': 'cactus', 'fungi': 'fungus', 'children': 'child', 'feet': 'foot'}
-_KEEP_S = {'series', 'species', 'mercedes', 'lotus', 'iris', 'class', 'chassis', 'plus', 'bus', 'cosmos', 'grass', 'ibis',
-           'hibiscus', 'crocus', 'narcissus', 'asparagus', 'cactus', 'gladiolus', 'amaryllis', 'clematis', 'anthurium', 'rims'}
+import functools
+import inflect
 
+_MODERN, _CLASSICAL = inflect.engine(), inflect.engine()
+_CLASSICAL.classical(all=True)  # "cacti" -> "cactus", "fungi" -> "fungus"
+
+@functools.lru_cache(maxsize=65536)  # inflect takes about half a millisecond a word
 def singular(w:str) -> str:
-    "English singular of one (lower-case) word, conservatively."
-    if w in _IRREGULAR: return _IRREGULAR[w]
-    if len(w) <= 3 or not w.endswith('s') or w in _KEEP_S or w.endswith(('ss', 'us', 'is', 'ys', 'os')): return w
-    if w.endswith('ies'): return w[:-3] + 'y'
-    if w.endswith('ises'): return w[:-2]
-    if w.endswith(('ches', 'shes', 'xes', 'zes', 'sses')): return w[:-2]
-    return w[:-1]
+    "English singular of one (lower-case) word, conservatively: Latin-looking singulars (-us, -is, -ss) keep their s."
+    if len(w) <= 3 or not re.fullmatch(r'[a-z]+', w) or w.endswith(('us', 'is', 'ss')): return w
+    s = _CLASSICAL.singular_noun(w)
+    if not s or s == w: return w
+    return s if w in {_MODERN.plural_noun(s), _CLASSICAL.plural_noun(s)} else w  # "cosmos" is no plural of "cosmo"
 
-_LEAD = re.compile(r"^(?:(?:this|it|that|the \w+(?: (?:in|shown in) the (?:image|photo|picture))?)\s+(?:is|appears to be|looks like|seems to be)\s+)(?:an?\s+|the\s+)?", re.I)
+_LEAD = re.compile(r"^(?:(?:this|it|that|the \w+(?: (?:in|shown in) the (?:image|photo|picture))?)\s+"
+                   r"(?:is|appears to be|looks like|seems to be)\s+)(?:an?\s+|the\s+)?", re.I)
 
 def normalize_name(s:str) -> str:
     "The comparison key of a name: lower case, no markdown, articles, punctuation or lead-in phrase, last word singular."

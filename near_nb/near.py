@@ -4,43 +4,121 @@
 
 # %% ../nbs/06_near.ipynb #ec0b60ac
 from __future__ import annotations
+import functools
 import time
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.optimize import minimize_scalar
 from sklearn.mixture import GaussianMixture
 from .core import seed_everything
-from .names import Vocabulary, Mention, parse_answer
+from .names import Vocabulary, Mention, parse_answer, normalize_name
 from .neighbors import knn, candidate_sets
 
 # %% auto #0
-__all__ = ['answers_vocabulary', 'NearConfig', 'own_targets', 'name_agreement', 'candidate_targets', 'gmm_clean',
-           'update_targets', 'prototypes', 'NearResult', 'fit_near', 'NearClassifier', 'near_fit', 'top_params',
-           'pixels', 'trunk_cache', 'wise_ft', 'near_fit_tower']
+__all__ = ['answers_vocabulary', 'answer_contrasts', 'name_cohesion', 'merge_support', 'visual_merges', 'NearConfig',
+           'own_targets', 'name_agreement', 'candidate_targets', 'loo_name_scores', 'fit_temperature', 'Relabel',
+           'relabel', 'gmm_clean', 'update_targets', 'prototypes', 'NearResult', 'fit_near', 'NearClassifier',
+           'near_fit', 'top_params', 'pixels', 'trunk_cache', 'wise_ft', 'near_fit_tower']
 
 # %% ../nbs/06_near.ipynb #5c835ef5
+@functools.lru_cache(maxsize=65536)
+def _parsed(text:str):
+    "`parse_answer`, once per distinct answer text (the vocabulary and the contrasts both read it)."
+    return parse_answer(text)
+
+def _answer_names(names:list, response, alternatives:bool=True) -> list:
+    "An image's names: the given ones (a labels CSV's `names`; parsed from the answer when there are none), then alternatives."
+    if not isinstance(response, str) or not response.strip(): return list(names)
+    parsed = _parsed(response)
+    if not names: return [n for n in parsed.names if alternatives or n not in parsed.alternatives]
+    if not alternatives: return list(names)
+    keys = {normalize_name(n) for n in names}
+    alts = [a for a in parsed.alternatives if normalize_name(a) not in keys]
+    return list(names) + alts
+
 def answers_vocabulary(image_ids:list, # one id per image
                        names:list, # per image: the MLLM's names, most likely first (may be empty)
-                       responses:list|None=None, # per image: the full answer text (stated synonyms are read from it)
+                       responses:list|None=None, # per image: the full answer text (synonyms, alternatives)
                        encode=None, # sentence encoder for `merge_similar`; None: stated synonyms only
                        similar:float=0.9, # cosine for merging by sentence similarity
+                       *,
+                       emb:np.ndarray|None=None, # (n, d) image embeddings: sentence merges need visual support
+                       support:float|None=None, # see `visual_merges` (e.g. 0.25); None: no visual check (the default)
+                       alternatives:bool=True, # add the alternatives the answers hedge between to each image's names
                       ) -> tuple:
-    "(`Vocabulary`, own name ids per image, first-ranked first)."
+    "(`Vocabulary`, own name ids per image, first-ranked first, the answer's alternatives after its names)."
     ms, st = [], []
     for i, (img, ns) in enumerate(zip(image_ids, names)):
-        ms += [Mention(str(img), 'mllm', r, n) for r, n in enumerate(ns)]
-        if responses is not None and responses[i]: st += parse_answer(responses[i]).synonyms
+        text = responses[i] if responses is not None else None
+        ms += [Mention(str(img), 'mllm', r, n) for r, n in enumerate(_answer_names(ns, text, alternatives))]
+        if isinstance(text, str) and text.strip(): st += _parsed(text).synonyms
     voc = Vocabulary(ms, st).merge_stated()
-    if encode is not None and similar: voc = voc.merge_similar(encode, similar)
+    if encode is not None and similar:
+        merged = voc.merge_similar(encode, similar)
+        if emb is not None and support is not None:
+            merged = visual_merges(voc, merged, _first_ids(voc, image_ids), emb, support)
+        voc = merged
     ids = voc.image_names()
     return voc, [ids.get(str(img), []) for img in image_ids]
+
+# %% ../nbs/06_near.ipynb #82cff5fc
+def answer_contrasts(voc:Vocabulary, # the vocabulary of `answers_vocabulary`
+                     responses:list, # per image: the full answer text
+                    ) -> list:
+    "Per image: the ids of the vocabulary's names its answer rules out (\"unlike Y\", \"similar breeds such as Y\")."
+    out = []
+    for text in responses:
+        ok = isinstance(text, str) and text.strip()
+        ids = {voc.id_of(c) for c in _parsed(text).contrasts} if ok else set()
+        out.append(sorted(i for i in ids if i is not None))
+    return out
+
+# %% ../nbs/06_near.ipynb #0a891c6a
+def _first_ids(voc:Vocabulary, image_ids:list) -> np.ndarray:
+    "Each image's first name id in `voc` (-1: no name)."
+    ids = voc.image_names()
+    return np.array([ids[str(i)][0] if ids.get(str(i)) else -1 for i in image_ids])
+
+def name_cohesion(emb:np.ndarray, first:np.ndarray, quantile:float=0.25) -> float:
+    "The `quantile` of the cosine between two images that share a first name: how alike one name's images are here."
+    sims = []
+    for c in np.unique(first[first >= 0]):
+        ix = np.flatnonzero(first == c)
+        if len(ix) > 1:
+            S = emb[ix] @ emb[ix].T
+            sims.append(S[np.triu_indices(len(ix), 1)])
+    return float(np.quantile(np.concatenate(sims), quantile)) if sims else float('inf')
+
+def merge_support(emb:np.ndarray, first:np.ndarray, a:int, b:int) -> float:
+    "Mean cosine between the images first-named `a` and those first-named `b` (NaN when either has none)."
+    ia, ib = np.flatnonzero(first == a), np.flatnonzero(first == b)
+    return float((emb[ia] @ emb[ib].T).mean()) if len(ia) and len(ib) else float('nan')
+
+# %% ../nbs/06_near.ipynb #80d04971
+def visual_merges(before:Vocabulary, # the vocabulary the text merges start from
+                  after:Vocabulary, # `before` plus text merges (`merge_similar`)
+                  first:np.ndarray, # each image's first name id in `before`
+                  emb:np.ndarray, # (n, d) L2-normalised image embeddings
+                  support:float=0.25, # quantile of same-name image pairs' cosine that a merge must reach
+                 ) -> Vocabulary:
+    "`after` keeping only the merges whose images look as alike as one name's images usually do."
+    bar = name_cohesion(emb, first, support)
+    kept = []
+    for m in after.merges[len(before.merges):]:
+        s = merge_support(emb, first, before.id_of(m.a), before.id_of(m.b))
+        if s >= bar: kept.append(replace(m, reason=f'{m.reason}+visual', score=round(s, 4)))
+    return Vocabulary(before.mentions, before.stated, before.merges + kept, before.prefer_common)
 
 # %% ../nbs/06_near.ipynb #850a382b
 @dataclass
 class NearConfig:
     "The NeaR trainer's switchable parts and hyper-parameters."
+    relabel:bool=True # leave-one-out relabelling of unconfirmed first names before training
+    min_conf:float=0.7 # calibrated posterior another name needs to replace an unconfirmed first name
+    contrasts:bool=True # names an answer rules out are never its image's candidates
     k:int=3 # neighbours whose names join an image's candidate set (0: own names only)
     weighting:str='similarity' # neighbour candidate weights: 'similarity', 'uniform', 'agreement'
     neighbour_weight:float|str='auto' # share of neighbours' names in a candidate set; 'auto': measured name agreement
@@ -84,6 +162,82 @@ def candidate_targets(own:list, n_names:int, nn_idx, nn_sim, cfg:NearConfig) -> 
     has = Y.sum(1, keepdims=True) > 0
     W = np.where(has, (1 - a) * Y + a * N, N)  # an image with no answer gets its neighbours' names only
     return W.astype(np.float32), a
+
+# %% ../nbs/06_near.ipynb #f5869d96
+def loo_name_scores(emb:np.ndarray, # (n, d) L2-normalised image embeddings
+                    first:np.ndarray, # first name id per image (-1: none)
+                    n_names:int,
+                   ) -> np.ndarray:
+    "(n, n_names): mean cosine of each image to the *other* images first-named with each name (-inf: none)."
+    named = np.flatnonzero(first >= 0)
+    H = np.zeros((len(emb), n_names), np.float32)
+    H[named, first[named]] = 1
+    sums = emb @ (H.T @ emb).T
+    counts = np.repeat(H.sum(0, keepdims=True), len(emb), 0)
+    sums[named, first[named]] -= (emb[named] * emb[named]).sum(1)  # leave the image itself out
+    counts[named, first[named]] -= 1
+    return np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
+
+def _softmax(S:np.ndarray, tau:float) -> np.ndarray:
+    Z = S / tau
+    Z = Z - Z.max(1, keepdims=True)
+    P = np.exp(Z)
+    return P / P.sum(1, keepdims=True)
+
+def fit_temperature(scores:np.ndarray, # (m, C) scores (-inf allowed)
+                    labels:np.ndarray, # (m,) the label each row should predict
+                   ) -> float:
+    "The softmax temperature that maximises the likelihood of `labels` (NLL over the rows, bounded search)."
+    def nll(tau): return -np.log(np.maximum(_softmax(scores, tau)[np.arange(len(labels)), labels], 1e-12)).mean()
+    return float(minimize_scalar(nll, bounds=(1e-3, 1.0), method='bounded').x)
+
+# %% ../nbs/06_near.ipynb #c37f4fdd
+@dataclass
+class Relabel:
+    "What leave-one-out relabelling did: first names before and after, and the calibrated confidence."
+    before:np.ndarray # (n,) first name id per image from its answer (-1: none)
+    after:np.ndarray # (n,) first name id after relabelling
+    confidence:np.ndarray # (n,) calibrated posterior of `after` (NaN where nothing could be scored)
+    confirmed:np.ndarray # (n,) bool: another image carries the same first name
+    tau:float # the fitted temperature
+    @property
+    def changed(self) -> np.ndarray: return self.after != self.before
+    def __repr__(self):
+        return (f'Relabel({int(self.changed.sum())} of {len(self.before)} labels changed, '
+                f'{int(self.confirmed.sum())} confirmed, tau={self.tau:.4f})')
+
+def relabel(emb:np.ndarray, # (n, d) L2-normalised image embeddings
+            own:list, # per image: own name ids, first-ranked first
+            n_names:int,
+            *,
+            min_conf:float=0.7, # calibrated posterior another name needs to replace an unconfirmed one
+            contrasts:list|None=None, # per image: name ids its answer rules out (never given to it)
+            verified:np.ndarray|None=None, # (n,) bool: labels a person gave; never changed
+           ) -> Relabel:
+    "Leave-one-out relabelling: an unconfirmed first name gives way to a name its look-alikes carry."
+    first = np.array([ns[0] if ns else -1 for ns in own])
+    counts = np.bincount(first[first >= 0], minlength=n_names)
+    confirmed = (first >= 0) & (counts[np.maximum(first, 0)] > 1)
+    S = loo_name_scores(np.asarray(emb, np.float32), first, n_names)
+    fit = confirmed & np.isfinite(S).sum(1).astype(bool)
+    tau = fit_temperature(S[fit], first[fit]) if fit.sum() > 1 else 0.05
+    scorable = np.isfinite(S).any(1)
+    P = np.zeros_like(S)
+    P[scorable] = _softmax(S[scorable], tau)
+    for i, bad in enumerate(contrasts or []):
+        P[i, list(bad)] = 0
+    best, conf = P.argmax(1), P.max(1)
+    move = ~confirmed & scorable & (conf >= min_conf) & (best != first)
+    if verified is not None: move &= ~np.asarray(verified, bool)
+    after = first.copy()
+    given, taken = set(), set()  # names that received an image, names that lost one
+    for i in sorted(np.flatnonzero(move), key=lambda i: -conf[i]):
+        if best[i] in taken or first[i] in given: continue  # two slips trading names: the surer move wins
+        after[i] = best[i]
+        given.add(best[i])
+        taken.add(first[i])
+    confidence = np.where(scorable & (after >= 0), P[np.arange(len(P)), np.maximum(after, 0)], np.nan)
+    return Relabel(first, after, confidence, confirmed, tau)
 
 # %% ../nbs/06_near.ipynb #885ee440
 def gmm_clean(losses:np.ndarray, seed:int=0) -> np.ndarray:
@@ -130,6 +284,7 @@ class NearResult:
     candidates:np.ndarray # (n, C) the candidate weights it started from
     neighbour_weight:float
     history:list = field(default_factory=list) # per epoch: loss, clean share, seconds
+    relabel:Relabel|None = None # what leave-one-out relabelling changed before training
     @property
     def refined(self) -> np.ndarray: return self.targets.argmax(1)
 
@@ -168,16 +323,29 @@ def fit_near(forward, # idx (LongTensor) -> (b, d) normalised features
     elif cfg.head != 'trained': raise ValueError(f"head must be 'prototypes' or 'trained', not {cfg.head!r}")
     return W, res
 
-def _setup(emb:np.ndarray, own:list, n_names:int, cfg:NearConfig, text_emb=None, verified=None) -> tuple:
-    "What every mode starts from: (own targets, neighbours, candidate weights, neighbour weight, initial head)."
+def _setup(emb:np.ndarray, own:list, n_names:int, cfg:NearConfig, text_emb=None, verified=None,
+           contrasts=None) -> tuple:
+    "What every mode starts from: (own targets, neighbours, candidate weights, neighbour weight, initial head, relabel)."
+    rl = None
+    if not cfg.contrasts: contrasts = None
+    if cfg.relabel:
+        rl = relabel(emb, own, n_names, min_conf=cfg.min_conf, contrasts=contrasts, verified=verified)
+        # a moved image's first name is dropped: a name only it carries would be its own prototype, and training
+        # would pull it straight back; the alternatives its answer hedged between stay
+        own = [[int(rl.after[i])] + [c for c in ns[1:] if c != rl.after[i]] if moved else ns
+               for i, (ns, moved) in enumerate(zip(own, rl.changed))]
     Y = own_targets(own, n_names)
     nn_sim, nn_idx = knn(emb, max(cfg.k, 1)) if cfg.k and len(emb) > 1 else (None, None)
     Cw, a = candidate_targets(own, n_names, nn_idx, nn_sim, cfg)
+    if contrasts is not None:  # what an answer rules out is no candidate of its image
+        for i, bad in enumerate(contrasts):
+            Cw[i, list(bad)] = 0
+        Cw /= np.maximum(Cw.sum(1, keepdims=True), 1e-12)
     if verified is not None: Cw[verified] = Y[verified]  # a person's label is the whole candidate set
     W0 = text_emb if text_emb is not None else prototypes(emb, Cw)
     unnamed = np.linalg.norm(W0, axis=1, keepdims=True) == 0  # a name no candidate set holds: a small random start
     W0 = np.where(unnamed, np.random.default_rng(cfg.seed).normal(size=W0.shape) * 1e-3, W0).astype(np.float32)
-    return Y, nn_idx, Cw, a, W0
+    return Y, nn_idx, Cw, a, W0, rl
 
 # %% ../nbs/06_near.ipynb #501560cf
 class NearClassifier:
@@ -278,14 +446,17 @@ def near_fit(emb:np.ndarray, # (n, d) L2-normalised image embeddings of the trai
              backbone=None, # kept with the classifier, for predicting images
              progress=None, # callable(epoch) after each epoch
              verified:np.ndarray|None=None, # (n,) bool: labels a person gave (`explore.apply_edits`); kept as they are
+             contrasts:list|None=None, # per image: name ids its answer rules out (`answer_contrasts`)
             ) -> tuple:
     "(`NearClassifier`, `NearResult`): NeaR in mode 1 (a head over the vocabulary on fixed features)."
     cfg = cfg or NearConfig(); X = np.ascontiguousarray(emb, np.float32)
     if len(X) != len(own): raise ValueError(f'{len(X)} embeddings for {len(own)} images')
     verified = None if verified is None else np.asarray(verified, bool)
-    C = len(names); Y, nn_idx, Cw, a, W0 = _setup(X, own, C, cfg, text_emb, verified)
+    C = len(names)
+    Y, nn_idx, Cw, a, W0, rl = _setup(X, own, C, cfg, text_emb, verified, contrasts)
     Xt = torch.tensor(X)
     W, res = fit_near(lambda b: Xt[b], [], W0, Cw, Y, nn_idx, cfg, a, progress, verified)
+    res.relabel = rl
     active = np.bincount(res.refined, minlength=C) > 0 if cfg.prune else None
     meta = {'mode': 'head', 'config': asdict(cfg), 'neighbour_weight': a, 'n_train': len(X)}
     return NearClassifier(names, W.numpy(), cfg.tau, active, backbone, meta=meta), res
@@ -346,17 +517,20 @@ def near_fit_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
                    wise:float|None=None, # WiSE-FT alpha (None: the fine-tuned weights as they are)
                    progress=None,
                    verified:np.ndarray|None=None, # (n,) bool: labels a person gave; kept as they are
+                   contrasts:list|None=None, # per image: name ids its answer rules out (`answer_contrasts`)
                   ) -> tuple:
     "(`NearClassifier` with a fine-tuned tower, `NearResult` over the readable images)."
     cfg = cfg or NearConfig(batch_size=32, lr=1e-5)
     bb = backbone.load(); visual = bb.model.visual
     px, ok, errs = pixels(bb, images); own = [own[i] for i in ok]
+    contrasts = None if contrasts is None else [contrasts[i] for i in ok]
     verified = None if verified is None else np.asarray(verified, bool)[ok]
     zs = {k: v.detach().clone() for k, v in visual.state_dict().items()}
     if n_top is not None: acts, start = trunk_cache(visual, px, n_top), len(visual.transformer.resblocks) - n_top
     with torch.no_grad():
         emb = F.normalize((_top(visual, acts, start) if n_top is not None else visual(px)).float(), dim=1).numpy()
-    C = len(names); Y, nn_idx, Cw, a, W0 = _setup(emb, own, C, cfg, text_emb, verified)
+    C = len(names)
+    Y, nn_idx, Cw, a, W0, rl = _setup(emb, own, C, cfg, text_emb, verified, contrasts)
     for p in visual.parameters(): p.requires_grad_(n_top is None)
     params = top_params(visual, n_top) if n_top is not None else list(visual.parameters())
     for p in params: p.requires_grad_(True)
@@ -367,6 +541,7 @@ def near_fit_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
     finally:
         visual.eval()
         for p in visual.parameters(): p.requires_grad_(False)
+    res.relabel = rl
     state = {k: v.detach().clone() for k, v in visual.state_dict().items()}
     if wise is not None:
         state = wise_ft(zs, state, wise); W = F.normalize((1 - wise) * torch.tensor(W0) + wise * W, dim=1)
