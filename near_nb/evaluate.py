@@ -194,7 +194,8 @@ def _near_labels(tb, idx, encode, similar, support, alternatives=True):
 
 def _raw_top1(tb) -> list:
     "The MLLM's first name per image, as `raw_name` writes it (parsed from the answer where `names` is empty)."
-    return [raw_name(ns or parse_answer(text).names[:1]) for ns, text in zip(tb.labels.names, tb.labels.response)]
+    labels = tb.labels
+    return [raw_name(ns or parse_answer(text).names[:1]) for ns, text in zip(labels.names, labels.response)]
 
 def _near_changes(raw:list, res, own:list, gt) -> dict:
     "What NeaR changed against the raw top-1 names: in all, and by leave-one-out relabelling alone."
@@ -286,8 +287,12 @@ def _agg(runs:list) -> dict:
     return mean | {f'{k}_std': round(float(np.std([r[k] for r in runs])), 2) for k in runs[0] if k != 'names'}
 
 def _mean_changes(runs:list) -> dict:
-    return {k: _mean_changes([r[k] for r in runs]) if isinstance(v, dict) else round(float(np.mean([r[k] for r in runs])), 1)
-            for k, v in runs[0].items()}
+    "Change counts averaged over seeds (nested: the relabelling step's own counts)."
+    out = {}
+    for k, v in runs[0].items():
+        vals = [r[k] for r in runs]
+        out[k] = _mean_changes(vals) if isinstance(v, dict) else round(float(np.mean(vals)), 1)
+    return out
 
 def bench_testbed(d, # a test-bed directory
                   seeds:int=3, cfg=None,
@@ -305,9 +310,10 @@ def bench_testbed(d, # a test-bed directory
     gt, gtn = tb.labels.gt_class.to_numpy(), tb.labels.gt_name.tolist()
     T, H, TC, HC = {}, {}, [], []
     for s in tqdm(range(seeds), desc=f'{tb.name}: seeds', disable=not progress):
-        tr = transductive(tb, cfg, encode, similar=similar, support=support, alternatives=alternatives, seed=s, text=text)
+        kw = dict(similar=similar, support=support, alternatives=alternatives, seed=s, text=text)
+        tr = transductive(tb, cfg, encode, **kw)
         for m, names in tr['labels'].items(): T.setdefault(m, []).append(_score(names, gt, gtn, encode))
-        ho = heldout(tb, cfg, encode, similar=similar, support=support, alternatives=alternatives, seed=s, text=text)
+        ho = heldout(tb, cfg, encode, **kw)
         for m, (names, keys) in ho['predictions'].items():
             H.setdefault(m, []).append(_score(names, gt, gtn, encode, pooled_ids(keys)))
         TC.append(tr['changes'])
@@ -321,7 +327,8 @@ def bench_testbed(d, # a test-bed directory
     return {'dataset': tb.name, 'images': len(gt), 'classes': len(tb.classnames), 'seeds': seeds,
             'sentence_model': getattr(encode, 'model_name', None),
             'text_model': getattr(getattr(text, '__self__', None), 'model_id', None),
-            'config': asdict(cfg), 'similar': similar, 'support': support, 'alternatives': alternatives, 'transductive': T, 'heldout': H,
+            'config': asdict(cfg), 'similar': similar, 'support': support, 'alternatives': alternatives,
+            'transductive': T, 'heldout': H,
             'cost': {'mllm_calls_per_new_image': {'near': 0, 'mllm_top1': 1},
                      'classifier_images_per_s': round(len(big) / dt),
                      'classifier_note': 'head on precomputed embeddings; add the CLIP image encoder (bench/results/embed.json)'},
