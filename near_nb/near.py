@@ -117,12 +117,13 @@ def visual_merges(before:Vocabulary, # the vocabulary the text merges start from
 class NearConfig:
     "The NeaR trainer's switchable parts and hyper-parameters."
     relabel:bool=True # leave-one-out relabelling of unconfirmed first names before training
-    min_conf:float=0.7 # calibrated posterior another name needs to replace an unconfirmed first name
+    min_conf:float=0.5 # calibrated posterior another name needs to replace an unconfirmed first name
+    capacity:bool=True # relabelling fills no name beyond the median size of the names the MLLM confirmed
     contrasts:bool=True # names an answer rules out are never its image's candidates
     k:int=3 # neighbours whose names join an image's candidate set (0: own names only)
     weighting:str='similarity' # neighbour candidate weights: 'similarity', 'uniform', 'agreement'
     neighbour_weight:float|str='auto' # share of neighbours' names in a candidate set; 'auto': measured name agreement
-    proden:bool=True # re-weight candidates by the model's own beliefs after the warm-up (PRODEN)
+    proden:bool=False # re-weight candidates by the model's own beliefs after the warm-up (PRODEN)
     gmm:bool=False # two-component GMM on per-sample losses after the warm-up splits clean from noisy
     refine:str='consensus' # noisy targets: 'consensus' (neighbours' predictions) or 'relax' (towards the whole vocabulary)
     relax:float=0.1 # weight of the whole vocabulary when refine='relax'
@@ -200,24 +201,28 @@ class Relabel:
     confidence:np.ndarray # (n,) calibrated posterior of `after` (NaN where nothing could be scored)
     confirmed:np.ndarray # (n,) bool: another image carries the same first name
     tau:float # the fitted temperature
+    capacity:float # a name carried by this many images takes no more (median size of the confirmed names)
     @property
     def changed(self) -> np.ndarray: return self.after != self.before
     def __repr__(self):
         return (f'Relabel({int(self.changed.sum())} of {len(self.before)} labels changed, '
-                f'{int(self.confirmed.sum())} confirmed, tau={self.tau:.4f})')
+                f'{int(self.confirmed.sum())} confirmed, tau={self.tau:.4f}, capacity={self.capacity:g})')
 
 def relabel(emb:np.ndarray, # (n, d) L2-normalised image embeddings
             own:list, # per image: own name ids, first-ranked first
             n_names:int,
             *,
-            min_conf:float=0.7, # calibrated posterior another name needs to replace an unconfirmed one
+            min_conf:float=0.5, # calibrated posterior another name needs to replace an unconfirmed one
             contrasts:list|None=None, # per image: name ids its answer rules out (never given to it)
             verified:np.ndarray|None=None, # (n,) bool: labels a person gave; never changed
+            capacity:bool=True, # a name already carried by as many images as a typical confirmed name takes no more
            ) -> Relabel:
     "Leave-one-out relabelling: an unconfirmed first name gives way to a name its look-alikes carry."
     first = np.array([ns[0] if ns else -1 for ns in own])
     counts = np.bincount(first[first >= 0], minlength=n_names)
     confirmed = (first >= 0) & (counts[np.maximum(first, 0)] > 1)
+    sizes = counts[counts > 1]
+    cap = float(np.median(sizes)) if capacity and len(sizes) else float('inf')
     S = loo_name_scores(np.asarray(emb, np.float32), first, n_names)
     fit = confirmed & np.isfinite(S).sum(1).astype(bool)
     tau = fit_temperature(S[fit], first[fit]) if fit.sum() > 1 else 0.05
@@ -229,15 +234,17 @@ def relabel(emb:np.ndarray, # (n, d) L2-normalised image embeddings
     best, conf = P.argmax(1), P.max(1)
     move = ~confirmed & scorable & (conf >= min_conf) & (best != first)
     if verified is not None: move &= ~np.asarray(verified, bool)
-    after = first.copy()
+    after, load = first.copy(), counts.copy()
     given, taken = set(), set()  # names that received an image, names that lost one
     for i in sorted(np.flatnonzero(move), key=lambda i: -conf[i]):
         if best[i] in taken or first[i] in given: continue  # two slips trading names: the surer move wins
+        if load[best[i]] >= cap: continue  # that name's group is already as large as this data's names are
         after[i] = best[i]
+        load[best[i]] += 1
         given.add(best[i])
         taken.add(first[i])
     confidence = np.where(scorable & (after >= 0), P[np.arange(len(P)), np.maximum(after, 0)], np.nan)
-    return Relabel(first, after, confidence, confirmed, tau)
+    return Relabel(first, after, confidence, confirmed, tau, cap)
 
 # %% ../nbs/06_near.ipynb #885ee440
 def gmm_clean(losses:np.ndarray, seed:int=0) -> np.ndarray:
@@ -329,7 +336,8 @@ def _setup(emb:np.ndarray, own:list, n_names:int, cfg:NearConfig, text_emb=None,
     rl = None
     if not cfg.contrasts: contrasts = None
     if cfg.relabel:
-        rl = relabel(emb, own, n_names, min_conf=cfg.min_conf, contrasts=contrasts, verified=verified)
+        rl = relabel(emb, own, n_names, min_conf=cfg.min_conf, contrasts=contrasts, verified=verified,
+                     capacity=cfg.capacity)
         # a moved image's first name is dropped: a name only it carries would be its own prototype, and training
         # would pull it straight back; the alternatives its answer hedged between stay
         own = [[int(rl.after[i])] + [c for c in ns[1:] if c != rl.after[i]] if moved else ns
