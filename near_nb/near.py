@@ -224,8 +224,7 @@ def relabel(emb:np.ndarray, # (n, d) L2-normalised image embeddings
     sizes = counts[counts > 1]
     cap = float(np.median(sizes)) if capacity and len(sizes) else float('inf')
     S = loo_name_scores(np.asarray(emb, np.float32), first, n_names)
-    fit = confirmed & np.isfinite(S).sum(1).astype(bool)
-    tau = fit_temperature(S[fit], first[fit]) if fit.sum() > 1 else 0.05
+    tau = fit_temperature(S[confirmed], first[confirmed]) if confirmed.sum() > 1 else 0.05  # own column finite
     scorable = np.isfinite(S).any(1)
     P = np.zeros_like(S)
     P[scorable] = _softmax(S[scorable], tau)
