@@ -10,22 +10,29 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import normalized_mutual_info_score, adjusted_rand_score
 
 # %% auto #0
-__all__ = ['cluster_acc', 'semantic_acc', 'evaluate', 'Report', 'TestBed', 'load_testbed', 'raw_name', 'knn_vote',
-           'zero_shot_names', 'pooled_ids', 'matched', 'change_counts', 'merge_audit', 'transductive', 'heldout',
-           'bench_testbed']
+__all__ = ['matched', 'cluster_acc', 'semantic_acc', 'evaluate', 'Report', 'TestBed', 'load_testbed', 'raw_name', 'knn_vote',
+           'zero_shot_names', 'pooled_ids', 'change_counts', 'merge_audit', 'transductive', 'heldout', 'bench_testbed']
 
 # %% ../nbs/07_evaluate.ipynb #b3c1cbe1
+def matched(pred, # predicted label per image (any hashable ids)
+            gt, # ground-truth class per image
+           ) -> np.ndarray:
+    "(n,) bool: the image's label is matched to its own class by the Hungarian assignment that cACC uses."
+    pu, pi = np.unique(np.asarray(pred), return_inverse=True)
+    gu, gi = np.unique(np.asarray(gt), return_inverse=True)
+    M = np.zeros((len(pu), len(gu)), dtype=np.int64)
+    np.add.at(M, (pi, gi), 1)
+    to = np.full(len(pu), -1)
+    r, c = linear_sum_assignment(M, maximize=True)
+    to[r] = c
+    return to[pi] == gi
+
 def cluster_acc(pred, # predicted label per image (any hashable ids)
                 gt, # ground-truth class per image
                ) -> float:
     "Clustering accuracy in %, with the best one-to-one matching of predicted labels to classes."
-    pred, gt = np.asarray(pred), np.asarray(gt)
     if len(pred) != len(gt): raise ValueError(f'{len(pred)} predictions for {len(gt)} ground-truth labels')
-    if not len(gt): return float('nan')
-    pu, pi = np.unique(pred, return_inverse=True); gu, gi = np.unique(gt, return_inverse=True)
-    M = np.zeros((len(pu), len(gu)), dtype=np.int64); np.add.at(M, (pi, gi), 1)
-    r, c = linear_sum_assignment(M, maximize=True)
-    return float(M[r, c].sum() / len(gt) * 100)
+    return float(matched(pred, gt).mean() * 100) if len(gt) else float('nan')
 
 # %% ../nbs/07_evaluate.ipynb #f5d2d65d
 def semantic_acc(pred_names:list, # predicted name per image
@@ -69,7 +76,7 @@ from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from tqdm.auto import tqdm
 from .names import normalize_name, parse_answer, Vocabulary, Mention
-from .near import NearConfig, near_fit, answers_vocabulary, answer_contrasts
+from .near import NearConfig, near_fit, answers_vocabulary, answer_contrasts, first_names
 
 @dataclass
 class TestBed:
@@ -136,19 +143,6 @@ def pooled_ids(keysets:list) -> list:
     return [find(min(ks)) if ks else '' for ks in keysets]
 
 # %% ../nbs/07_evaluate.ipynb #371bea7a
-def matched(pred, # predicted label per image (any hashable ids)
-            gt, # ground-truth class per image
-           ) -> np.ndarray:
-    "(n,) bool: the image's label is matched to its own class by the Hungarian assignment that cACC uses."
-    pu, pi = np.unique(np.asarray(pred), return_inverse=True)
-    gu, gi = np.unique(np.asarray(gt), return_inverse=True)
-    M = np.zeros((len(pu), len(gu)), dtype=np.int64)
-    np.add.at(M, (pi, gi), 1)
-    to = np.full(len(pu), -1)
-    r, c = linear_sum_assignment(M, maximize=True)
-    to[r] = c
-    return to[pi] == gi
-
 def change_counts(before, # label per image before a step (the raw MLLM top-1 names)
                   after, # label per image after it
                   changed, # (n,) bool: the images whose label the step changed
@@ -199,7 +193,7 @@ def _raw_top1(tb) -> list:
 
 def _near_changes(raw:list, res, own:list, gt) -> dict:
     "What NeaR changed against the raw top-1 names: in all, and by leave-one-out relabelling alone."
-    first = np.array([ns[0] if ns else -1 for ns in own])
+    first = first_names(own)
     out = change_counts(raw, res.refined, res.refined != first, gt)
     if res.relabel is not None:
         out['relabel'] = change_counts(raw, res.relabel.after, res.relabel.changed, gt)

@@ -19,9 +19,9 @@ from .neighbors import knn, candidate_sets
 
 # %% auto #0
 __all__ = ['answers_vocabulary', 'answer_contrasts', 'name_cohesion', 'merge_support', 'visual_merges', 'NearConfig',
-           'own_targets', 'name_agreement', 'candidate_targets', 'loo_name_scores', 'fit_temperature', 'Relabel',
-           'relabel', 'gmm_clean', 'update_targets', 'prototypes', 'NearResult', 'fit_near', 'NearClassifier',
-           'near_fit', 'top_params', 'pixels', 'trunk_cache', 'wise_ft', 'near_fit_tower']
+           'own_targets', 'first_names', 'name_agreement', 'candidate_targets', 'loo_name_scores', 'fit_temperature',
+           'Relabel', 'relabel', 'gmm_clean', 'update_targets', 'prototypes', 'NearResult', 'fit_near',
+           'NearClassifier', 'near_fit', 'top_params', 'pixels', 'trunk_cache', 'wise_ft', 'near_fit_tower']
 
 # %% ../nbs/06_near.ipynb #5c835ef5
 @functools.lru_cache(maxsize=65536)
@@ -145,6 +145,10 @@ def own_targets(own:list, n_names:int) -> np.ndarray:
         if ns: w = 0.5 ** np.arange(len(ns)); Y[i, ns] = w / w.sum()
     return Y
 
+def first_names(own:list) -> np.ndarray:
+    "(n,) each image's first name id (-1: the image has none)."
+    return np.array([ns[0] if ns else -1 for ns in own], dtype=int)
+
 def name_agreement(first:np.ndarray, # first name id per image (-1: none)
                    nn_idx:np.ndarray, # (n, k) neighbours
                   ) -> float:
@@ -157,7 +161,7 @@ def candidate_targets(own:list, n_names:int, nn_idx, nn_sim, cfg:NearConfig) -> 
     "(candidate weights (n, n_names), the neighbour weight used)."
     Y = own_targets(own, n_names)
     if not cfg.k or nn_idx is None: return Y, 0.0
-    first = np.array([ns[0] if ns else -1 for ns in own])
+    first = first_names(own)
     a = name_agreement(first, nn_idx[:, :cfg.k]) if cfg.neighbour_weight == 'auto' else float(cfg.neighbour_weight)
     N = candidate_sets([ns[:1] for ns in own], nn_idx, nn_sim, n_names, k=cfg.k, weighting=cfg.weighting)
     has = Y.sum(1, keepdims=True) > 0
@@ -218,7 +222,7 @@ def relabel(emb:np.ndarray, # (n, d) L2-normalised image embeddings
             capacity:bool=True, # a name already carried by as many images as a typical confirmed name takes no more
            ) -> Relabel:
     "Leave-one-out relabelling: an unconfirmed first name gives way to a name its look-alikes carry."
-    first = np.array([ns[0] if ns else -1 for ns in own])
+    first = first_names(own)
     counts = np.bincount(first[first >= 0], minlength=n_names)
     confirmed = (first >= 0) & (counts[np.maximum(first, 0)] > 1)
     sizes = counts[counts > 1]
