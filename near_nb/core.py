@@ -9,7 +9,11 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['near_home', 'seed_everything', 'get_device', 'sha256_bytes', 'sha256_file', 'stable_hash', 'open_sqlite']
+__all__ = ['NearError', 'near_home', 'seed_everything', 'get_device', 'sha256_bytes', 'sha256_file', 'stable_hash', 'open_sqlite']
+
+# %% ../nbs/00_core.ipynb #53537257
+class NearError(Exception):
+    "A foreseeable failure whose message tells the user what to do; the CLI prints it in one line, exit 1."
 
 # %% ../nbs/00_core.ipynb #1397f2a4
 def near_home(create:bool=True, # make the folder if it does not exist
