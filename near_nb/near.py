@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize_scalar
 from sklearn.mixture import GaussianMixture
+from .calibrate import fit_calibration
 from .core import seed_everything
 from .names import Vocabulary, Mention, parse_answer, normalize_name
 from .neighbors import knn, candidate_sets
@@ -295,8 +296,14 @@ class NearResult:
     neighbour_weight:float
     history:list = field(default_factory=list) # per epoch: loss, clean share, seconds
     relabel:Relabel|None = None # what leave-one-out relabelling changed before training
+    tau:float|None = None # the class-mean head's calibrated temperature (`calibrate.fit_calibration`); None: the training one
     @property
     def refined(self) -> np.ndarray: return self.targets.argmax(1)
+
+def _calibrated_tau(X:np.ndarray, labels:np.ndarray, n_names:int) -> float|None:
+    "The temperature that calibrates the class-mean head (None when too few images share a name to fit one)."
+    try: return fit_calibration(X, labels, n_names)
+    except ValueError: return None
 
 def fit_near(forward, # idx (LongTensor) -> (b, d) normalised features
              params:list, # parameters of `forward` to train (may be empty)
@@ -330,6 +337,7 @@ def fit_near(forward, # idx (LongTensor) -> (b, d) normalised features
         with torch.no_grad(): X = torch.cat([forward(b) for b in torch.arange(n).split(cfg.batch_size or n)]).float().numpy()
         H = np.eye(C, dtype=np.float32)[res.refined] * (res.targets.sum(1, keepdims=True) > 0)  # no candidate: no vote
         W = torch.where(torch.tensor(H.sum(0) > 0)[:, None], torch.tensor(prototypes(X, H)), W)
+        res.tau = _calibrated_tau(X, np.where(H.sum(1) > 0, res.refined, -1), C)
     elif cfg.head != 'trained': raise ValueError(f"head must be 'prototypes' or 'trained', not {cfg.head!r}")
     return W, res
 
@@ -449,6 +457,11 @@ def _load(cls, path, backbone=None) -> NearClassifier:
 NearClassifier.load = _load
 
 # %% ../nbs/06_near.ipynb #59a12107
+def _calibration_meta(res:NearResult, cfg:NearConfig) -> dict:
+    "How the classifier's probabilities were calibrated, for its meta."
+    if res.tau is None: return {'tau': cfg.tau, 'method': 'none: the training temperature'}
+    return {'tau': res.tau, 'method': 'leave-one-out class means (calibrate.fit_calibration)'}
+
 def near_fit(emb:np.ndarray, # (n, d) L2-normalised image embeddings of the training images
              own:list, # per image: its own name ids, first-ranked first (`answers_vocabulary`)
              names:list, # the vocabulary's display names
@@ -470,7 +483,8 @@ def near_fit(emb:np.ndarray, # (n, d) L2-normalised image embeddings of the trai
     res.relabel = rl
     active = np.bincount(res.refined, minlength=C) > 0 if cfg.prune else None
     meta = {'mode': 'head', 'config': asdict(cfg), 'neighbour_weight': a, 'n_train': len(X)}
-    return NearClassifier(names, W.numpy(), cfg.tau, active, backbone, meta=meta), res
+    meta['calibration'] = _calibration_meta(res, cfg)
+    return NearClassifier(names, W.numpy(), res.tau or cfg.tau, active, backbone, meta=meta), res
 
 # %% ../nbs/06_near.ipynb #7e0e1180
 def _trunk(visual, x:torch.Tensor, start:int) -> torch.Tensor:
@@ -560,4 +574,5 @@ def near_fit_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
     active = np.bincount(res.refined, minlength=C) > 0 if cfg.prune else None
     meta = {'mode': 'top' if n_top is not None else 'full', 'n_top': n_top, 'wise': wise, 'config': asdict(cfg),
             'neighbour_weight': a, 'n_train': len(ok), 'skipped': [str(e) for e in errs]}
-    return NearClassifier(names, W.numpy(), cfg.tau, active, bb, state, meta), res
+    meta['calibration'] = _calibration_meta(res, cfg)
+    return NearClassifier(names, W.numpy(), res.tau or cfg.tau, active, bb, state, meta), res
