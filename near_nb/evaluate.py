@@ -10,8 +10,9 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import normalized_mutual_info_score, adjusted_rand_score
 
 # %% auto #0
-__all__ = ['matched', 'cluster_acc', 'semantic_acc', 'evaluate', 'Report', 'TestBed', 'load_testbed', 'raw_name', 'knn_vote',
-           'zero_shot_names', 'pooled_ids', 'change_counts', 'merge_audit', 'transductive', 'heldout', 'bench_testbed']
+__all__ = ['CASCADE_NOTE', 'matched', 'cluster_acc', 'semantic_acc', 'evaluate', 'Report', 'TestBed', 'load_testbed', 'raw_name',
+           'knn_vote', 'zero_shot_names', 'pooled_ids', 'change_counts', 'merge_audit', 'transductive', 'heldout',
+           'bench_testbed']
 
 # %% ../nbs/07_evaluate.ipynb #b3c1cbe1
 def matched(pred, # predicted label per image (any hashable ids)
@@ -76,6 +77,8 @@ from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from tqdm.auto import tqdm
 from .names import normalize_name, parse_answer, Vocabulary, Mention
+from .calibrate import margins, expected_calibration_error
+from .cascade import cascade_curve, random_escalation
 from .near import NearConfig, near_fit, answers_vocabulary, answer_contrasts, first_names
 
 @dataclass
@@ -238,7 +241,7 @@ def transductive(tb:TestBed, cfg=None, encode=None, *,
 # %% ../nbs/07_evaluate.ipynb #36a4cdfe
 def heldout(tb:TestBed, cfg=None, encode=None, *, similar:float=0.9, support:float|None=None, seed:int=0,
             alternatives:bool=True, text=None) -> dict:
-    "Per method, (names, alias key sets) for every image from a classifier that never saw it; NeaR's changes."
+    "Per method, (names, alias key sets) for every image from a classifier that never saw it; NeaR's changes and confidence."
     cfg = replace(cfg or NearConfig(), seed=seed)
     n, gt = len(tb.labels), tb.labels.gt_class.to_numpy()
     f = _folds(gt, seed)
@@ -248,6 +251,7 @@ def heldout(tb:TestBed, cfg=None, encode=None, *, similar:float=0.9, support:flo
     for i, r in enumerate(raw):
         out['mllm_top1'][0][i], out['mllm_top1'][1][i] = r, {r}
     changes = None
+    margin, top = np.zeros(n), np.zeros(n)  # NeaR's calibrated confidence in each held-out image
     for k in range(3):
         tr, te = np.flatnonzero(f != k), np.flatnonzero(f == k)
         u = sorted({raw[i] for i in tr if raw[i]})
@@ -262,12 +266,14 @@ def heldout(tb:TestBed, cfg=None, encode=None, *, similar:float=0.9, support:flo
             for i, (p,) in zip(te, c.predict(tb.emb[te])):
                 out[m][0][i], out[m][1][i] = p[0], {p[0]}
         keys = {voc.names[j]: _names_keys(voc, j) for j in range(len(voc))}
+        P = nc.scores(tb.emb[te])
+        margin[te], top[te] = margins(P), P.max(1)
         for i, (p,) in zip(te, nc.predict(tb.emb[te])):
             out['near'][0][i], out['near'][1][i] = p[0], keys[p[0]]
         if text is not None:
             for i, p in zip(te, zero_shot_names(tb.emb[te], voc.names, text)):
                 out['zero_shot_clip'][0][i], out['zero_shot_clip'][1][i] = p, keys[p]
-    return {'predictions': out, 'changes': changes}
+    return {'predictions': out, 'changes': changes, 'confidence': {'margin': margin, 'top': top}}
 
 # %% ../nbs/07_evaluate.ipynb #1dc39e01
 def _score(names, gt, gt_names, encode, ids=None):
@@ -288,6 +294,19 @@ def _mean_changes(runs:list) -> dict:
         out[k] = _mean_changes(vals) if isinstance(v, dict) else round(float(np.mean(vals)), 1)
     return out
 
+CASCADE_NOTE = ("held-out images escalated to the MLLM get its recorded answer for that image: it stands in for a "
+                "re-ranking call, which would also have seen the classifier's candidate names")
+
+def _cascade(ho:dict, gt, gtn, encode, seed:int) -> tuple:
+    "(cascade curve, random escalation at 0.3, NeaR's ECE) of one held-out run."
+    def score(mixed): return _score([m[0] for m in mixed], gt, gtn, encode, pooled_ids([m[1] for m in mixed]))
+    near, llm = list(zip(*ho['predictions']['near'])), list(zip(*ho['predictions']['mllm_top1']))
+    conf = ho['confidence']
+    curve = cascade_curve(score, near, llm, conf['margin'])
+    rand = random_escalation(score, near, llm, budget=0.3, draws=3, seed=seed)
+    right = matched(pooled_ids(ho['predictions']['near'][1]), gt)
+    return curve, rand, expected_calibration_error(conf['top'], right)
+
 def bench_testbed(d, # a test-bed directory
                   seeds:int=3, cfg=None,
                   encode=None, # sentence encoder for sACC (`names.sentence_encoder()`)
@@ -303,6 +322,7 @@ def bench_testbed(d, # a test-bed directory
     tb = load_testbed(d)
     gt, gtn = tb.labels.gt_class.to_numpy(), tb.labels.gt_name.tolist()
     T, H, TC, HC = {}, {}, [], []
+    curves, rands, eces = [], [], []
     for s in tqdm(range(seeds), desc=f'{tb.name}: seeds', disable=not progress):
         kw = dict(similar=similar, support=support, alternatives=alternatives, seed=s, text=text)
         tr = transductive(tb, cfg, encode, **kw)
@@ -310,10 +330,18 @@ def bench_testbed(d, # a test-bed directory
         ho = heldout(tb, cfg, encode, **kw)
         for m, (names, keys) in ho['predictions'].items():
             H.setdefault(m, []).append(_score(names, gt, gtn, encode, pooled_ids(keys)))
+        curve, rand, ece = _cascade(ho, gt, gtn, encode, s)
+        curves.append(curve)
+        rands.append(rand)
+        eces.append(ece)
         TC.append(tr['changes'])
         HC.append(ho['changes'])
     T, H = {m: _agg(v) for m, v in T.items()}, {m: _agg(v) for m, v in H.items()}
     T['near']['changes'], H['near']['changes'] = _mean_changes(TC), _mean_changes(HC)
+    H['near']['ece'] = round(float(np.mean(eces)), 2)
+    H['cascade'] = {b: _agg([c[b] for c in curves]) for b in curves[0]}
+    H['cascade_random'] = {'0.3': _agg(rands)}
+    H['cascade_note'] = CASCADE_NOTE
     big = np.repeat(tb.emb, max(1, 20000 // len(gt)), 0)
     t1 = time.perf_counter()
     tr['classifier'].predict(big)
