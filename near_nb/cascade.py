@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 # %% auto #0
-__all__ = ['BUDGETS', 'escalate', 'mix', 'cascade_curve', 'random_escalation', 'curve_figure']
+__all__ = ['BUDGETS', 'escalate', 'mix', 'cascade_curve', 'random_escalation', 'curve_figure', 'call_costs', 'cascade_cost']
 
 # %% ../nbs/11_cascade.ipynb #351e548c
 def escalate(confidence:np.ndarray, # (m,) the classifier's confidence per image (higher: surer)
@@ -82,3 +82,28 @@ def curve_figure(curves:dict, # label -> `cascade_curve` output
     fig.update_layout(title=title, xaxis_title='share of images sent to the MLLM', yaxis_title=metric,
                       xaxis_tickformat='.0%', width=640, height=420)
     return fig
+
+# %% ../nbs/11_cascade.ipynb #b70d5aaa
+def call_costs(answers, # a `LabelStore.frame(...)`: one row per image with status, tokens and latency
+              ) -> dict:
+    "Mean prompt tokens, completion tokens and seconds per answered call of a labeling run."
+    done = answers[answers.status == 'done']
+    if done.empty: raise ValueError('no answered calls in this store: label some images first')
+    return {'prompt_tokens': float(done.prompt_tokens.mean()), 'completion_tokens': float(done.completion_tokens.mean()),
+            'seconds': float(done.latency.mean()), 'calls_measured': len(done)}
+
+def cascade_cost(budget:float, # share of the images sent to the MLLM
+                 per_call:dict, # `call_costs`: mean tokens and seconds per MLLM call
+                 prices:tuple|None=None, # (USD per 1M prompt tokens, per 1M completion tokens); None: no dollars
+                 images:int=1000,
+                 concurrency:int=1, # MLLM calls in flight at once
+                 classifier_images_per_s:float|None=None, # embedding + head throughput; None: not counted
+                ) -> dict:
+    "Calls, tokens, dollars and seconds of answering `images` new images at `budget`."
+    calls = int(round(budget * images))
+    pt, ct = calls * per_call['prompt_tokens'], calls * per_call['completion_tokens']
+    usd = None if prices is None else round((pt * prices[0] + ct * prices[1]) / 1e6, 4)
+    seconds = calls * per_call['seconds'] / max(concurrency, 1)
+    if classifier_images_per_s: seconds += images / classifier_images_per_s
+    return {'budget': budget, 'images': images, 'mllm_calls': calls, 'prompt_tokens': round(pt),
+            'completion_tokens': round(ct), 'usd': usd, 'seconds': round(seconds, 1)}
