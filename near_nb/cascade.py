@@ -4,10 +4,15 @@
 
 # %% ../nbs/11_cascade.ipynb #c5d8fbb1
 from __future__ import annotations
+import json
+import re
+from dataclasses import dataclass
 import numpy as np
+from .names import normalize_name, parse_answer, singular
 
 # %% auto #0
-__all__ = ['BUDGETS', 'escalate', 'mix', 'cascade_curve', 'random_escalation', 'curve_figure', 'call_costs', 'cascade_cost']
+__all__ = ['BUDGETS', 'escalate', 'mix', 'cascade_curve', 'random_escalation', 'curve_figure', 'call_costs', 'cascade_cost',
+           'rerank_prompt', 'Rerank', 'parse_rerank']
 
 # %% ../nbs/11_cascade.ipynb #351e548c
 def escalate(confidence:np.ndarray, # (m,) the classifier's confidence per image (higher: surer)
@@ -107,3 +112,68 @@ def cascade_cost(budget:float, # share of the images sent to the MLLM
     if classifier_images_per_s: seconds += images / classifier_images_per_s
     return {'budget': budget, 'images': images, 'mllm_calls': calls, 'prompt_tokens': round(pt),
             'completion_tokens': round(ct), 'usd': usd, 'seconds': round(seconds, 1)}
+
+# %% ../nbs/11_cascade.ipynb #97130ac5
+def rerank_prompt(candidates:list, # the candidate names, most likely first
+                  domain:str|None=None, # 'bird', 'flower', 'car'...; None: the main object
+                 ) -> str:
+    "The re-ranking prompt: choose one numbered candidate, or say none of them fits and name it."
+    if not candidates: raise ValueError('re-ranking needs at least one candidate name')
+    what = f'the {domain}' if domain else 'the main object'
+    options = '\n'.join(f'{i}. {c}' for i, c in enumerate(candidates, 1))
+    return (f'Which of these names is the exact name of {what} in this image?\n{options}\n'
+            f'Answer with the number and the name of one option. If none of them is right, answer '
+            f'"None of these: " followed by the correct name.')
+
+# %% ../nbs/11_cascade.ipynb #2b4cd95d
+@dataclass
+class Rerank:
+    "What a re-ranking answer says: one of the candidates, or none of them (with the name it gives instead)."
+    choice:int|None = None # index into the candidates, or None
+    new_name:str|None = None # the name given when no candidate fits
+    @property
+    def none(self) -> bool: return self.choice is None
+
+_NONE = re.compile(r'\b(none of (?:these|them|the (?:above|options|candidates))|neither)\b', re.I)
+_OPTION = re.compile(r'^\W*(?:(?:option|candidate|choice|answer|number|no\.?|#)\s*)?(\d{1,2})\b(?!\s*(?:%|cm|mm|year))',
+                     re.I)
+
+def _json_rerank(text:str, candidates:list) -> Rerank|None:
+    "A JSON object answer ({'choice': 3} / {'choice': 'name'} / {'choice': 'none', 'name': ...}), or None."
+    m = re.search(r'\{.*\}', text, re.S)
+    if not m: return None
+    try: d = json.loads(m.group(0))
+    except ValueError: return None
+    if not isinstance(d, dict): return None
+    pick = next((d[k] for k in ('choice', 'answer', 'option', 'index', 'name', 'label') if k in d), None)
+    new = next((d[k] for k in ('new_name', 'correct_name', 'name', 'label') if isinstance(d.get(k), str)), None)
+    if isinstance(pick, int) and 1 <= pick <= len(candidates): return Rerank(pick - 1)
+    if isinstance(pick, str) and pick.strip().isdigit() and 1 <= int(pick) <= len(candidates):
+        return Rerank(int(pick) - 1)
+    if isinstance(pick, str) and not _NONE.search(pick) and pick.strip().lower() not in ('none', 'null', ''):
+        return _by_name(pick, candidates) or Rerank(None, pick.strip())
+    return Rerank(None, new if new and not _NONE.search(new) and new.lower() != 'none' else None)
+
+def _by_name(text:str, candidates:list) -> Rerank|None:
+    "The candidate named earliest in the text (the longest on a tie), or None."
+    def key(s): return ' '.join(singular(w) for w in normalize_name(s).split())  # every word, not just the last
+    t = f' {key(text)} '
+    hits = [(t.find(f' {k} '), -len(k), i) for i, k in enumerate(map(key, candidates)) if k and f' {k} ' in t]
+    return Rerank(min(hits)[2]) if hits else None
+
+def parse_rerank(answer:str, # the MLLM's answer to `rerank_prompt`
+                 candidates:list, # the candidates the prompt listed, in order
+                ) -> Rerank:
+    "Read a re-ranking answer: the chosen candidate, or none of them and the name the answer gives instead."
+    text = (answer or '').strip()
+    j = _json_rerank(text, candidates)
+    if j is not None: return j
+    none = _NONE.search(text)
+    if none:
+        rest = text[none.end():].lstrip(' :;,.-\n')
+        return Rerank(None, parse_answer(rest).primary if rest else None)
+    m = _OPTION.match(re.sub(r'[*_`]', '', text))
+    if m and 1 <= int(m.group(1)) <= len(candidates): return Rerank(int(m.group(1)) - 1)
+    named = _by_name(text, candidates)
+    if named is not None: return named
+    return Rerank(None, parse_answer(text).primary)
