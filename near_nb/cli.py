@@ -145,7 +145,7 @@ def cmd_demo(args) -> int:
 
 # %% ../nbs/09_cli.ipynb #1d1b2b03
 def cmd_bench(args) -> int:
-    from near_nb.evaluate import bench_testbed
+    from near_nb.evaluate import bench_testbed, methods
     from near_nb.names import sentence_encoder
     enc = sentence_encoder(args.sentence_model)
     text = None
@@ -158,13 +158,17 @@ def cmd_bench(args) -> int:
     print(f"{r['dataset']}: {r['images']} images, {r['classes']} classes; {r['seeds']} seeds (mean ± std); sACC with {r['sentence_model']}")
     print(f"{'protocol':13s} {'method':14s} {'cACC':>12s} {'sACC':>12s} {'names':>6s}")
     for p in ('transductive', 'heldout'):
-        for m, v in r[p].items():
+        for m, v in methods(r, p).items():
             print(f"{p:13s} {m:14s} {v['cacc']:6.1f} ± {v['cacc_std']:<3.1f} {v['sacc']:6.1f} ± {v['sacc_std']:<3.1f} {v['names']:6.0f}")
     for p in ('transductive', 'heldout'):
         ch = r[p]['near']['changes']
         what = 'the discovery set' if p == 'transductive' else 'the training images (summed over folds)'
         print(f"NeaR changed {ch['changed']:.0f} labels of {what} against the raw top-1 names: "
               f"{ch['fixed']:.0f} fixed, {ch['broken']:.0f} broken (cACC's matching; mean over seeds)")
+    cas, rnd = r['heldout']['cascade'], r['heldout']['cascade_random']['0.3']
+    print('held-out cascade (share of images sent to the MLLM: cACC / sACC): ' +
+          ', '.join(f"{b}: {v['cacc']:.1f} / {v['sacc']:.1f}" for b, v in cas.items()) +
+          f"; random 0.3: {rnd['cacc']:.1f} / {rnd['sacc']:.1f}; NeaR's ECE {r['heldout']['near']['ece']:.1f}")
     c = r['cost']
     print(f"MLLM calls per new image: NeaR {c['mllm_calls_per_new_image']['near']}, asking the MLLM {c['mllm_calls_per_new_image']['mllm_top1']}; "
           f"classifier head {c['classifier_images_per_s']:,} images/s on embeddings; {r['seconds']:.0f}s in all")

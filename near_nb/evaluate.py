@@ -12,7 +12,7 @@ from sklearn.metrics import normalized_mutual_info_score, adjusted_rand_score
 # %% auto #0
 __all__ = ['CASCADE_NOTE', 'matched', 'cluster_acc', 'semantic_acc', 'evaluate', 'Report', 'TestBed', 'load_testbed', 'raw_name',
            'knn_vote', 'zero_shot_names', 'pooled_ids', 'change_counts', 'merge_audit', 'transductive', 'heldout',
-           'bench_testbed']
+           'bench_testbed', 'methods']
 
 # %% ../nbs/07_evaluate.ipynb #b3c1cbe1
 def matched(pred, # predicted label per image (any hashable ids)
@@ -355,3 +355,9 @@ def bench_testbed(d, # a test-bed directory
                      'classifier_images_per_s': round(len(big) / dt),
                      'classifier_note': 'head on precomputed embeddings; add the CLIP image encoder (bench/results/embed.json)'},
             'seconds': round(time.perf_counter() - t0, 1)}
+
+def methods(report:dict, # `bench_testbed`'s result
+            protocol:str, # 'transductive' or 'heldout'
+           ) -> dict:
+    "{method: figures} of one protocol, without the held-out cascade's entries."
+    return {m: v for m, v in report[protocol].items() if not m.startswith('cascade')}
