@@ -17,6 +17,7 @@ html_theme = 'pydata_sphinx_theme'
 html_title = f'{project} {version}'
 html_baseurl = cfg['doc_host'].rstrip('/') + cfg['doc_baseurl']
 html_theme_options = {'github_url': cfg['git_url'], 'show_toc_level': 2, 'navigation_with_keys': False,
+                      'header_links_before_dropdown': 4,
                       'secondary_sidebar_items': ['page-toc']}
 html_sidebars = {'**': ['sidebar-nav-bs']}
 html_show_sourcelink = False
