@@ -2,6 +2,7 @@
 # near_nb's two entry points for a fresh machine (Python >= 3.10, git, the package registries):
 #   bash dev.sh demo   the pipeline on the shipped sample, offline
 #   bash dev.sh test   the whole test suite (notebooks, README sync, pytest)
+#   bash dev.sh docs   the documentation site in _docs/html (adds the docs extra to the venv; tutorials run offline)
 # The first run creates .venv and installs near_nb with its dev extras; later runs reuse it and
 # reinstall only when settings.ini or setup.py changed.
 set -euo pipefail
@@ -22,6 +23,13 @@ ensure_env() {
   fi
 }
 
+ensure_docs() {
+  if ! "$VENV/bin/python" -c 'import sphinx, myst_nb, pydata_sphinx_theme' 2>/dev/null; then
+    echo "dev.sh: installing near_nb[dev,docs] into $VENV (Sphinx, MyST-NB, the PyData theme)"
+    "$VENV/bin/python" -m pip install -q -e ".[dev,docs]"
+  fi
+}
+
 case "${1:-}" in
   demo)
     ensure_env; shift
@@ -36,6 +44,10 @@ case "${1:-}" in
     "$VENV/bin/nbdev_test" --n_workers 2
     echo "dev.sh: pytest"
     "$VENV/bin/python" -m pytest tests "$@" ;;
+  docs)
+    ensure_env; ensure_docs; shift
+    export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+    exec "$VENV/bin/python" docs/build.py --out _docs "$@" ;;
   *)
-    echo "usage: bash dev.sh demo|test [args]" >&2; exit 2 ;;
+    echo "usage: bash dev.sh demo|test|docs [args]" >&2; exit 2 ;;
 esac

@@ -1,5 +1,6 @@
 """Explorer responsiveness at scale: map-figure build time and payload size at 1k, 5k and 10k points, the layout
-(PCA; t-SNE up to 5k), the cluster table and the FigureWidget with its widgets.
+(PCA; t-SNE up to 5k), the cluster table, the FigureWidget with its widgets, a recolour (switching the names the
+map is coloured by), a name search (highlighting its points) and the self-contained page of `map_html`.
 
     python bench/explore_bench.py [--out bench/results/explore.json]
 
@@ -8,7 +9,7 @@ Synthetic data: random 512-d unit vectors in 500 clusters, 500 names, answers of
 import argparse, json, os, time
 from pathlib import Path
 import numpy as np
-from near_nb.explore import LabelView, layout_2d, map_figure, cluster_table, Explorer
+from near_nb.explore import LabelView, layout_2d, map_figure, map_html, cluster_table, Explorer
 
 def data(n, names=500, d=512, seed=0):
     rng = np.random.default_rng(seed); c = rng.integers(names, size=n)
@@ -34,9 +35,12 @@ def main():
         _, t_tab = timed(lambda: cluster_table(v, 'refined'))
         ex, t_ex = timed(lambda: Explorer(v, xy))
         _, t_col = timed(lambda: ex.colour_by('mllm'))
+        _, t_find = timed(lambda: ex.find('number 12'))
+        page, t_page = timed(lambda: map_html(v, xy, 'refined'))
         rows.append({'points': n, 'names': 500, 'layout_pca_s': t_pca, 'layout_tsne_s': t_tsne, 'figure_build_s': t_fig,
                      'to_json_s': t_json, 'payload_mb': round(len(payload.encode()) / 1e6, 2), 'cluster_table_s': t_tab,
-                     'explorer_build_s': t_ex, 'recolour_s': t_col})
+                     'explorer_build_s': t_ex, 'recolour_s': t_col, 'find_s': t_find, 'page_s': t_page,
+                     'page_mb': round(len(page.encode()) / 1e6, 2), 'map_traces': len(fig.data)})
         print(json.dumps(rows[-1]), flush=True)
     r = {'cores': os.cpu_count(), 'data': 'synthetic (see the docstring)', 'rows': rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True); Path(a.out).write_text(json.dumps(r, indent=1))

@@ -71,13 +71,20 @@ def loo_1nn_accuracy(emb:np.ndarray, # (n, d) L2-normalised embeddings
     np.fill_diagonal(sim, -np.inf)
     return float((np.asarray(labels)[sim.argmax(1)] == np.asarray(labels)).mean() * 100)
 
-def write_map(emb:np.ndarray, labels:list, hover:list, path:Path, title:str='') -> Path:
-    "A 2-D PCA map of the embeddings coloured by label, as a self-contained HTML file (plotly)."
-    import plotly.express as px
-    from sklearn.decomposition import PCA
-    xy = PCA(2, random_state=0).fit_transform(emb)
-    fig = px.scatter(x=xy[:, 0], y=xy[:, 1], color=labels, hover_name=hover, title=title, labels={'x': 'PC 1', 'y': 'PC 2', 'color': 'name'})
-    fig.update_layout(showlegend=False); fig.write_html(path, include_plotlyjs=True)
+def write_map(emb:np.ndarray, labels:list, hover:list, path:Path, title:str='',
+              paths:list|None=None, # image files for thumbnails; default: the `path` column of refined_labels.csv beside `path`
+             ) -> Path:
+    "The explorer's map (`explore.map_html`: its 2-D layout, colours, legend, name search, thumbnails) as one HTML page."
+    from near_nb.explore import LabelView, layout_2d, map_html
+    beside = Path(path).parent/'refined_labels.csv'  # what `run_demo` writes just before the map
+    table = pd.read_csv(beside) if paths is None and beside.exists() else None
+    ok = table is not None and len(table) == len(labels)
+    paths = list(table['path']) if ok else paths
+    mllm = [m if isinstance(m, str) else '' for m in table['mllm']] if ok else list(labels)
+    ids = [Path(p).name for p in paths] if paths is not None else [str(i) for i in range(len(labels))]
+    view = LabelView(ids, mllm, answers=None if ok else list(hover), paths=paths, emb=emb, refined=list(labels))
+    xy, how = layout_2d(emb)
+    Path(path).write_text(map_html(view, xy, 'refined', title=f'{title} (layout: {how})'), encoding='utf-8')
     return path
 
 # %% ../nbs/09_cli.ipynb #aacff10f

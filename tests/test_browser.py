@@ -1,5 +1,6 @@
 """The real-browser test: JupyterLab on 127.0.0.1, tutorial 1 run in headless Chromium, the plotly map and the
-explorer's widgets rendered, one widget clicked, a screenshot kept in artifacts/.
+explorer's widgets rendered and used as a person uses them (colour switch, find a name, a legend click, a thumbnail
+selected, a move), a screenshot kept in artifacts/.
 
 Needs Debian's `chromium` (`.ci/run` installs it when it can), and `jupyterlab` + `playwright` (dev extras; the
 Playwright browsers are never downloaded: the system Chromium is used). Skips, saying why, when one is missing."""
@@ -10,6 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ART = Path(os.environ.get('NEAR_TEST_ARTIFACTS', ROOT/'artifacts'))
 CHROMIUM = os.environ.get('NEAR_CHROMIUM') or shutil.which('chromium') or shutil.which('chromium-browser')
+TITLES = "[...document.querySelectorAll('.js-plotly-plot .gtitle')].map(e => e.textContent)"
+LAST_MAP = "[...document.querySelectorAll('.js-plotly-plot')].filter(p => p.querySelector('.gtitle')?.textContent.includes('coloured by')).pop()"
 FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
          '--disable-sync', '--no-first-run', '--disable-dev-shm-usage']
 
@@ -79,13 +82,39 @@ def test_tutorial_renders_and_reacts(lab, tmp_path):
             titles = lambda: page.eval_on_selector_all('.js-plotly-plot .gtitle', 'els => els.map(e => e.textContent)')
             before = titles()
             assert any('coloured by refined name' in t for t in before), before
-            gt = page.locator('.widget-toggle-button:has-text("gt")').last
-            gt.scroll_into_view_if_needed(); gt.click()
-            page.wait_for_function("[...document.querySelectorAll('.js-plotly-plot .gtitle')].some(e => e.textContent.includes('coloured by gt name'))",
-                                   timeout=30_000)
+            toggle = lambda name: page.locator(f'.widget-toggle-button:has-text("{name}")').last
+            toggle('gt').scroll_into_view_if_needed()
+            toggle('gt').click()
+            page.wait_for_function(f"{TITLES}.some(t => t.includes('coloured by gt name'))", timeout=30_000)
             after = titles()
-            page.screenshot(path=str(ART/'browser_tutorial1.png'), full_page=False)
             assert after != before and errors == 0
+            toggle('refined').click()  # edits are made on refined names
+            page.wait_for_function(f"{LAST_MAP}.querySelector('.gtitle').textContent.includes('coloured by refined name')", timeout=30_000)
+            # find a name on the last explorer's map: its points are drawn on top (the last trace), the others fade
+            page.locator('input[placeholder="a name or part of it"]').last.fill('lily')
+            page.wait_for_function(f"(() => {{ const d = {LAST_MAP}.data; return d[d.length - 1].x.length > 0 && d[1].marker.opacity < 0.5; }})()",
+                                   timeout=30_000)
+            hits = page.evaluate(f"(() => {{ const d = {LAST_MAP}.data; return d[d.length - 1].x.length; }})()")
+            found = page.locator('.widget-html:has-text("images under")').last.inner_text()
+            assert found.startswith(f'{hits} images under'), (found, hits)
+            # a click on a legend entry hides that name's points
+            plot = page.locator('.js-plotly-plot:has(.gtitle:has-text("coloured by refined name"))').last
+            plot.locator('.legendtoggle').nth(1).click()
+            page.wait_for_function(f"{LAST_MAP}._fullData.some(t => t.visible === 'legendonly')", timeout=30_000)
+            page.locator('input[placeholder="a name or part of it"]').last.fill('')
+            # the open cluster's thumbnails: select one and move it to a new name; the grid and the names list follow
+            cards = page.locator('.near-card')
+            n_cards = cards.count()
+            assert n_cards >= 2, n_cards
+            cards.first.locator('.widget-toggle-button').click()
+            page.wait_for_selector(f'.widget-html:has-text("1 of {n_cards} selected")', timeout=30_000)
+            page.locator('input[placeholder="a name, new or in use"]').last.fill('Browser Test Name')
+            page.locator('.widget-button:text-is("Move")').last.click()
+            page.wait_for_selector('.widget-html:has-text("moved 1 image(s) to")', timeout=30_000)
+            page.wait_for_function(f"document.querySelectorAll('.near-card').length === {n_cards - 1}", timeout=30_000)
+            assert page.locator('.widget-select option:has-text("Browser Test Name")').count() == 1
+            page.locator('.near-card').first.scroll_into_view_if_needed()
+            page.screenshot(path=str(ART/'browser_tutorial1.png'), full_page=False)
         except Exception:
             page.screenshot(path=str(ART/'browser_tutorial1_failed.png'), full_page=True)
             (ART/'browser_tutorial1_failed.txt').write_text('\n---\n'.join(page.locator('.jp-OutputArea-output').all_inner_texts()))

@@ -1,0 +1,106 @@
+"""The documentation site: `docs/build.py` builds it (here with tutorial 1 only, executed offline on the shipped
+sample; `bash dev.sh docs` builds all three), then every page is checked for broken internal links and Python tracebacks, and the home page, one API page and tutorial 1 are
+opened in headless Chromium (the plotly map of tutorial 1 rendered; screenshot kept in artifacts/).
+
+Needs the docs extra (`pip install -e ".[dev,docs]"`), `playwright` and Debian's `chromium`; skipped, saying why,
+when one is missing. The build time is written to artifacts/docs_build_seconds.txt."""
+import os, shutil, subprocess, sys, time
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ART = Path(os.environ.get('NEAR_TEST_ARTIFACTS', ROOT/'artifacts'))
+CHROMIUM = os.environ.get('NEAR_CHROMIUM') or shutil.which('chromium') or shutil.which('chromium-browser')
+FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+         '--disable-sync', '--no-first-run', '--disable-dev-shm-usage']
+
+def _missing() -> str|None:
+    for m in ('sphinx', 'myst_nb', 'pydata_sphinx_theme'):
+        try: __import__(m)
+        except ImportError: return f'the docs extra is not installed ({m!r} missing: pip install -e ".[dev,docs]")'
+    try: __import__('playwright')
+    except ImportError: return "python package 'playwright' is not installed (pip install -e \".[dev]\")"
+    if not CHROMIUM: return 'no Chromium on this machine (Debian: apt-get install chromium)'
+    return None
+
+class _Page(HTMLParser):
+    "The links and element ids of one HTML page."
+    def __init__(self):
+        super().__init__()
+        self.links, self.ids = [], set()
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get('id'): self.ids.add(a['id'])
+        for k in ('href', 'src'):
+            if a.get(k) and tag in ('a', 'link', 'script', 'img'): self.links.append(a[k])
+
+def _parse(path:Path) -> _Page:
+    p = _Page()
+    p.feed(path.read_text(encoding='utf-8', errors='replace'))
+    return p
+
+@pytest.fixture(scope='module')
+def site(tmp_path_factory):
+    why = _missing()
+    if why: pytest.skip(f'docs test skipped: {why}')
+    out = tmp_path_factory.mktemp('docs')
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'NEAR_NB_HOME': str(out/'home')}
+    t0 = time.perf_counter()
+    # tutorial 1 only, to keep the suite fast: nbdev_test runs every tutorial in the same suite
+    r = subprocess.run([sys.executable, str(ROOT/'docs'/'build.py'), '--out', str(out), '--tutorials', '01_sample'], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=1200)
+    seconds = time.perf_counter() - t0
+    assert r.returncode == 0, f'docs build failed:\n{r.stdout[-4000:]}\n{r.stderr[-6000:]}'
+    ART.mkdir(parents=True, exist_ok=True)
+    (ART/'docs_build_seconds.txt').write_text(f'{seconds:.1f}\n')
+    return out/'html'
+
+def test_every_page_links_and_runs(site):
+    pages = sorted(p for p in site.rglob('*.html') if '_static' not in p.relative_to(site).parts)  # not the theme's templates
+    names = {p.relative_to(site).as_posix() for p in pages}
+    assert {'index.html', 'api/explore.html', 'tutorials/01_sample.html', 'about.html'} <= names, sorted(names)[:20]
+    parsed, broken = {p: _parse(p) for p in pages}, []
+    for page, doc in parsed.items():
+        text = page.read_text(encoding='utf-8', errors='replace')
+        assert 'Traceback (most recent call last)' not in text and 'output traceback' not in text, f'a traceback on {page.name}'
+        for link in doc.links:
+            u = urlsplit(link)
+            if u.scheme or link.startswith(('//', 'mailto:', 'javascript:', 'data:')): continue
+            target = (page.parent/unquote(u.path)).resolve() if u.path else page
+            if target.is_dir(): target = target/'index.html'
+            if not target.exists(): broken.append(f'{page.relative_to(site)} -> {link}')
+            elif u.fragment and target.suffix == '.html':
+                ids = parsed[target].ids if target in parsed else _parse(target).ids
+                if unquote(u.fragment) not in ids: broken.append(f'{page.relative_to(site)} -> {link} (no such anchor)')
+    assert not broken, broken[:20]
+    api = (site/'api'/'explore.html').read_text(encoding='utf-8')
+    assert 'map_html' in api and 'thumbnails inlined' in api  # an export with the docment beside its parameter
+
+def test_pages_in_a_browser(site):
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={'width': 1400, 'height': 1000})
+            errors = []
+            page.on('pageerror', lambda e: errors.append(str(e)))
+            page.goto((site/'index.html').as_uri())
+            assert page.locator('h1').first.inner_text().strip().startswith('near_nb')
+            assert page.locator('nav a:has-text("Tutorial 1")').count() >= 1
+            page.goto((site/'api'/'explore.html').as_uri())
+            assert page.locator('h3:has-text("map_html")').count() == 1
+            page.goto((site/'tutorials'/'01_sample.html').as_uri())
+            frame = page.frame_locator('iframe.near-page').first
+            frame.locator('.js-plotly-plot .main-svg').first.wait_for(timeout=60_000)
+            points = frame.locator('#near-map').evaluate('g => g._fullData.reduce((s, t) => s + (t.x ? t.x.length : 0), 0)')
+            assert points == 204, points  # every training image of the tutorial is on the map
+            frame.locator('#near-find').fill('lily')
+            assert frame.locator('#near-found').inner_text().endswith('names')
+            page.locator('iframe.near-page').first.scroll_into_view_if_needed()
+            page.screenshot(path=str(ART/'docs_tutorial1.png'))
+            assert page.locator('.cell_output table').count() >= 1  # the tables the tutorial printed
+            assert not errors, errors
+        finally:
+            browser.close()
