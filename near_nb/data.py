@@ -41,12 +41,14 @@ DEFAULT_MAX_BYTES = 512 * 2**20  # 512 MiB: far above any photo, far below a dis
 def _to_8bit(a:np.ndarray, # a 2-D array of any numeric type
              scale:float, # multiply by this, then round and clip to 0..255
             ) -> np.ndarray:
-    "`a * scale` as uint8, computed about 4 M values at a time (no full-size float copy)."
+    "`a * scale` as uint8, computed about a million values at a time (no full-size float copy)."
     out = np.empty(a.shape, np.uint8)
-    rows = max(1, 2**22 // max(1, a.shape[1]))
+    rows = max(1, 2**20 // max(1, a.shape[1]))
     for r in range(0, len(a), rows):
-        band = np.nan_to_num(a[r:r + rows].astype(np.float32) * scale)
-        out[r:r + rows] = np.clip(np.rint(band), 0, 255)
+        band = a[r:r + rows].astype(np.float32)
+        band *= scale
+        np.nan_to_num(band, copy=False)
+        out[r:r + rows] = np.clip(np.rint(band, out=band), 0, 255, out=band)
     return out
 
 def to_rgb(img:Image.Image, # any mode Pillow reads
