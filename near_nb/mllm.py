@@ -217,6 +217,12 @@ def _is_local(url:str|None) -> bool:
         return ip.is_loopback or ip.is_private or ip.is_unspecified
     except ValueError: return host == 'localhost' or host.endswith(('.localhost', '.local'))
 
+def _shown(url:str|None) -> str:
+    "`url` fit for a message: without any `user:password@` in it."
+    if not url: return 'the OpenAI API'
+    u = urlparse(url)
+    return u._replace(netloc=u.netloc.rpartition('@')[2]).geturl()
+
 class ServerUnreachable(Exception):
     "Nothing listens at the server's address: the whole run stops (every other request would fail the same way)."
 
@@ -236,7 +242,7 @@ class OpenAILabeler:
         self.base_url, self.timeout = base_url or os.environ.get('OPENAI_BASE_URL'), timeout
         self._key = api_key or os.environ.get('OPENAI_API_KEY')  # in memory only: never stored, logged or shown
         if not self._key and not _is_local(self.base_url):
-            raise NearError(f'no API key for {self.base_url or "the OpenAI API"}: set OPENAI_API_KEY '
+            raise NearError(f'no API key for {_shown(self.base_url)}: set OPENAI_API_KEY '
                             '(a server that needs none: OPENAI_API_KEY=EMPTY)')
         self._key = self._key or 'EMPTY'
         self._client, self._loop = None, None
@@ -277,7 +283,7 @@ def _wait(self:OpenAILabeler, e) -> float|None:
     "The server's Retry-After, capped at `max_retry_after` (a longer ask is logged)."
     wait = _retry_after(e)
     if wait is not None and wait > self.max_retry_after:
-        log.warning(f'{self.base_url or "server"} asked to wait {wait:.0f}s (Retry-After); waiting {self.max_retry_after:g}s '
+        log.warning(f'{_shown(self.base_url)} asked to wait {wait:.0f}s (Retry-After); waiting {self.max_retry_after:g}s '
                     '(max_retry_after)')
         wait = self.max_retry_after
     return wait
@@ -309,7 +315,7 @@ async def answer(self:OpenAILabeler, req:Request) -> Answer:
         except openai.APIConnectionError as e:  # timeouts too; aiohttp reports a refused connection as a timeout
             if _refused(e):
                 refused += 1
-                err = f'connection refused at {self.base_url or "the OpenAI API"}'
+                err = f'connection refused at {_shown(self.base_url)}'
                 if refused >= 2: raise ServerUnreachable(err) from None
             elif isinstance(e, openai.APITimeoutError): err = 'timeout'
             else: err = f'connection error: {self.scrub(str(e))[:200]}'
