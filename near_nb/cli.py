@@ -23,7 +23,8 @@ def open_images(src:str|Path, # a folder or a manifest .csv
                ) -> ImageSet:
     "An `ImageSet` from a folder or a manifest `.csv`."
     p = Path(src)
-    return ImageSet.from_manifest(p, allow_outside=allow_outside) if p.suffix.lower() == '.csv' else ImageSet.from_folder(p)
+    if p.suffix.lower() == '.csv': return ImageSet.from_manifest(p, allow_outside=allow_outside)
+    return ImageSet.from_folder(p)
 
 def check_out(path:str|Path, # a file a command will write
               what:str='--out', # the option that named it, for the message
@@ -34,7 +35,8 @@ def check_out(path:str|Path, # a file a command will write
     existed = p.exists()
     try:
         with open(p, 'ab'): pass
-    except OSError as e: raise NearError(f'{what} {display_path(p)} cannot be written ({e.strerror or e}): choose another path') from None
+    except OSError as e:
+        raise NearError(f'{what} {display_path(p)} cannot be written ({e.strerror or e}): choose another path') from None
     if not existed: p.unlink()
     return p
 
@@ -42,7 +44,8 @@ def at_least(low:float, kind=int):
     "An argparse type: a number (`kind`) no smaller than `low`."
     def parse(text:str):
         try: v = kind(text)
-        except ValueError: raise argparse.ArgumentTypeError(f'{text!r} is not a{"n integer" if kind is int else " number"}') from None
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not {"an integer" if kind is int else "a number"}') from None
         if v < low: raise argparse.ArgumentTypeError(f'must be at least {low} (got {text})')
         return v
     return parse

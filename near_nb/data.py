@@ -175,15 +175,18 @@ class ImageSet:
 def _walk(root:Path, # the folder, resolved
           exts:set, # file extensions taken as images (lower case)
          ) -> tuple:
-    "Image files under `root` (sorted, hidden entries skipped, each real folder once) and a `LoadError` per thing left out."
+    "Image files under `root` (sorted, hidden ones skipped, each real folder once), and a `LoadError` per thing left out."
     files, ignored, seen = [], [], {os.path.realpath(root)}
     onerror = lambda e: ignored.append(LoadError(e.filename, f'cannot list folder: {e.strerror}'))
     for dp, dns, fns in os.walk(root, followlinks=True, onerror=onerror):
         keep = []
         for d in sorted(dn for dn in dns if not dn.startswith('.')):
             real = os.path.realpath(os.path.join(dp, d))
-            if real in seen: ignored.append(LoadError(os.path.join(dp, d), f'link to a folder already walked ({real}): skipped'))
-            else: seen.add(real); keep.append(d)
+            if real in seen:
+                ignored.append(LoadError(os.path.join(dp, d), f'link to a folder already walked ({real}): skipped'))
+            else:
+                seen.add(real)
+                keep.append(d)
         dns[:] = keep
         for fn in sorted(fns):
             p = Path(dp)/fn
@@ -198,7 +201,8 @@ def _from_folder(cls:ImageSet, path:str|Path, # the folder
                 ) -> ImageSet:
     "The images under `path`, in sorted order; other files are listed in `.ignored`."
     root = Path(path).expanduser().resolve()
-    if not root.is_dir(): raise NearError(f'no such folder: {display_path(root)}; pass a folder of images or a manifest .csv')
+    if not root.is_dir():
+        raise NearError(f'no such folder: {display_path(root)}; pass a folder of images or a manifest .csv')
     files, ignored = _walk(root, exts)
     rel = [f.relative_to(root) for f in files]
     if class_folders == 'auto':
@@ -234,7 +238,7 @@ def _manifest_rows(path:Path, # the CSV file
     for n, r in rows:
         if any(v is None for v in r.values()) or any((v or '').strip() for v in r.get(None, [])):
             got = sum(v is not None for k, v in r.items() if k is not None) + len(r.get(None, []))
-            raise NearError(f'{where}, line {n}: {got} fields for a header of {len(rd.fieldnames)}; fix or quote that row')
+            raise NearError(f'{where}, line {n}: {got} fields for a header of {len(rd.fieldnames)}; fix or quote the row')
         if not r[file_col].strip(): raise NearError(f'{where}, line {n}: the {file_col!r} cell is empty')
     return rows
 
@@ -254,7 +258,7 @@ def _from_manifest(cls:ImageSet, path:str|Path, # the CSV file
     for n, r in rows:
         f = Path(r[file_col]) if Path(r[file_col]).is_absolute() else base/r[file_col]
         if allow_outside or f.resolve().is_relative_to(base): keep.append((n, f, r))
-        else: ignored.append(LoadError(str(f), f"line {n}: outside the manifest's folder; pass --allow-outside to read it"))
+        else: ignored.append(LoadError(str(f), f"line {n}: outside the manifest's folder (--allow-outside reads it)"))
     cols, where = set(rows[0][1]), display_path(path)
     gt_class = [_gt_class(n, r['gt_class'] or '', where) for n, _, r in keep] if 'gt_class' in cols else None
     gt_name = [r['gt_name'] or '' for _, _, r in keep] if 'gt_name' in cols else None

@@ -76,11 +76,12 @@ async def _reply(self:FakeChatServer, headers:dict, body:dict) -> bytes|None:
     with self.lock: self.outcomes.append((fp, n, kind or 'ok'))
     if kind == '429': return _response(429, {'error': {'message': 'rate limited', 'type': 'rate_limit'}}, [('Retry-After', self.retry_after)])
     if kind in ('500', '503', '400'): return _response(int(kind), {'error': {'message': f'injected {kind}', 'type': 'server_error'}})
-    if kind == 'echo': return _response(500, {'error': {'message': f'upstream failed for request with headers {headers}'}})
+    if kind == 'echo': return _response(500, {'error': {'message': f'upstream failed for headers {headers}'}})
     if kind == 'drop': return None
     if kind == 'malformed': return _response(200, '{"choices": [{"message": ')
     if kind == 'slow': await asyncio.sleep(self.slow_seconds)
-    text = {'empty': '', 'refusal': "I'm sorry, but I can't identify this image.", 'huge': 'A **Rose**. ' * (self.huge_chars // 12)}.get(kind) if kind else None
+    canned = {'empty': '', 'refusal': "I'm sorry, but I can't identify this image.", 'huge': 'A **Rose**. ' * (self.huge_chars // 12)}
+    text = canned.get(kind) if kind else None
     if text is None:
         text = self.answer(fp)
         if kind is None:

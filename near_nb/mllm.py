@@ -185,7 +185,9 @@ def image_data_url(path:str|Path, max_side:int=768, quality:int=90) -> str:
     return 'data:image/jpeg;base64,' + base64.b64encode(buf.getvalue()).decode()
 
 # %% ../nbs/03_mllm.ipynb #007a0ab5
-_AUTH = re.compile(r'(?i)((?:authorization|api[-_]?key|x-api-key)["\']?\s*[:=]\s*["\']?)(?:bearer\s+)?[^\s"\',}]+|bearer\s+[^\s"\',}]+')
+_VALUE = r'[^\s"\',}]+'  # a header or JSON value: up to a space, quote, comma or brace
+_AUTH = re.compile(r'(?i)((?:authorization|api[-_]?key|x-api-key)["\']?\s*[:=]\s*["\']?)(?:bearer\s+)?' + _VALUE
+                   + r'|bearer\s+' + _VALUE)
 
 def scrub_secrets(text:str|None, # an error or answer text
                   secrets:tuple=(), # exact strings to remove (the API key)
@@ -283,8 +285,8 @@ def _wait(self:OpenAILabeler, e) -> float|None:
     "The server's Retry-After, capped at `max_retry_after` (a longer ask is logged)."
     wait = _retry_after(e)
     if wait is not None and wait > self.max_retry_after:
-        log.warning(f'{_shown(self.base_url)} asked to wait {wait:.0f}s (Retry-After); waiting {self.max_retry_after:g}s '
-                    '(max_retry_after)')
+        log.warning(f'{_shown(self.base_url)} asked to wait {wait:.0f}s (Retry-After); '
+                    f'waiting {self.max_retry_after:g}s (max_retry_after)')
         wait = self.max_retry_after
     return wait
 
@@ -339,7 +341,8 @@ def unescape_cell(v):
 def _read_rows(path:Path) -> list:
     if path.suffix.lower() in ('.jsonl', '.ndjson'):
         return [json.loads(l) for l in path.read_text(encoding='utf-8').splitlines() if l.strip()]
-    with open(path, newline='', encoding='utf-8-sig') as f: return [{k: unescape_cell(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    with open(path, newline='', encoding='utf-8-sig') as f: rows = list(csv.DictReader(f))
+    return [{k: unescape_cell(v) for k, v in r.items()} for r in rows]
 
 class ReplayLabeler:
     "Answers from a file of recorded responses (keyed by sha256, file path or image id)."
@@ -389,9 +392,9 @@ class LabelRun:
         c = f', ${self.cost:.4f}' if self.cost is not None else ''
         other = f', {self.elsewhere} answered by another run' if self.elsewhere else ''
         cut = f', {self.truncated} answers truncated' if self.truncated else ''
-        return (f'{self.model}: {self.done} answered, {self.skipped} already in the store{other}, {len(self.failed)} failed, '
-                f'{len(self.unreadable)} unreadable images{cut}; {self.prompt_tokens}+{self.completion_tokens} tokens{c} '
-                f'in {self.seconds:.1f}s')
+        tokens = f'{self.prompt_tokens}+{self.completion_tokens} tokens{c} in {self.seconds:.1f}s'
+        return (f'{self.model}: {self.done} answered, {self.skipped} already in the store{other}, '
+                f'{len(self.failed)} failed, {len(self.unreadable)} unreadable images{cut}; {tokens}')
 
 # %% ../nbs/03_mllm.ipynb #23fbee5e
 def _todo(iset, hashes, done, samples, prompt):
