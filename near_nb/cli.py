@@ -4,28 +4,55 @@
 
 # %% ../nbs/09_cli.ipynb #3ecafb03
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, json, os, sys, time, traceback
 from pathlib import Path
 import numpy as np
-from .core import near_home
-from .data import ImageSet, sample
+from .core import NearError, near_home
+from .data import ImageSet, display_path, sample
 from .embed import Backbone, EmbeddingCache
 from .mllm import LabelStore, label_images, labeler_from_spec, export_labels, make_prompt
 import pandas as pd
 
 # %% auto #0
-__all__ = ['open_images', 'cmd_check', 'cmd_embed', 'cmd_label', 'loo_1nn_accuracy', 'write_map', 'run_demo', 'cmd_demo',
-           'cmd_bench', 'parser', 'main']
+__all__ = ['open_images', 'check_out', 'at_least', 'cmd_check', 'cmd_embed', 'cmd_label', 'loo_1nn_accuracy', 'write_map',
+           'run_demo', 'cmd_demo', 'cmd_bench', 'parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #ced94b96
-def open_images(src:str|Path) -> ImageSet:
+def open_images(src:str|Path, # a folder or a manifest .csv
+                allow_outside:bool=False, # a manifest may list files outside its folder
+               ) -> ImageSet:
     "An `ImageSet` from a folder or a manifest `.csv`."
     p = Path(src)
-    return ImageSet.from_manifest(p) if p.suffix.lower() == '.csv' else ImageSet.from_folder(p)
+    if p.suffix.lower() == '.csv': return ImageSet.from_manifest(p, allow_outside=allow_outside)
+    return ImageSet.from_folder(p)
+
+def check_out(path:str|Path, # a file a command will write
+              what:str='--out', # the option that named it, for the message
+             ) -> Path:
+    "`path` once it is known that a file can be written there; else `NearError`, before any work is done."
+    p = Path(path).expanduser()
+    if p.is_dir(): raise NearError(f'{what} {display_path(p)} is a folder: give a file name')
+    existed = p.exists()
+    try:
+        with open(p, 'ab'): pass
+    except OSError as e:
+        raise NearError(f'{what} {display_path(p)} cannot be written ({e.strerror or e}): choose another path') from None
+    if not existed: p.unlink()
+    return p
+
+def at_least(low:float, kind=int):
+    "An argparse type: a number (`kind`) no smaller than `low`."
+    def parse(text:str):
+        try: v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not {"an integer" if kind is int else "a number"}') from None
+        if v < low: raise argparse.ArgumentTypeError(f'must be at least {low} (got {text})')
+        return v
+    return parse
 
 # %% ../nbs/09_cli.ipynb #1e53139b
 def cmd_check(args) -> int:
-    iset = open_images(args.images)
+    iset = open_images(args.images, args.allow_outside)
     errors = iset.check(progress=not args.quiet)
     for e in iset.ignored + errors: print(f'skipped {e}')
     print(f'{len(iset)} images: {len(iset) - len(errors)} usable, {len(errors)} unusable; '
@@ -34,30 +61,39 @@ def cmd_check(args) -> int:
 
 # %% ../nbs/09_cli.ipynb #8255a8c6
 def cmd_embed(args) -> int:
-    iset = open_images(args.images)
+    out = check_out(args.out if str(args.out).endswith('.npz') else f'{args.out}.npz')  # np.savez adds .npz
+    iset = open_images(args.images, args.allow_outside)
+    cache = EmbeddingCache(args.cache) if args.cache else EmbeddingCache()
     bb = Backbone(args.model, None if args.random_init else args.pretrained, random_init=args.random_init, device=args.device)
-    e = bb.embed_images(iset, cache=EmbeddingCache(args.cache) if args.cache else True, batch_size=args.batch_size,
-                        num_workers=args.workers, progress=not args.quiet)
-    np.savez(args.out, emb=e.emb, path=np.array([str(f) for f in iset.files]),
+    e = bb.embed_images(iset, cache=cache, batch_size=args.batch_size, num_workers=args.workers, progress=not args.quiet)
+    np.savez(out, emb=e.emb, path=np.array([display_path(f) for f in iset.files]),
              sha256=np.array([h or '' for h in e.sha256]), valid=e.valid, model_id=e.model_id, prep_id=e.prep_id)
-    for err in e.errors: print(f'skipped {err}')
-    print(f'{e.summary()}; wrote {args.out}')
+    for err in iset.ignored + e.errors: print(f'skipped {err}')
+    print(f'{e.summary()}; wrote {display_path(out)}')
     return 0
 
 # %% ../nbs/09_cli.ipynb #fc9c7549
 def cmd_label(args) -> int:
-    iset = open_images(args.images)
+    out = check_out(args.out)
+    iset = open_images(args.images, args.allow_outside)
     temp = args.temperature if args.temperature is not None else (0.7 if args.samples > 1 else 0.0)
     kw = {'temperature': temp, 'max_side': args.max_side}
-    if args.mllm.startswith('openai:'): kw.update(timeout=args.timeout, max_attempts=args.max_attempts)
+    if args.mllm.startswith('openai:'):
+        kw.update(timeout=args.timeout, max_attempts=args.max_attempts, max_retry_after=args.max_retry_after)
     lab = labeler_from_spec(args.mllm, base_url=args.base_url, **kw)
     prompt = args.prompt or make_prompt(args.domain, args.top_k)
     store = LabelStore(args.store)
-    run = label_images(iset, lab, store, prompt=prompt, samples=args.samples, concurrency=args.concurrency, progress=not args.quiet)
-    export_labels(iset, store, run.model, run.prompt_hash, args.out, samples=args.samples)
-    print(run.summary()); print(f'wrote {args.out} ({len(iset) * args.samples} rows) and {args.store}')
+    run = label_images(iset, lab, store, prompt=prompt, samples=args.samples, concurrency=args.concurrency,
+                       progress=not args.quiet)
+    try: export_labels(iset, store, run.model, run.prompt_hash, out, samples=args.samples)
+    except OSError as e:
+        raise NearError(f'cannot write {display_path(out)} ({e.strerror or e}); the answers are in the store: '
+                        'run again with another --out (nothing is asked twice)') from None
+    print(run.summary())
+    print(f'wrote {display_path(out)} ({len(iset) * args.samples} rows) and {display_path(args.store)}')
+    for e in iset.ignored: print(f'skipped {e}', file=sys.stderr)
     for e in run.unreadable: print(f'unreadable: {e}', file=sys.stderr)
-    for path, smp, err in run.failed[:20]: print(f'failed: {path} (sample {smp}): {err}', file=sys.stderr)
+    for path, smp, err in run.failed[:20]: print(f'failed: {display_path(path)} (sample {smp}): {err}', file=sys.stderr)
     if len(run.failed) > 20: print(f'... and {len(run.failed) - 20} more failures', file=sys.stderr)
     if not run.ok: print('not every image is labeled: run the same command again to retry the failed ones', file=sys.stderr)
     return 0 if run.ok else 1
@@ -196,8 +232,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument('--model', default='ViT-B-16', help='open_clip model name')
     e.add_argument('--pretrained', default='openai', help='open_clip tag or local checkpoint file')
     e.add_argument('--random-init', action='store_true', help='random weights (tests, timing)')
-    e.add_argument('--device', default=None); e.add_argument('--batch-size', type=int, default=64)
-    e.add_argument('--workers', type=int, default=None, help='decoding workers (default: cores - 1)')
+    e.add_argument('--device', default=None)
+    e.add_argument('--batch-size', type=at_least(1), default=64)
+    e.add_argument('--workers', type=at_least(0), default=None, help='decoding workers (default: cores - 1)')
     e.add_argument('--cache', default=None, help='embedding cache file (default: $NEAR_NB_HOME/embeddings.sqlite)')
     l = sub.add_parser('label', help='name images with a multimodal LLM, resumably')
     l.add_argument('images', help='a folder or a manifest CSV')
@@ -205,15 +242,17 @@ def parser() -> argparse.ArgumentParser:
     l.add_argument('--store', required=True, help='the SQLite label store (created if missing)')
     l.add_argument('--out', required=True, help='LABELS.csv to write')
     l.add_argument('--base-url', default=None, help='OpenAI-compatible server (default: $OPENAI_BASE_URL or OpenAI); key from $OPENAI_API_KEY')
-    l.add_argument('--concurrency', type=int, default=8, help='requests in flight')
-    l.add_argument('--samples', type=int, default=1, help='answers per image')
+    l.add_argument('--concurrency', type=at_least(1), default=8, help='requests in flight')
+    l.add_argument('--samples', type=at_least(1), default=1, help='answers per image')
     l.add_argument('--prompt', default=None, help='the question (default: asks for the most specific name)')
     l.add_argument('--domain', default=None, help="e.g. 'bird', 'flower', 'car'")
-    l.add_argument('--top-k', type=int, default=None, help='ask for k candidate names as JSON')
-    l.add_argument('--temperature', type=float, default=None, help='default 0, or 0.7 with --samples > 1')
-    l.add_argument('--max-side', type=int, default=768, help='images are downscaled to this longer side')
-    l.add_argument('--timeout', type=float, default=60.0, help='seconds per request')
-    l.add_argument('--max-attempts', type=int, default=5, help='attempts per request before it counts as failed')
+    l.add_argument('--top-k', type=at_least(1), default=None, help='ask for k candidate names as JSON')
+    l.add_argument('--temperature', type=at_least(0.0, float), default=None, help='default 0, or 0.7 with --samples > 1')
+    l.add_argument('--max-side', type=at_least(32), default=768, help='images are downscaled to this longer side')
+    l.add_argument('--timeout', type=at_least(0.1, float), default=60.0, help='seconds per request')
+    l.add_argument('--max-attempts', type=at_least(1), default=5, help='attempts per request before it counts as failed')
+    l.add_argument('--max-retry-after', type=at_least(0.0, float), default=60.0,
+                   help="longest wait a server's Retry-After gets (seconds; longer asks are capped and logged)")
     b = sub.add_parser('bench', help='benchmarks').add_subparsers(dest='what', required=True)
     t = b.add_parser('testbed', help='both test-bed protocols on one dataset directory')
     t.add_argument('dir', help='a directory in the test-bed format (labels.csv, embeddings .npz, classnames.txt)')
@@ -226,6 +265,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument('--text-model', default=None, help="open_clip model of the embeddings (e.g. ViT-B-16): adds zero-shot CLIP over the vocabulary")
     t.add_argument('--text-pretrained', default='openai', help='its pretrained tag or local checkpoint (with --text-model)')
     for s in (d, c, e, l, t): s.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
+    for s in (c, e, l):
+        s.add_argument('--allow-outside', action='store_true', help="a manifest may list files outside its folder")
+        s.add_argument('-v', '--verbose', action='store_true', help='the traceback of an error, not just its line')
     for s, f in ((d, cmd_demo), (c, cmd_check), (e, cmd_embed), (l, cmd_label), (t, cmd_bench)): s.set_defaults(func=f)
     return p
 
@@ -233,5 +275,9 @@ def main(argv:list|None=None) -> int:
     "Entry point of the `near` command."
     args = parser().parse_args(argv)
     try: return args.func(args)
+    except NearError as e:
+        if getattr(args, 'verbose', False): traceback.print_exc()
+        print(f'near {args.cmd}: error: {e}', file=sys.stderr)
+        return 1
     except (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError) as e:
         print(f'near {args.cmd}: error: {e}', file=sys.stderr); return 2

@@ -4,34 +4,53 @@
 
 # %% ../nbs/01_data.ipynb #70cc9600
 from __future__ import annotations
-import csv, io, os, warnings, zlib, struct
+import csv, io, os, stat, warnings, zlib, struct
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .core import sha256_file
+from .core import NearError, sha256_file
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'DEFAULT_MAX_PIXELS', 'ImageLoadError', 'LoadError', 'to_rgb', 'load_image', 'ImageSet',
-           'few_shot_indices', 'Sample', 'sample']
+__all__ = ['IMAGE_EXTS', 'DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_BYTES', 'ImageLoadError', 'display_path', 'LoadError', 'to_rgb',
+           'file_kind', 'check_regular', 'read_file', 'load_image', 'ImageSet', 'few_shot_indices', 'Sample', 'sample']
 
 # %% ../nbs/01_data.ipynb #1dbb12cd
 class ImageLoadError(Exception):
     "An image that cannot be used; the message is the reason, fit for a report."
+
+def display_path(p:str|Path, # a path, perhaps with bytes that are not UTF-8 (held as surrogates by `os.fsdecode`)
+                ) -> str:
+    "`p` as printable text: bytes that are not UTF-8 shown as `\\xNN`, so printing never fails."
+    return os.fsencode(p).decode('utf-8', 'backslashreplace')
 
 @dataclass
 class LoadError:
     "One skipped file and why."
     path: str
     reason: str
-    def __str__(self): return f"{self.path}: {self.reason}"
+    def __str__(self): return f"{display_path(self.path)}: {self.reason}"
 
 IMAGE_EXTS = {'.jpg', '.jpeg', '.jfif', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pbm'}
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own limit: 0.25 GiB of 24-bit pixels
+DEFAULT_MAX_BYTES = 512 * 2**20  # 512 MiB: far above any photo, far below a disk image renamed .jpg
 
 # %% ../nbs/01_data.ipynb #8b767f60
+def _to_8bit(a:np.ndarray, # a 2-D array of any numeric type
+             scale:float, # multiply by this, then round and clip to 0..255
+            ) -> np.ndarray:
+    "`a * scale` as uint8, computed about a million values at a time (no full-size float copy)."
+    out = np.empty(a.shape, np.uint8)
+    rows = max(1, 2**20 // max(1, a.shape[1]))
+    for r in range(0, len(a), rows):
+        band = a[r:r + rows].astype(np.float32)
+        band *= scale
+        np.nan_to_num(band, copy=False)
+        out[r:r + rows] = np.clip(np.rint(band, out=band), 0, 255, out=band)
+    return out
+
 def to_rgb(img:Image.Image, # any mode Pillow reads
            background:tuple=(255, 255, 255), # colour behind transparent pixels
           ) -> Image.Image:
@@ -39,29 +58,61 @@ def to_rgb(img:Image.Image, # any mode Pillow reads
     m = img.mode
     if m == 'RGB': return img
     if m.startswith('I;16') or m in ('I', 'F'):
-        a = np.asarray(img).astype(np.float64)
-        if m.startswith('I;16') or (m == 'I' and a.max() > 255): a = a / 257.0
-        elif m == 'F' and a.max() <= 1.0: a = a * 255.0
-        img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), 'L')
-        return img.convert('RGB')
+        a = np.asarray(img)
+        top = float(np.nanmax(a)) if a.size else 0.0
+        scale = 1.0
+        if m.startswith('I;16') or (m == 'I' and top > 255): scale = 1 / 257
+        elif m == 'F' and top <= 1.0: scale = 255.0
+        return Image.fromarray(_to_8bit(a, scale), 'L').convert('RGB')
     if m in ('RGBA', 'LA', 'La', 'RGBa', 'PA') or (m == 'P' and 'transparency' in img.info):
         rgba = img.convert('RGBA')
         bg = Image.new('RGBA', rgba.size, tuple(background) + (255,))
         return Image.alpha_composite(bg, rgba).convert('RGB')
     return img.convert('RGB')
 
+# %% ../nbs/01_data.ipynb #b02a01c5
+_KINDS = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO (named pipe)'), (stat.S_ISCHR, 'a character device'),
+          (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket'))
+
+def file_kind(mode:int, # `st_mode` from `os.stat`
+             ) -> str:
+    "What a `stat` mode says a path is, in words."
+    return next((w for test, w in _KINDS if test(mode)), 'a regular file' if stat.S_ISREG(mode) else 'not a file')
+
+def check_regular(st:os.stat_result, # the file's `os.stat` (or `os.fstat`)
+                  max_bytes:int|None=DEFAULT_MAX_BYTES, # larger files are refused; None: no limit
+                 ):
+    "Raise `ImageLoadError` unless `st` is a regular file of at most `max_bytes`."
+    if not stat.S_ISREG(st.st_mode): raise ImageLoadError(f'is {file_kind(st.st_mode)}, not a regular file')
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise ImageLoadError(f'file too large: {st.st_size:,} bytes > max_bytes={max_bytes:,}')
+
+# %% ../nbs/01_data.ipynb #ea5b2f56
+def read_file(path:str|Path, # the file
+              max_bytes:int|None=DEFAULT_MAX_BYTES, # larger files are refused before reading; None: no limit
+             ) -> bytes:
+    "The bytes of a regular file of at most `max_bytes`, or `ImageLoadError`; never blocks on a FIFO or reads a device."
+    try:
+        check_regular(os.stat(path), max_bytes)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
+    except FileNotFoundError:
+        raise ImageLoadError('broken symlink' if os.path.islink(path) else 'file not found') from None
+    except OSError as e: raise ImageLoadError(f'cannot read file: {e.strerror or e}') from None
+    with os.fdopen(fd, 'rb') as f:
+        check_regular(os.fstat(fd), max_bytes)
+        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ImageLoadError(f'file too large: grew past max_bytes={max_bytes:,} while being read')
+    return data
+
 # %% ../nbs/01_data.ipynb #4b6ad020
 def load_image(src:str|Path|bytes, # a path or the file's bytes
                max_pixels:int|None=DEFAULT_MAX_PIXELS, # refuse larger images (decompression bombs); None: Pillow's limit
                background:tuple=(255, 255, 255), # colour behind transparent pixels
+               max_bytes:int|None=DEFAULT_MAX_BYTES, # refuse larger files before reading them (see `read_file`)
               ) -> Image.Image:
     "Load an image as upright 8-bit RGB, or raise `ImageLoadError` with the reason."
-    if isinstance(src, (bytes, bytearray)): data = bytes(src)
-    else:
-        try: data = Path(src).read_bytes()
-        except FileNotFoundError: raise ImageLoadError('file not found') from None
-        except IsADirectoryError: raise ImageLoadError('is a directory, not a file') from None
-        except OSError as e: raise ImageLoadError(f'cannot read file: {e.strerror or e}') from None
+    data = bytes(src) if isinstance(src, (bytes, bytearray)) else read_file(src, max_bytes)
     if not data: raise ImageLoadError('empty file (0 bytes)')
     try:
         with warnings.catch_warnings():
@@ -121,6 +172,28 @@ class ImageSet:
         return f'ImageSet({len(self)} images{gt}{ig}, root={self.root})'
 
 # %% ../nbs/01_data.ipynb #cd23bc87
+def _walk(root:Path, # the folder, resolved
+          exts:set, # file extensions taken as images (lower case)
+         ) -> tuple:
+    "Image files under `root` (sorted, hidden ones skipped, each real folder once), and a `LoadError` per thing left out."
+    files, ignored, seen = [], [], {os.path.realpath(root)}
+    onerror = lambda e: ignored.append(LoadError(e.filename, f'cannot list folder: {e.strerror}'))
+    for dp, dns, fns in os.walk(root, followlinks=True, onerror=onerror):
+        keep = []
+        for d in sorted(dn for dn in dns if not dn.startswith('.')):
+            real = os.path.realpath(os.path.join(dp, d))
+            if real in seen:
+                ignored.append(LoadError(os.path.join(dp, d), f'link to a folder already walked ({real}): skipped'))
+            else:
+                seen.add(real)
+                keep.append(d)
+        dns[:] = keep
+        for fn in sorted(fns):
+            p = Path(dp)/fn
+            if p.suffix.lower() in exts: files.append(p)
+            else: ignored.append(LoadError(str(p), f'extension {p.suffix or "(none)"!r} is not an image extension'))
+    return files, ignored
+
 @classmethod
 def _from_folder(cls:ImageSet, path:str|Path, # the folder
                  class_folders:bool|str='auto', # True, False or 'auto' (see above)
@@ -128,14 +201,9 @@ def _from_folder(cls:ImageSet, path:str|Path, # the folder
                 ) -> ImageSet:
     "The images under `path`, in sorted order; other files are listed in `.ignored`."
     root = Path(path).expanduser().resolve()
-    if not root.is_dir(): raise NotADirectoryError(f'no such folder: {root}')
-    files, ignored = [], []
-    for dp, dns, fns in os.walk(root, followlinks=True):
-        dns[:] = sorted(d for d in dns if not d.startswith('.'))
-        for fn in sorted(fns):
-            p = Path(dp)/fn
-            if p.suffix.lower() in exts: files.append(p)
-            else: ignored.append(LoadError(str(p), f'extension {p.suffix or "(none)"!r} is not an image extension'))
+    if not root.is_dir():
+        raise NearError(f'no such folder: {display_path(root)}; pass a folder of images or a manifest .csv')
+    files, ignored = _walk(root, exts)
     rel = [f.relative_to(root) for f in files]
     if class_folders == 'auto':
         class_folders = bool(rel) and all(len(r.parts) == 2 for r in rel) and len({r.parts[0] for r in rel}) >= 2
@@ -143,27 +211,62 @@ def _from_folder(cls:ImageSet, path:str|Path, # the folder
     if class_folders:
         if any(len(r.parts) < 2 for r in rel): raise ValueError('class_folders=True but some images are not in a sub-folder')
         gt_name = [r.parts[0] for r in rel]
-        names = sorted(set(gt_name)); gt_class = [names.index(n) for n in gt_name]
+        names = sorted(set(gt_name))
+        gt_class = [names.index(n) for n in gt_name]
     return cls(files, gt_class, gt_name, root, ignored)
 ImageSet.from_folder = _from_folder
 
 # %% ../nbs/01_data.ipynb #f54e8a7b
+def _manifest_rows(path:Path, # the CSV file
+                   file_col:str, # the column that must be there
+                  ) -> list:
+    "The (line number, row) pairs of a manifest CSV, or a `NearError` that names the bad line."
+    try: raw = path.read_bytes()
+    except OSError as e: raise NearError(f'cannot read the manifest {display_path(path)}: {e.strerror or e}') from None
+    try: text = raw.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b'\n') + 1
+        raise NearError(f'{display_path(path)}, line {line}: not UTF-8 text; save the manifest as a UTF-8 CSV') from None
+    rd = csv.DictReader(io.StringIO(text, newline=''), strict=True)
+    try: rows = [(rd.line_num, r) for r in rd]
+    except csv.Error as e: raise NearError(f'{display_path(path)}, line {rd.line_num}: not a CSV file ({e})') from None
+    where = display_path(path)
+    if not rd.fieldnames: raise NearError(f'{where} is empty: a manifest needs a header with a {file_col!r} column')
+    if file_col not in rd.fieldnames:
+        raise NearError(f'{where}, line 1: no {file_col!r} column (columns: {sorted(rd.fieldnames)})')
+    if not rows: raise NearError(f'{where} lists no images (a header and no rows)')
+    for n, r in rows:
+        if any(v is None for v in r.values()) or any((v or '').strip() for v in r.get(None, [])):
+            got = sum(v is not None for k, v in r.items() if k is not None) + len(r.get(None, []))
+            raise NearError(f'{where}, line {n}: {got} fields for a header of {len(rd.fieldnames)}; fix or quote the row')
+        if not r[file_col].strip(): raise NearError(f'{where}, line {n}: the {file_col!r} cell is empty')
+    return rows
+
+def _gt_class(n:int, v:str, where:str) -> int:
+    "The class index in cell `v` of line `n` (-1 when empty)."
+    try: return int(v) if v.strip() else -1
+    except ValueError: raise NearError(f'{where}, line {n}: gt_class {v!r} is not a whole number') from None
+
 @classmethod
 def _from_manifest(cls:ImageSet, path:str|Path, # the CSV file
                    file_col:str='file', # column holding the image paths
+                   allow_outside:bool=False, # read paths outside the manifest's folder too
                   ) -> ImageSet:
     "The images listed in a manifest CSV, with ground truth when it has `gt_class`/`gt_name` columns."
     path = Path(path).expanduser().resolve()
-    with open(path, newline='', encoding='utf-8-sig') as f: rows = list(csv.DictReader(f))
-    cols = set(rows[0]) if rows else set()
-    if rows and file_col not in cols: raise ValueError(f'{path} has no {file_col!r} column (columns: {sorted(cols)})')
-    files = [Path(r[file_col]) if Path(r[file_col]).is_absolute() else path.parent/r[file_col] for r in rows]
-    gt_class = [int(r['gt_class']) if (r.get('gt_class') or '').strip() else -1 for r in rows] if 'gt_class' in cols else None
-    gt_name = [r['gt_name'] or '' for r in rows] if 'gt_name' in cols else None
+    rows, base, keep, ignored = _manifest_rows(path, file_col), path.parent, [], []
+    for n, r in rows:
+        f = Path(r[file_col]) if Path(r[file_col]).is_absolute() else base/r[file_col]
+        if allow_outside or f.resolve().is_relative_to(base): keep.append((n, f, r))
+        else: ignored.append(LoadError(str(f), f"line {n}: outside the manifest's folder (--allow-outside reads it)"))
+    cols, where = set(rows[0][1]), display_path(path)
+    gt_class = [_gt_class(n, r['gt_class'] or '', where) for n, _, r in keep] if 'gt_class' in cols else None
+    gt_name = [r['gt_name'] or '' for _, _, r in keep] if 'gt_name' in cols else None
     if gt_name is not None and gt_class is None:
-        names = sorted({n for n in gt_name if n}); gt_class = [names.index(n) if n else -1 for n in gt_name]
+        names = sorted({n for n in gt_name if n})
+        gt_class = [names.index(n) if n else -1 for n in gt_name]
     if gt_class is not None and gt_name is None: gt_name = [str(c) if c >= 0 else '' for c in gt_class]
-    return cls(files, gt_class, gt_name, path.parent)
+    return cls([f for _, f, _ in keep], gt_class, gt_name, base, ignored)
 ImageSet.from_manifest = _from_manifest
 
 # %% ../nbs/01_data.ipynb #159257b2
@@ -178,10 +281,13 @@ def subset(self:ImageSet, idx) -> ImageSet:
 
 @patch
 def sha256(self:ImageSet, i:int) -> str|None:
-    "Content hash of image `i`, or None when the file cannot be read."
+    "Content hash of image `i`, or None when it is not a readable regular file of at most `DEFAULT_MAX_BYTES`."
     f = self.files[i]
-    try: st = f.stat(); key = (str(f), st.st_size, st.st_mtime_ns)
-    except OSError: return None
+    try:
+        st = f.stat()
+        check_regular(st)
+    except (OSError, ImageLoadError): return None
+    key = (str(f), st.st_size, st.st_mtime_ns)
     if key not in self._hashes:
         try: self._hashes[key] = sha256_file(f)
         except OSError: return None

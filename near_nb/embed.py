@@ -4,20 +4,20 @@
 
 # %% ../nbs/04_embed.ipynb #5cd6293c
 from __future__ import annotations
-import json, logging, os, time
+import json, logging, os, sqlite3, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 import torch
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .core import near_home, get_device, sha256_file, stable_hash, open_sqlite
-from .data import ImageSet, LoadError, ImageLoadError, load_image, DEFAULT_MAX_PIXELS
+from .core import NearError, near_home, get_device, sha256_bytes, sha256_file, stable_hash, open_sqlite
+from .data import ImageSet, LoadError, ImageLoadError, load_image, DEFAULT_MAX_PIXELS, display_path
 
 log = logging.getLogger('near_nb')
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_TEMPLATES', 'EmbeddingCache', 'BackboneLoadError', 'Backbone', 'register_tiny_clip',
+__all__ = ['log', 'DEFAULT_TEMPLATES', 'EmbeddingCache', 'BackboneLoadError', 'Backbone', 'register_config', 'register_tiny_clip',
            'tiny_clip_config', 'Embeddings', 'prompt_templates']
 
 # %% ../nbs/04_embed.ipynb #d07de734
@@ -26,8 +26,15 @@ class EmbeddingCache:
     def __init__(self, path:str|Path|None=None, # SQLite file; default `near_home()/embeddings.sqlite`
                 ):
         self.path = Path(path) if path else near_home()/'embeddings.sqlite'
-        self.con = open_sqlite(self.path, '''CREATE TABLE IF NOT EXISTS emb (model_id TEXT, prep_id TEXT, sha256 TEXT, vec BLOB,
-                                             created REAL, PRIMARY KEY (model_id, prep_id, sha256)) WITHOUT ROWID;''')
+        where = display_path(self.path)
+        if self.path.is_dir(): raise NearError(f'the embedding cache {where} is a folder; pass a file name (.sqlite)')
+        try:
+            self.con = open_sqlite(self.path, '''CREATE TABLE IF NOT EXISTS emb (model_id TEXT, prep_id TEXT, sha256 TEXT,
+                                   vec BLOB, created REAL, PRIMARY KEY (model_id, prep_id, sha256)) WITHOUT ROWID;''')
+        except sqlite3.DatabaseError as e:
+            what = 'is not a SQLite file (corrupt?)' if 'not a database' in str(e) else f'cannot be written ({e})'
+            raise NearError(f'the embedding cache {where} {what}; pass another --cache or delete the file') from None
+        except OSError as e: raise NearError(f'cannot create the embedding cache {where}: {e.strerror or e}') from None
     def __repr__(self): return f'EmbeddingCache({str(self.path)!r}, {len(self)} vectors)'
     def __len__(self): return self.con.execute('SELECT COUNT(*) FROM emb').fetchone()[0]
     def __bool__(self): return True  # an empty cache is still a cache
@@ -89,7 +96,7 @@ class Backbone:
             raise ValueError('pretrained=None: pass an open_clip tag (e.g. "openai"), a local checkpoint path, '
                              'or random_init=True for random weights (tests and timing only)')
         if str(model_name).endswith('.json') and Path(model_name).is_file():  # a custom open_clip model config
-            _oc().add_model_config(Path(model_name)); model_name = Path(model_name).stem
+            model_name = register_config(model_name)
         self.model_name, self.random_init, self.seed, self.cache_dir = model_name, random_init, seed, cache_dir
         self.pretrained = str(Path(pretrained).expanduser()) if pretrained and Path(str(pretrained)).expanduser().is_file() else pretrained
         self.device = get_device(device)
@@ -107,6 +114,17 @@ def _norm_pp(cfg:dict) -> dict:
     cfg = {k: (list(v) if isinstance(v, (tuple, list)) else v) for k, v in dict(cfg).items()}
     if isinstance(cfg.get('size'), int): cfg['size'] = [cfg['size'], cfg['size']]
     return cfg
+
+def register_config(path:str|Path, # an open_clip model config .json
+                   ) -> str:
+    "Register a model config file with open_clip as `<stem>-<content hash>`; return that name."
+    data = Path(path).read_bytes()
+    name = f'{Path(path).stem}-{sha256_bytes(data)[:8]}'
+    d = near_home()/'model_configs'
+    d.mkdir(parents=True, exist_ok=True)
+    if not (d/f'{name}.json').exists(): (d/f'{name}.json').write_bytes(data)
+    _oc().add_model_config(d/f'{name}.json')
+    return name
 
 @patch(as_prop=True)
 def model_id(self:Backbone) -> str:

@@ -8,10 +8,11 @@ import hashlib, json, threading, time
 from collections import Counter
 
 # %% auto #0
-__all__ = ['FAULTS', 'fingerprint', 'FakeChatServer']
+__all__ = ['FAULTS', 'HOSTILE', 'fingerprint', 'FakeChatServer']
 
 # %% ../nbs/03a_fakeserver.ipynb #43274266
 FAULTS = ('429', '500', '503', '400', 'slow', 'drop', 'malformed', 'empty', 'refusal')
+HOSTILE = ('echo', 'huge')
 
 def fingerprint(data_url:str) -> str:
     "The server's id of an image: a hash of its data URL."
@@ -27,12 +28,14 @@ def _image_url(body:dict) -> str:
 class FakeChatServer:
     "An OpenAI-compatible chat-completions server on 127.0.0.1 with scripted faults (use as a context manager)."
     def __init__(self, latency:float=0.0, # seconds before each answer
-                 fault=None, # fault(fingerprint, attempt) -> one of FAULTS or None
+                 fault=None, # fault(fingerprint, attempt) -> one of FAULTS or HOSTILE, or None
                  answer=None, # answer(fingerprint) -> the text of a normal answer
                  slow_seconds:float=3.0, # how long a 'slow' answer takes
                  retry_after:str='0.2', # the Retry-After header of a 429
+                 huge_chars:int=1_000_000, # length of a 'huge' answer
                 ):
         self.latency, self.fault, self.slow_seconds, self.retry_after = latency, fault, slow_seconds, retry_after
+        self.huge_chars = huge_chars
         self.answer = answer or (lambda fp: f'The object in the image is a **Specimen {fp[:6]}** (*Fakea {fp[6:10]}*).')
         self.lock, self.attempts, self.completed, self.outcomes = threading.Lock(), Counter(), Counter(), []
         self.times = {}  # fingerprint -> arrival time (monotonic) of each attempt
@@ -64,17 +67,21 @@ async def _reply(self:FakeChatServer, headers:dict, body:dict) -> bytes|None:
     "The response to one request (None: drop the connection)."
     fp = fingerprint(_image_url(body))
     with self.lock:
-        self.attempts[fp] += 1; n = self.attempts[fp]; self.headers_seen.append(headers)
+        self.attempts[fp] += 1
+        n = self.attempts[fp]
+        self.headers_seen.append(headers)
         self.times.setdefault(fp, []).append(time.monotonic())
     kind = self.fault(fp, n) if self.fault else None
     if self.latency: await asyncio.sleep(self.latency)
     with self.lock: self.outcomes.append((fp, n, kind or 'ok'))
     if kind == '429': return _response(429, {'error': {'message': 'rate limited', 'type': 'rate_limit'}}, [('Retry-After', self.retry_after)])
     if kind in ('500', '503', '400'): return _response(int(kind), {'error': {'message': f'injected {kind}', 'type': 'server_error'}})
+    if kind == 'echo': return _response(500, {'error': {'message': f'upstream failed for headers {headers}'}})
     if kind == 'drop': return None
     if kind == 'malformed': return _response(200, '{"choices": [{"message": ')
     if kind == 'slow': await asyncio.sleep(self.slow_seconds)
-    text = {'empty': '', 'refusal': "I'm sorry, but I can't identify this image."}.get(kind) if kind else None
+    canned = {'empty': '', 'refusal': "I'm sorry, but I can't identify this image.", 'huge': 'A **Rose**. ' * (self.huge_chars // 12)}
+    text = canned.get(kind) if kind else None
     if text is None:
         text = self.answer(fp)
         if kind is None:

@@ -4,22 +4,24 @@
 
 # %% ../nbs/03_mllm.ipynb #42b613c4
 from __future__ import annotations
-import asyncio, base64, csv, io, json, logging, os, random, re, time
+import asyncio, base64, csv, io, ipaddress, json, logging, os, random, re, socket, sqlite3, time, uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 import pandas as pd
 from PIL import Image
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .core import stable_hash, sha256_file, open_sqlite
-from .data import ImageSet, ImageLoadError, LoadError, load_image
+from .core import NearError, stable_hash, sha256_file, open_sqlite
+from .data import ImageSet, ImageLoadError, LoadError, load_image, display_path
 from .names import parse_answer
 
 log = logging.getLogger('near_nb')
 
 # %% auto #0
-__all__ = ['log', 'make_prompt', 'LabelStore', 'Request', 'Answer', 'LabelError', 'image_data_url', 'OpenAILabeler',
-           'ReplayLabeler', 'LabelRun', 'label_images', 'export_labels', 'HFLabeler', 'tiny_vlm', 'labeler_from_spec']
+__all__ = ['log', 'make_prompt', 'LabelStore', 'new_owner', 'Request', 'Answer', 'LabelError', 'image_data_url', 'scrub_secrets',
+           'ServerUnreachable', 'OpenAILabeler', 'escape_cell', 'unescape_cell', 'ReplayLabeler', 'LabelRun',
+           'cap_answer', 'label_images', 'export_labels', 'HFLabeler', 'tiny_vlm', 'labeler_from_spec']
 
 # %% ../nbs/03_mllm.ipynb #03ccbe40
 def make_prompt(domain:str|None=None, # 'bird', 'flower', 'car'...; None: the main object
@@ -36,15 +38,33 @@ def make_prompt(domain:str|None=None, # 'bird', 'flower', 'car'...; None: the ma
 # %% ../nbs/03_mllm.ipynb #64cdee65
 _COLS = ('sha256', 'model', 'prompt_hash', 'sample', 'path', 'prompt', 'status', 'response', 'names', 'refusal',
          'prompt_tokens', 'completion_tokens', 'latency', 'attempts', 'error', 'created', 'updated')
+_SCHEMA = '''CREATE TABLE IF NOT EXISTS answers (sha256 TEXT, model TEXT, prompt_hash TEXT, sample INTEGER,
+    path TEXT, prompt TEXT, status TEXT, response TEXT, names TEXT, refusal INTEGER, prompt_tokens INTEGER,
+    completion_tokens INTEGER, latency REAL, attempts INTEGER, error TEXT, created REAL, updated REAL,
+    PRIMARY KEY (sha256, model, prompt_hash, sample));
+CREATE TABLE IF NOT EXISTS claims (sha256 TEXT, model TEXT, prompt_hash TEXT, sample INTEGER, owner TEXT,
+    expires REAL, PRIMARY KEY (sha256, model, prompt_hash, sample));'''
+
+def _db_path(p) -> str|bytes:
+    "A path as SQLite can hold it losslessly: text when it is UTF-8, else its bytes."
+    s = str(p)
+    try: s.encode('utf-8')
+    except UnicodeEncodeError: return os.fsencode(s)
+    return s
 
 class LabelStore:
     "SQLite store of MLLM answers, one row per (image sha256, model, prompt hash, sample)."
     def __init__(self, path:str|Path):
         self.path = Path(path)
-        self.con = open_sqlite(self.path, '''CREATE TABLE IF NOT EXISTS answers (sha256 TEXT, model TEXT, prompt_hash TEXT, sample INTEGER,
-            path TEXT, prompt TEXT, status TEXT, response TEXT, names TEXT, refusal INTEGER, prompt_tokens INTEGER,
-            completion_tokens INTEGER, latency REAL, attempts INTEGER, error TEXT, created REAL, updated REAL,
-            PRIMARY KEY (sha256, model, prompt_hash, sample));''')
+        where = display_path(path)
+        if self.path.is_dir(): raise NearError(f'the label store {where} is a folder; pass a file name (.sqlite)')
+        try:
+            self.con = open_sqlite(self.path, _SCHEMA)
+            len(self)
+        except sqlite3.DatabaseError as e:
+            what = 'is not a SQLite file (corrupt?)' if 'not a database' in str(e) else f'cannot be written ({e})'
+            raise NearError(f'the label store {where} {what}; pass another --store or fix the file') from None
+        except OSError as e: raise NearError(f'cannot create the label store {where}: {e.strerror or e}') from None
     def __bool__(self): return True
     def __len__(self): return self.con.execute('SELECT COUNT(*) FROM answers').fetchone()[0]
     def __repr__(self):
@@ -52,22 +72,28 @@ class LabelStore:
         return f'LabelStore({str(self.path)!r}, done={c.get("done", 0)}, failed={c.get("failed", 0)})'
 
 # %% ../nbs/03_mllm.ipynb #4dc366ee
+def _text(s:str|None) -> str|None:
+    "`s` as valid UTF-8 text (stray surrogates from undecodable file names shown as escapes)."
+    return s if s is None else s.encode('utf-8', 'backslashreplace').decode('utf-8')
+
 @patch
 def record(self:LabelStore, sha256:str, model:str, prompt_hash:str, sample:int, path:str, prompt:str,
            response:str|None=None, error:str|None=None, prompt_tokens:int=0, completion_tokens:int=0,
            latency:float=0.0, attempts:int=1):
-    "Store one answer (or one failure) and commit; attempts add up over runs."
+    "Store one answer (or one failure), release its claim, and commit; attempts add up over runs."
     now, done = time.time(), response is not None
     p = parse_answer(response) if done else None
-    row = (sha256, model, prompt_hash, sample, str(path), prompt, 'done' if done else 'failed', response,
+    key = (sha256, model, prompt_hash, sample)
+    row = (*key, _db_path(path), prompt, 'done' if done else 'failed', _text(response),
            json.dumps(p.names) if done else None, int(p.refusal) if done else 0, prompt_tokens, completion_tokens,
-           latency, attempts, error, now, now)
+           latency, attempts, _text(error), now, now)
     with self.con:
         self.con.execute(f'''INSERT INTO answers VALUES ({",".join("?" * len(_COLS))})
             ON CONFLICT (sha256, model, prompt_hash, sample) DO UPDATE SET path=excluded.path, status=excluded.status,
             response=excluded.response, names=excluded.names, refusal=excluded.refusal, prompt_tokens=excluded.prompt_tokens,
             completion_tokens=excluded.completion_tokens, latency=excluded.latency, attempts=answers.attempts+excluded.attempts,
             error=excluded.error, updated=excluded.updated''', row)
+        self.con.execute('DELETE FROM claims WHERE sha256=? AND model=? AND prompt_hash=? AND sample=?', key)
 
 @patch
 def done(self:LabelStore, model:str, prompt_hash:str) -> set:
@@ -77,14 +103,55 @@ def done(self:LabelStore, model:str, prompt_hash:str) -> set:
 
 @patch
 def frame(self:LabelStore, model:str|None=None, prompt_hash:str|None=None) -> pd.DataFrame:
-    "All rows (optionally of one model / prompt) as a DataFrame, `names` as lists."
+    "All rows (optionally of one model / prompt) as a DataFrame, `names` as lists, paths as `str` (`os.fsdecode`)."
     q, a = 'SELECT * FROM answers WHERE 1=1', []
-    if model: q += ' AND model=?'; a.append(model)
-    if prompt_hash: q += ' AND prompt_hash=?'; a.append(prompt_hash)
-    df = pd.read_sql_query(q + ' ORDER BY path, sample', self.con, params=a)
+    if model:
+        q += ' AND model=?'
+        a.append(model)
+    if prompt_hash:
+        q += ' AND prompt_hash=?'
+        a.append(prompt_hash)
+    df = pd.read_sql_query(q + ' ORDER BY sha256, sample', self.con, params=a)
+    df['path'] = df['path'].map(lambda p: os.fsdecode(p) if isinstance(p, bytes) else p)
+    df = df.sort_values(['path', 'sample'], key=lambda c: c.map(str) if c.name == 'path' else c, ignore_index=True)
     df['names'] = df['names'].map(lambda s: json.loads(s) if isinstance(s, str) and s else [])
     for c in ('response', 'error'): df[c] = df[c].map(lambda v: v if isinstance(v, str) else None)
     return df
+
+# %% ../nbs/03_mllm.ipynb #cbe6731b
+def _alive(owner:str) -> bool:
+    "Whether the process that holds a claim may still be running (on another host: assume so)."
+    host, pid, _ = (owner.split(':') + ['', ''])[:3]
+    if host != socket.gethostname() or not pid.isdigit(): return True
+    try: os.kill(int(pid), 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def new_owner() -> str:
+    "An id for one labeling run: host, process id and a random tag."
+    return f'{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}'
+
+@patch
+def claim(self:LabelStore, key:tuple, # (sha256, model, prompt_hash, sample)
+          owner:str, # this run's id (`new_owner()`)
+          lease:float=900.0, # seconds the claim holds if its owner never comes back
+         ) -> str:
+    "'mine' (ask it), 'done' (answered already) or 'busy' (another live run is asking), decided atomically."
+    with self.con:
+        self.con.execute('BEGIN IMMEDIATE')
+        q = 'SELECT {} FROM {} WHERE sha256=? AND model=? AND prompt_hash=? AND sample=?'
+        st = self.con.execute(q.format('status', 'answers'), key).fetchone()
+        if st and st[0] == 'done': return 'done'
+        held = self.con.execute(q.format('owner, expires', 'claims'), key).fetchone()
+        if held and held[0] != owner and held[1] > time.time() and _alive(held[0]): return 'busy'
+        self.con.execute('INSERT OR REPLACE INTO claims VALUES (?,?,?,?,?,?)', (*key, owner, time.time() + lease))
+    return 'mine'
+
+@patch
+def release(self:LabelStore, owner:str):
+    "Drop every claim `owner` still holds (a run ending, or interrupted)."
+    with self.con: self.con.execute('DELETE FROM claims WHERE owner=?', (owner,))
 
 # %% ../nbs/03_mllm.ipynb #9677c22c
 @dataclass
@@ -110,11 +177,26 @@ class LabelError(Exception):
 
 # %% ../nbs/03_mllm.ipynb #7c08dffc
 def image_data_url(path:str|Path, max_side:int=768, quality:int=90) -> str:
-    "A base64 JPEG data URL of the image, its longer side at most `max_side`."
+    "A base64 JPEG data URL of the image (size limits of `load_image` apply), its longer side at most `max_side`."
     img = load_image(path)
-    img.thumbnail((max_side, max_side), Image.BICUBIC) if max(img.size) > max_side else None
-    buf = io.BytesIO(); img.save(buf, 'JPEG', quality=quality)
+    if max(img.size) > max_side: img.thumbnail((max_side, max_side), Image.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, 'JPEG', quality=quality)
     return 'data:image/jpeg;base64,' + base64.b64encode(buf.getvalue()).decode()
+
+# %% ../nbs/03_mllm.ipynb #007a0ab5
+_VALUE = r'[^\s"\',}]+'  # a header or JSON value: up to a space, quote, comma or brace
+_AUTH = re.compile(r'(?i)((?:authorization|api[-_]?key|x-api-key)["\']?\s*[:=]\s*["\']?)(?:bearer\s+)?' + _VALUE
+                   + r'|bearer\s+' + _VALUE)
+
+def scrub_secrets(text:str|None, # an error or answer text
+                  secrets:tuple=(), # exact strings to remove (the API key)
+                 ) -> str|None:
+    "`text` with each secret and every auth header value replaced by `***`."
+    if not text: return text
+    for s in secrets:
+        if s and len(s) >= 8: text = text.replace(s, '***')
+    return _AUTH.sub(lambda m: (m.group(1) or '') + '***', text)
 
 # %% ../nbs/03_mllm.ipynb #5e5c029c
 def _retry_after(e) -> float|None:
@@ -128,6 +210,24 @@ def _retry_after(e) -> float|None:
         try: return max(0.0, parsedate_to_datetime(v).timestamp() - time.time())
         except Exception: return None
 
+def _is_local(url:str|None) -> bool:
+    "Whether `url` points at this machine or a private network (servers there often need no key)."
+    host = urlparse(url).hostname if url else None
+    if not host: return False
+    try:
+        ip = ipaddress.ip_address(host)
+        return ip.is_loopback or ip.is_private or ip.is_unspecified
+    except ValueError: return host == 'localhost' or host.endswith(('.localhost', '.local'))
+
+def _shown(url:str|None) -> str:
+    "`url` fit for a message: without any `user:password@` in it."
+    if not url: return 'the OpenAI API'
+    u = urlparse(url)
+    return u._replace(netloc=u.netloc.rpartition('@')[2]).geturl()
+
+class ServerUnreachable(Exception):
+    "Nothing listens at the server's address: the whole run stops (every other request would fail the same way)."
+
 class OpenAILabeler:
     "An MLLM behind any OpenAI-compatible chat-completions server."
     def __init__(self, model:str, # the served model name, e.g. 'gpt-4o', 'Qwen/Qwen2.5-VL-7B-Instruct'
@@ -135,12 +235,18 @@ class OpenAILabeler:
                  max_side:int=768, temperature:float=0.0, max_tokens:int=300,
                  timeout:float=60.0, # seconds per request
                  max_attempts:int=5, backoff:float=1.0, max_backoff:float=60.0, # retry policy
+                 max_retry_after:float=60.0, # longest wait a server's Retry-After gets (longer asks are capped, logged)
                  prices:tuple|None=None, # (USD per 1M prompt tokens, per 1M completion tokens)
                 ):
         self.model, self.max_side, self.temperature, self.max_tokens = model, max_side, temperature, max_tokens
         self.max_attempts, self.backoff, self.max_backoff, self.prices = max_attempts, backoff, max_backoff, prices
+        self.max_retry_after = max_retry_after
         self.base_url, self.timeout = base_url or os.environ.get('OPENAI_BASE_URL'), timeout
-        self._key = api_key or os.environ.get('OPENAI_API_KEY') or 'EMPTY'  # in memory only: never stored, logged or shown
+        self._key = api_key or os.environ.get('OPENAI_API_KEY')  # in memory only: never stored, logged or shown
+        if not self._key and not _is_local(self.base_url):
+            raise NearError(f'no API key for {_shown(self.base_url)}: set OPENAI_API_KEY '
+                            '(a server that needs none: OPENAI_API_KEY=EMPTY)')
+        self._key = self._key or 'EMPTY'
         self._client, self._loop = None, None
     def client(self):
         "The SDK client of the running event loop (aiohttp transport when `openai[aiohttp]` is installed: less CPU per request)."
@@ -157,20 +263,41 @@ class OpenAILabeler:
         if self._client is not None: await self._client.close(); self._client = self._loop = None
     def settings(self) -> dict: return {'max_side': self.max_side, 'temperature': self.temperature, 'max_tokens': self.max_tokens}
     def __repr__(self): return f'OpenAILabeler({self.model!r}, base_url={self.base_url!r})'  # never the key
+    def scrub(self, text:str|None) -> str|None: return scrub_secrets(text, (self._key,))
     def cost(self, prompt_tokens:int, completion_tokens:int) -> float|None:
         return None if not self.prices else (prompt_tokens * self.prices[0] + completion_tokens * self.prices[1]) / 1e6
 
 # %% ../nbs/03_mllm.ipynb #e2193b85
 _FATAL = (400, 401, 403, 404, 422)
 
+def _refused(e:BaseException) -> bool:
+    "Whether an exception (or one it was raised from) is a refused TCP connection."
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, ConnectionRefusedError) or 'connection refused' in str(e).lower(): return True
+        if getattr(e, 'errno', None) == 111 or getattr(getattr(e, 'os_error', None), 'errno', None) == 111: return True
+        e = e.__cause__ or e.__context__
+    return False
+
+@patch
+def _wait(self:OpenAILabeler, e) -> float|None:
+    "The server's Retry-After, capped at `max_retry_after` (a longer ask is logged)."
+    wait = _retry_after(e)
+    if wait is not None and wait > self.max_retry_after:
+        log.warning(f'{_shown(self.base_url)} asked to wait {wait:.0f}s (Retry-After); '
+                    f'waiting {self.max_retry_after:g}s (max_retry_after)')
+        wait = self.max_retry_after
+    return wait
+
 @patch
 async def answer(self:OpenAILabeler, req:Request) -> Answer:
-    "Ask once per attempt until an answer comes, or raise `LabelError` with the last error."
+    "Ask once per attempt until an answer comes, or raise `LabelError` with the last error (secrets scrubbed)."
     import openai, httpx
-    small = os.path.getsize(req.path) < 65536 if os.path.exists(req.path) else True
+    small = os.path.getsize(req.path) < 65536 if os.path.isfile(req.path) else True
     url = image_data_url(req.path, self.max_side) if small else await asyncio.to_thread(image_data_url, req.path, self.max_side)
     msgs = [{'role': 'user', 'content': [{'type': 'text', 'text': req.prompt}, {'type': 'image_url', 'image_url': {'url': url}}]}]
-    err = None
+    err, refused = None, 0
     for attempt in range(1, self.max_attempts + 1):
         t0, wait = time.perf_counter(), None
         try:
@@ -181,34 +308,53 @@ async def answer(self:OpenAILabeler, req:Request) -> Answer:
             text = m.get('content') or (f"REFUSAL: {m['refusal']}" if m.get('refusal') else '')
             if not text.strip(): raise ValueError('empty answer')
             u = j.get('usage') or {}
-            return Answer(text, u.get('prompt_tokens') or 0, u.get('completion_tokens') or 0, time.perf_counter() - t0, attempt)
+            return Answer(self.scrub(text), u.get('prompt_tokens') or 0, u.get('completion_tokens') or 0,
+                          time.perf_counter() - t0, attempt)
         except openai.APIStatusError as e:
-            err = f'HTTP {e.status_code}: {str(e)[:200]}'
+            err = f'HTTP {e.status_code}: {self.scrub(str(e))[:200]}'
             if e.status_code in _FATAL: raise LabelError(err, attempt) from None
-            wait = _retry_after(e)
-        except openai.APITimeoutError: err = 'timeout'
-        except openai.APIConnectionError as e: err = f'connection error: {str(e)[:200]}'
-        except Exception as e: err = f'bad answer: {type(e).__name__}: {str(e)[:200]}'
+            wait = self._wait(e)
+        except openai.APIConnectionError as e:  # timeouts too; aiohttp reports a refused connection as a timeout
+            if _refused(e):
+                refused += 1
+                err = f'connection refused at {_shown(self.base_url)}'
+                if refused >= 2: raise ServerUnreachable(err) from None
+            elif isinstance(e, openai.APITimeoutError): err = 'timeout'
+            else: err = f'connection error: {self.scrub(str(e))[:200]}'
+        except Exception as e: err = f'bad answer: {type(e).__name__}: {self.scrub(str(e))[:200]}'
         if attempt < self.max_attempts:
             back = min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * (0.5 + random.random())
             await asyncio.sleep(wait + random.random() * 0.1 * self.backoff if wait is not None else back)
     raise LabelError(f'gave up after {self.max_attempts} attempts: {err}', self.max_attempts)
 
 # %% ../nbs/03_mllm.ipynb #db24ebd8
+_FORMULA = ('=', '+', '-', '@', '\t', '\r')
+
+def escape_cell(v):
+    "A CSV cell a spreadsheet will not run as a formula (OWASP: a leading `'` before `= + - @`, tab or CR)."
+    return "'" + v if isinstance(v, str) and v.startswith(_FORMULA) else v
+
+def unescape_cell(v):
+    "The cell `escape_cell` was given (LABELS.csv read back by `ReplayLabeler`)."
+    return v[1:] if isinstance(v, str) and v.startswith("'") and v[1:].startswith(_FORMULA) else v
+
 def _read_rows(path:Path) -> list:
     if path.suffix.lower() in ('.jsonl', '.ndjson'):
         return [json.loads(l) for l in path.read_text(encoding='utf-8').splitlines() if l.strip()]
-    with open(path, newline='', encoding='utf-8-sig') as f: return list(csv.DictReader(f))
+    with open(path, newline='', encoding='utf-8-sig') as f: rows = list(csv.DictReader(f))
+    return [{k: unescape_cell(v) for k, v in r.items()} for r in rows]
 
 class ReplayLabeler:
     "Answers from a file of recorded responses (keyed by sha256, file path or image id)."
     def __init__(self, path:str|Path, model:str|None=None):
-        self.path = Path(path).resolve(); rows = _read_rows(self.path)
-        if not rows or 'response' not in rows[0]: raise ValueError(f'{path}: needs a "response" column')
+        self.path = Path(path).resolve()
+        rows = _read_rows(self.path)
+        if not rows or 'response' not in rows[0]: raise NearError(f'{display_path(path)}: needs a "response" column')
         self.model = model or rows[0].get('model') or rows[0].get('mllm') or f'replay:{self.path.name}'
         self.index = {}
         for r in rows:
-            s = r.get('sample'); s = int(s) if s not in (None, '') else None
+            s = r.get('sample')
+            s = int(s) if s not in (None, '') else None
             for k in ('sha256', 'image_id'):
                 if r.get(k): self.index[(str(r[k]), s)] = r['response']
             f = r.get('file') or r.get('path')
@@ -220,7 +366,7 @@ class ReplayLabeler:
         for k in (req.sha256, str(Path(req.path).resolve())):
             for s in (req.sample, None):
                 if (k, s) in self.index: return Answer(self.index[(k, s)])
-        raise LabelError(f'no recorded answer for {req.path}')
+        raise LabelError(f'no recorded answer for {display_path(req.path)}')
 
 # %% ../nbs/03_mllm.ipynb #b7bc4584
 @dataclass
@@ -237,12 +383,18 @@ class LabelRun:
     completion_tokens: int = 0
     cost: float|None = None
     seconds: float = 0.0
+    elsewhere: int = 0 # answered by another run on the same store while this one waited
+    truncated: int = 0 # answers cut to `max_answer_chars`
+    stopped: str|None = None # why the run stopped early (the server unreachable)
     @property
-    def ok(self) -> bool: return not self.failed and not self.unreadable
+    def ok(self) -> bool: return not self.failed and not self.unreadable and not self.stopped
     def summary(self) -> str:
         c = f', ${self.cost:.4f}' if self.cost is not None else ''
-        return (f'{self.model}: {self.done} answered, {self.skipped} already in the store, {len(self.failed)} failed, '
-                f'{len(self.unreadable)} unreadable images; {self.prompt_tokens}+{self.completion_tokens} tokens{c} in {self.seconds:.1f}s')
+        other = f', {self.elsewhere} answered by another run' if self.elsewhere else ''
+        cut = f', {self.truncated} answers truncated' if self.truncated else ''
+        tokens = f'{self.prompt_tokens}+{self.completion_tokens} tokens{c} in {self.seconds:.1f}s'
+        return (f'{self.model}: {self.done} answered, {self.skipped} already in the store{other}, '
+                f'{len(self.failed)} failed, {len(self.unreadable)} unreadable images{cut}; {tokens}')
 
 # %% ../nbs/03_mllm.ipynb #23fbee5e
 def _todo(iset, hashes, done, samples, prompt):
@@ -250,37 +402,87 @@ def _todo(iset, hashes, done, samples, prompt):
     for i, h in enumerate(hashes):
         for s in range(samples):
             if h and (h, s) not in done and (h, s) not in seen:
-                seen.add((h, s)); out.append(Request(str(iset.files[i]), h, s, prompt))
+                seen.add((h, s))
+                out.append(Request(str(iset.files[i]), h, s, prompt))
     return out
 
-def _record(store, labeler, phash, run, bar, req, a):
-    "Store one `Answer` or `LabelError` at once, and count it."
-    if isinstance(a, Answer):
-        store.record(req.sha256, labeler.model, phash, req.sample, req.path, req.prompt, response=a.response,
-                     prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens, latency=a.latency, attempts=a.attempts)
-        run.done += 1; run.prompt_tokens += a.prompt_tokens; run.completion_tokens += a.completion_tokens
-    else:
-        store.record(req.sha256, labeler.model, phash, req.sample, req.path, req.prompt, error=str(a), attempts=a.attempts)
-        run.failed.append((req.path, req.sample, str(a))); bar.set_postfix(failed=len(run.failed))
-    bar.update(1)
+def cap_answer(text:str, # an answer
+               max_chars:int, # the most characters kept
+              ) -> tuple:
+    "`text` cut to `max_chars` with a marker saying how long it was, and whether it was cut."
+    if len(text) <= max_chars: return text, False
+    return text[:max_chars] + f'\n[truncated by near_nb: {len(text):,} characters in all]', True
 
-async def _ask_all(labeler, reqs, store, phash, run, concurrency, bar):
-    sem = asyncio.Semaphore(concurrency)
+@dataclass
+class _Job:
+    "What one labeling loop shares: where answers go, who this run is, and its tally."
+    labeler: object
+    store: LabelStore
+    phash: str
+    run: LabelRun
+    bar: object
+    owner: str
+    lease: float
+    max_chars: int
+    def key(self, req): return (req.sha256, self.labeler.model, self.phash, req.sample)
+
+def _record(job, req, a):
+    "Store one `Answer` or `LabelError` at once, and count it."
+    run, model = job.run, job.labeler.model
+    if isinstance(a, Answer):
+        text, cut = cap_answer(a.response, job.max_chars)
+        job.store.record(req.sha256, model, job.phash, req.sample, req.path, req.prompt, response=text,
+                         prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens, latency=a.latency,
+                         attempts=a.attempts)
+        run.done += 1
+        run.truncated += cut
+        run.prompt_tokens += a.prompt_tokens
+        run.completion_tokens += a.completion_tokens
+    else:
+        job.store.record(req.sha256, model, job.phash, req.sample, req.path, req.prompt, error=str(a), attempts=a.attempts)
+        run.failed.append((req.path, req.sample, str(a)))
+        job.bar.set_postfix(failed=len(run.failed))
+    job.bar.update(1)
+
+def _claim(job, req, busy:list) -> bool:
+    "Claim `req` for this run; count it if another run answered it, queue it if another run is asking."
+    got = job.store.claim(job.key(req), job.owner, job.lease)
+    if got == 'done':
+        job.run.elsewhere += 1
+        job.bar.update(1)
+    elif got == 'busy': busy.append(req)
+    return got == 'mine'
+
+# %% ../nbs/03_mllm.ipynb #d38c01a3
+async def _ask_all(job, reqs, concurrency, poll:float=0.5):
+    "Ask about `reqs`, `concurrency` at a time; then wait for those another run had claimed."
+    sem, busy = asyncio.Semaphore(concurrency), []
     async def one(req):
         async with sem:
-            try: a = await labeler.answer(req)
+            if job.run.stopped or not _claim(job, req, busy): return
+            try: a = await job.labeler.answer(req)
             except LabelError as e: a = e
             except ImageLoadError as e: a = LabelError(f'unusable image: {e}')
-        _record(store, labeler, phash, run, bar, req, a)
-    try: await asyncio.gather(*(one(r) for r in reqs))
+            except ServerUnreachable as e:
+                job.run.stopped = str(e)
+                return
+        _record(job, req, a)
+    try:
+        await asyncio.gather(*(one(r) for r in reqs))
+        while busy and not job.run.stopped:
+            await asyncio.sleep(poll)
+            waiting, busy[:] = list(busy), []
+            await asyncio.gather(*(one(r) for r in waiting))
     finally:
-        if hasattr(labeler, 'aclose'): await labeler.aclose()
+        if hasattr(job.labeler, 'aclose'): await job.labeler.aclose()
 
-async def _ask_batches(labeler, reqs, store, phash, run, bar):
-    "For labelers that answer a batch at a time (local models)."
-    for i in range(0, len(reqs), labeler.batch_size):
-        chunk = reqs[i:i + labeler.batch_size]
-        for req, a in zip(chunk, await asyncio.to_thread(labeler.answer_batch, chunk)): _record(store, labeler, phash, run, bar, req, a)
+async def _ask_batches(job, reqs):
+    "For labelers that answer a batch at a time (local models); images another run has claimed are left to it."
+    busy = []
+    for i in range(0, len(reqs), job.labeler.batch_size):
+        chunk = [r for r in reqs[i:i + job.labeler.batch_size] if _claim(job, r, busy)]
+        for req, a in zip(chunk, await asyncio.to_thread(job.labeler.answer_batch, chunk)): _record(job, req, a)
+    job.run.failed += [(r.path, r.sample, 'claimed by another run on this store') for r in busy]
 
 def _run_coro(coro):
     "Run a coroutine to completion, also from inside a running event loop (Jupyter)."
@@ -290,6 +492,16 @@ def _run_coro(coro):
     with ThreadPoolExecutor(1) as ex: return ex.submit(asyncio.run, coro).result()
 
 # %% ../nbs/03_mllm.ipynb #e61f882d
+def _unreadable(iset:ImageSet, hashes:list) -> list:
+    "A `LoadError` with the reason for each image that could not be hashed."
+    out = []
+    for i, h in enumerate(hashes):
+        if h is not None: continue
+        try: load_image(iset.files[i])
+        except ImageLoadError as e: out.append(LoadError(str(iset.files[i]), str(e)))
+        else: out.append(LoadError(str(iset.files[i]), 'cannot read file'))
+    return out
+
 def label_images(images, # an `ImageSet` or a list of paths
                  labeler, # `OpenAILabeler`, `HFLabeler`, `ReplayLabeler`, or anything with `.model`, `.settings()`, `.answer()`
                  store:LabelStore|str|Path, # where answers go
@@ -298,32 +510,40 @@ def label_images(images, # an `ImageSet` or a list of paths
                  samples:int=1, # answers per image (use temperature > 0 for samples > 1)
                  concurrency:int=8, # requests in flight
                  progress:bool=True,
+                 max_answer_chars:int=32_768, # longer answers are cut, with a marker, and counted
+                 lease:float=900.0, # seconds a claim holds if this run dies on another host (see `LabelStore.claim`)
                 ) -> LabelRun:
-    "Label every image (and sample) not yet in the store; return what happened."
+    "Label every image (and sample) not yet in the store; return what happened. Raises `NearError` if the server is unreachable."
+    if concurrency < 1 or samples < 1: raise ValueError(f'concurrency and samples must be at least 1 (got {concurrency}, {samples})')
     t0 = time.time()
     iset = images if isinstance(images, ImageSet) else ImageSet(list(images))
     store = store if isinstance(store, LabelStore) else LabelStore(store)
     prompt = prompt or make_prompt(domain)
     phash = stable_hash({'prompt': prompt, **labeler.settings()})
     hashes = [iset.sha256(i) for i in range(len(iset))]
-    run = LabelRun(labeler.model, phash)
-    run.unreadable = [LoadError(str(iset.files[i]), 'cannot read file') for i, h in enumerate(hashes) if h is None]
+    run = LabelRun(labeler.model, phash, unreadable=_unreadable(iset, hashes))
     done = store.done(labeler.model, phash)
     reqs = _todo(iset, hashes, done, samples, prompt)
     run.requests, run.skipped = len(reqs), len({(h, s) for h in hashes if h for s in range(samples)} & done)
     bar = tqdm(total=len(reqs), desc=f'labeling ({labeler.model})', unit='req', disable=not progress)
-    if hasattr(labeler, 'answer_batch'): _run_coro(_ask_batches(labeler, reqs, store, phash, run, bar))
-    else: _run_coro(_ask_all(labeler, reqs, store, phash, run, concurrency, bar))
-    bar.close()
+    job = _Job(labeler, store, phash, run, bar, new_owner(), lease, max_answer_chars)
+    try:
+        if hasattr(labeler, 'answer_batch'): _run_coro(_ask_batches(job, reqs))
+        else: _run_coro(_ask_all(job, reqs, concurrency))
+    finally:
+        store.release(job.owner)
+        bar.close()
     run.cost = labeler.cost(run.prompt_tokens, run.completion_tokens) if hasattr(labeler, 'cost') else None
     run.seconds = time.time() - t0
+    if run.stopped:
+        raise NearError(f'{run.stopped}: is the server running? {run.done} answers of this run are stored; '
+                        'run the same command again when it is up')
     return run
 
 # %% ../nbs/03_mllm.ipynb #9706df64
 _CTRL = re.compile(r'[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')  # control characters other CSV readers choke on (the store keeps them)
-
 def export_labels(images, store:LabelStore, model:str, prompt_hash:str, out:str|Path, samples:int=1) -> pd.DataFrame:
-    "Write LABELS.csv: one row per (image, sample), labeled or not; return it."
+    "Write LABELS.csv: one row per (image, sample), labeled or not, formulas escaped; return it."
     iset = images if isinstance(images, ImageSet) else ImageSet(list(images))
     got = store.frame(model, prompt_hash).drop(columns=['path']).set_index(['sha256', 'sample'])
     rows = []
@@ -331,7 +551,7 @@ def export_labels(images, store:LabelStore, model:str, prompt_hash:str, out:str|
         h = iset.sha256(i)
         for smp in range(samples):
             r = got.loc[(h, smp)] if h and (h, smp) in got.index else None
-            rows.append({'path': str(f), 'sha256': h or '', 'model': model, 'sample': smp,
+            rows.append({'path': display_path(f), 'sha256': h or '', 'model': model, 'sample': smp,
                          'names': json.dumps(r['names'] if r is not None else []),
                          'response': _CTRL.sub('', r['response']) if r is not None and isinstance(r['response'], str) else '',
                          'status': r['status'] if r is not None else ('unreadable' if not h else 'missing'),
@@ -339,7 +559,9 @@ def export_labels(images, store:LabelStore, model:str, prompt_hash:str, out:str|
                          'prompt_tokens': int(r['prompt_tokens']) if r is not None else 0,
                          'completion_tokens': int(r['completion_tokens']) if r is not None else 0,
                          'latency': float(r['latency']) if r is not None else 0.0})
-    df = pd.DataFrame(rows); df.to_csv(out, index=False, quoting=csv.QUOTE_NONNUMERIC)  # quoted: answers hold \r and worse
+    df = pd.DataFrame(rows, columns=['path', 'sha256', 'model', 'sample', 'names', 'response', 'status', 'error',
+                                     'prompt_hash', 'prompt_tokens', 'completion_tokens', 'latency'])
+    df.map(escape_cell).to_csv(out, index=False, quoting=csv.QUOTE_NONNUMERIC)  # quoted: answers hold \r and worse
     return df
 
 # %% ../nbs/03_mllm.ipynb #cd79e75b
