@@ -9,10 +9,14 @@ import re
 from dataclasses import dataclass
 import numpy as np
 from .names import normalize_name, parse_answer, singular
+import pandas as pd
+from .calibrate import margins
+from .data import ImageSet
+from .mllm import LabelStore, label_images, prompt_hash
 
 # %% auto #0
 __all__ = ['BUDGETS', 'escalate', 'mix', 'cascade_curve', 'random_escalation', 'curve_figure', 'call_costs', 'cascade_cost',
-           'rerank_prompt', 'Rerank', 'parse_rerank']
+           'rerank_prompt', 'Rerank', 'parse_rerank', 'candidate_lists', 'cascade_predict']
 
 # %% ../nbs/11_cascade.ipynb #351e548c
 def escalate(confidence:np.ndarray, # (m,) the classifier's confidence per image (higher: surer)
@@ -177,3 +181,86 @@ def parse_rerank(answer:str, # the MLLM's answer to `rerank_prompt`
     named = _by_name(text, candidates)
     if named is not None: return named
     return Rerank(None, parse_answer(text).primary)
+
+# %% ../nbs/11_cascade.ipynb #af12d077
+def candidate_lists(P:np.ndarray, # (m, C) the classifier's probabilities
+                    names:list, # the classifier's names (columns of `P`)
+                    emb:np.ndarray|None=None, # (m, d) the images' embeddings, to search the memory
+                    memory:tuple|None=None, # ((n, d) embeddings, n names) of labelled images; None: the classifier only
+                    k:int=5, # candidates per image
+                   ) -> list:
+    "Per image: up to `k` candidate names, the classifier's and the nearest labelled images' in turn."
+    top = np.argsort(-P, axis=1)[:, :k]
+    near = None
+    if memory is not None and emb is not None:
+        mem_emb, mem_names = memory
+        near = np.argsort(-(np.asarray(emb, np.float32) @ np.asarray(mem_emb, np.float32).T), axis=1)[:, :4 * k]
+    out = []
+    for i in range(len(P)):
+        ours = [names[j] for j in top[i] if P[i, j] > 0]
+        theirs = [mem_names[j] for j in near[i]] if near is not None else []
+        picked, seen = [], set()
+        for pair in zip(ours + [None] * len(theirs), theirs + [None] * len(ours)):
+            for n in pair:
+                if n and normalize_name(n) not in seen and len(picked) < k:
+                    seen.add(normalize_name(n))
+                    picked.append(n)
+        out.append(picked)
+    return out
+
+# %% ../nbs/11_cascade.ipynb #3263abcf
+def cascade_predict(clf, # a classifier with `.names` and `.scores(emb)` (`NearClassifier`)
+                    emb:np.ndarray, # (m, d) the images' embeddings (NaN rows: unreadable)
+                    paths:list, # the m image files (what the MLLM sees)
+                    *,
+                    budget:float|None=None, # share of the images the MLLM may see
+                    threshold:float|None=None, # or: escalate every image whose margin is below this
+                    labeler=None, # the MLLM (`mllm.labeler_from_spec`); None only when nothing is escalated
+                    store=None, # `LabelStore` or path: where re-ranking answers go (resumable)
+                    memory:tuple|None=None, # ((n, d) embeddings, n names) of labelled images, for candidates
+                    k:int=5, # candidates per escalated image
+                    domain:str|None=None, # 'bird', 'flower', 'car'... for the prompt
+                    concurrency:int=8,
+                    progress:bool=False,
+                   ) -> pd.DataFrame:
+    "Per image: name, probability, margin, source (classifier / mllm / mllm (new name)), candidates, MLLM answer."
+    emb = np.asarray(emb, np.float32)
+    ok = ~np.isnan(emb).any(1)
+    P = np.zeros((len(emb), len(clf.names)), np.float32)
+    P[ok] = clf.scores(emb[ok])
+    conf = np.where(ok, margins(P), np.inf)
+    esc = np.zeros(len(emb), bool)
+    if budget is not None or threshold is not None:
+        sel = escalate(conf[ok], budget=budget, threshold=threshold)
+        esc[np.flatnonzero(ok)[sel]] = True
+    top = P.argmax(1)
+    out = pd.DataFrame({'path': [str(p) for p in paths], 'name': [clf.names[j] if o else '' for j, o in zip(top, ok)],
+                        'probability': np.where(ok, P.max(1), np.nan), 'margin': np.where(ok, conf, np.nan),
+                        'source': np.where(ok, 'classifier', 'unreadable'), 'candidates': [[] for _ in paths],
+                        'answer': ''})
+    idx = np.flatnonzero(esc)
+    if not len(idx): return out
+    if labeler is None or store is None: raise ValueError('escalated images need a labeler and a store')
+    cands = candidate_lists(P[idx], clf.names, emb=emb[idx], memory=memory, k=k)
+    prompts = [rerank_prompt(c, domain) for c in cands]
+    iset = ImageSet([paths[i] for i in idx])
+    store = store if isinstance(store, LabelStore) else LabelStore(store)
+    label_images(iset, labeler, store, prompt=prompts, concurrency=concurrency, progress=progress)
+    return _apply_answers(out, idx, cands, prompts, iset, labeler, store)
+
+def _apply_answers(out, idx, cands, prompts, iset, labeler, store):
+    "Write the parsed re-ranking answers into the escalated rows."
+    done = store.frame(model=labeler.model)
+    done = done[done.status == 'done'].set_index(['sha256', 'prompt_hash']).response.to_dict()
+    for r, (i, c, p) in enumerate(zip(idx, cands, prompts)):
+        out.at[i, 'candidates'] = c
+        text = done.get((iset.sha256(r), prompt_hash(p, labeler)))
+        if text is None:
+            continue  # not answered (failed or claimed elsewhere): the classifier's name stands
+        pick = parse_rerank(text, c)
+        out.at[i, 'answer'] = text
+        if pick.choice is not None:
+            out.at[i, 'name'], out.at[i, 'source'] = c[pick.choice], 'mllm'
+        elif pick.new_name:
+            out.at[i, 'name'], out.at[i, 'source'] = pick.new_name, 'mllm (new name)'
+    return out

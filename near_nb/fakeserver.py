@@ -4,7 +4,7 @@
 
 # %% ../nbs/03a_fakeserver.ipynb #c9406a84
 from __future__ import annotations
-import hashlib, json, threading, time
+import hashlib, json, re, threading, time
 from collections import Counter
 
 # %% auto #0
@@ -33,9 +33,10 @@ class FakeChatServer:
                  slow_seconds:float=3.0, # how long a 'slow' answer takes
                  retry_after:str='0.2', # the Retry-After header of a 429
                  huge_chars:int=1_000_000, # length of a 'huge' answer
+                 rerank:bool=False, # a prompt that lists numbered options gets one of them, or 'None of these: ...'
                 ):
         self.latency, self.fault, self.slow_seconds, self.retry_after = latency, fault, slow_seconds, retry_after
-        self.huge_chars = huge_chars
+        self.huge_chars, self.rerank = huge_chars, rerank
         self.answer = answer or (lambda fp: f'The object in the image is a **Specimen {fp[:6]}** (*Fakea {fp[6:10]}*).')
         self.lock, self.attempts, self.completed, self.outcomes = threading.Lock(), Counter(), Counter(), []
         self.times = {}  # fingerprint -> arrival time (monotonic) of each attempt
@@ -62,6 +63,25 @@ def _completion(fp, n, model, text) -> dict:
 # %% ../nbs/03a_fakeserver.ipynb #b09c0d33
 from fastcore.basics import patch
 
+def _prompt_text(body:dict) -> str:
+    "The text parts of the request's messages."
+    out = []
+    for m in body.get('messages', []):
+        c = m.get('content')
+        out += [c] if isinstance(c, str) else [p.get('text', '') for p in c or [] if p.get('type') == 'text']
+    return '\n'.join(out)
+
+def _options(prompt:str) -> list:
+    "The numbered options ('1. name') a re-ranking prompt lists."
+    return [m.group(1).strip() for m in re.finditer(r'^\s*\d{1,2}\.\s+(.+)$', prompt, re.M)]
+
+def _choose(fp:str, options:list) -> str:
+    "A re-ranking answer fixed by the image: one option (numbered) or, for one image in six, none of them."
+    k = int(fp[:8], 16)
+    if k % 6 == 5: return f'None of these: it is a **Specimen {fp[:6]}**.'
+    i = k % len(options)
+    return f'{i + 1}. {options[i]}'
+
 @patch
 async def _reply(self:FakeChatServer, headers:dict, body:dict) -> bytes|None:
     "The response to one request (None: drop the connection)."
@@ -83,7 +103,8 @@ async def _reply(self:FakeChatServer, headers:dict, body:dict) -> bytes|None:
     canned = {'empty': '', 'refusal': "I'm sorry, but I can't identify this image.", 'huge': 'A **Rose**. ' * (self.huge_chars // 12)}
     text = canned.get(kind) if kind else None
     if text is None:
-        text = self.answer(fp)
+        options = _options(_prompt_text(body)) if self.rerank else []
+        text = _choose(fp, options) if options else self.answer(fp)
         if kind is None:
             with self.lock: self.completed[fp] += 1
     return _response(200, _completion(fp, n, body.get('model', ''), text))

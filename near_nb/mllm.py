@@ -21,7 +21,7 @@ log = logging.getLogger('near_nb')
 # %% auto #0
 __all__ = ['log', 'make_prompt', 'LabelStore', 'new_owner', 'Request', 'Answer', 'LabelError', 'image_data_url', 'scrub_secrets',
            'ServerUnreachable', 'OpenAILabeler', 'escape_cell', 'unescape_cell', 'ReplayLabeler', 'LabelRun',
-           'cap_answer', 'label_images', 'export_labels', 'HFLabeler', 'tiny_vlm', 'labeler_from_spec']
+           'prompt_hash', 'cap_answer', 'label_images', 'export_labels', 'HFLabeler', 'tiny_vlm', 'labeler_from_spec']
 
 # %% ../nbs/03_mllm.ipynb #03ccbe40
 def make_prompt(domain:str|None=None, # 'bird', 'flower', 'car'...; None: the main object
@@ -161,6 +161,7 @@ class Request:
     sha256: str # its content hash
     sample: int # sample index (0 for the first answer)
     prompt: str
+    prompt_hash: str = '' # its own prompt's hash when images have their own prompts (re-ranking); '': the run's
 
 @dataclass
 class Answer:
@@ -397,6 +398,24 @@ class LabelRun:
                 f'{len(self.failed)} failed, {len(self.unreadable)} unreadable images{cut}; {tokens}')
 
 # %% ../nbs/03_mllm.ipynb #23fbee5e
+def prompt_hash(prompt:str, labeler) -> str:
+    "The store's key for a prompt asked with this labeler's settings."
+    return stable_hash({'prompt': prompt, **labeler.settings()})
+
+def _own_prompts(iset, hashes, prompts:list, labeler, store, samples:int) -> tuple:
+    "(requests, pairs already answered) when every image has its own prompt (its own key in the store)."
+    reqs, skipped, seen = [], 0, set()
+    for i, (h, p) in enumerate(zip(hashes, prompts)):
+        if not h: continue
+        ph = prompt_hash(p, labeler)
+        done = store.done(labeler.model, ph)
+        for s in range(samples):
+            if (h, s, ph) in seen: continue
+            seen.add((h, s, ph))
+            if (h, s) in done: skipped += 1
+            else: reqs.append(Request(str(iset.files[i]), h, s, p, ph))
+    return reqs, skipped
+
 def _todo(iset, hashes, done, samples, prompt):
     seen, out = set(), []
     for i, h in enumerate(hashes):
@@ -424,14 +443,14 @@ class _Job:
     owner: str
     lease: float
     max_chars: int
-    def key(self, req): return (req.sha256, self.labeler.model, self.phash, req.sample)
+    def key(self, req): return (req.sha256, self.labeler.model, req.prompt_hash or self.phash, req.sample)
 
 def _record(job, req, a):
     "Store one `Answer` or `LabelError` at once, and count it."
     run, model = job.run, job.labeler.model
     if isinstance(a, Answer):
         text, cut = cap_answer(a.response, job.max_chars)
-        job.store.record(req.sha256, model, job.phash, req.sample, req.path, req.prompt, response=text,
+        job.store.record(req.sha256, model, req.prompt_hash or job.phash, req.sample, req.path, req.prompt, response=text,
                          prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens, latency=a.latency,
                          attempts=a.attempts)
         run.done += 1
@@ -439,7 +458,8 @@ def _record(job, req, a):
         run.prompt_tokens += a.prompt_tokens
         run.completion_tokens += a.completion_tokens
     else:
-        job.store.record(req.sha256, model, job.phash, req.sample, req.path, req.prompt, error=str(a), attempts=a.attempts)
+        job.store.record(req.sha256, model, req.prompt_hash or job.phash, req.sample, req.path, req.prompt, error=str(a),
+                         attempts=a.attempts)
         run.failed.append((req.path, req.sample, str(a)))
         job.bar.set_postfix(failed=len(run.failed))
     job.bar.update(1)
@@ -505,7 +525,7 @@ def _unreadable(iset:ImageSet, hashes:list) -> list:
 def label_images(images, # an `ImageSet` or a list of paths
                  labeler, # `OpenAILabeler`, `HFLabeler`, `ReplayLabeler`, or anything with `.model`, `.settings()`, `.answer()`
                  store:LabelStore|str|Path, # where answers go
-                 prompt:str|None=None, # default: `make_prompt(domain)`
+                 prompt:str|list|None=None, # default: `make_prompt(domain)`; a list: one prompt per image
                  domain:str|None=None, # 'bird', 'flower', 'car'...
                  samples:int=1, # answers per image (use temperature > 0 for samples > 1)
                  concurrency:int=8, # requests in flight
@@ -518,13 +538,19 @@ def label_images(images, # an `ImageSet` or a list of paths
     t0 = time.time()
     iset = images if isinstance(images, ImageSet) else ImageSet(list(images))
     store = store if isinstance(store, LabelStore) else LabelStore(store)
-    prompt = prompt or make_prompt(domain)
-    phash = stable_hash({'prompt': prompt, **labeler.settings()})
     hashes = [iset.sha256(i) for i in range(len(iset))]
+    if isinstance(prompt, list):  # each image its own question (re-ranking its own candidates): its own key
+        if len(prompt) != len(iset): raise ValueError(f'{len(prompt)} prompts for {len(iset)} images')
+        phash = 'per-image prompts'
+        reqs, skipped = _own_prompts(iset, hashes, prompt, labeler, store, samples)
+    else:
+        prompt = prompt or make_prompt(domain)
+        phash = prompt_hash(prompt, labeler)
+        done = store.done(labeler.model, phash)
+        reqs = _todo(iset, hashes, done, samples, prompt)
+        skipped = len({(h, s) for h in hashes if h for s in range(samples)} & done)
     run = LabelRun(labeler.model, phash, unreadable=_unreadable(iset, hashes))
-    done = store.done(labeler.model, phash)
-    reqs = _todo(iset, hashes, done, samples, prompt)
-    run.requests, run.skipped = len(reqs), len({(h, s) for h in hashes if h for s in range(samples)} & done)
+    run.requests, run.skipped = len(reqs), skipped
     bar = tqdm(total=len(reqs), desc=f'labeling ({labeler.model})', unit='req', disable=not progress)
     job = _Job(labeler, store, phash, run, bar, new_owner(), lease, max_answer_chars)
     try:
