@@ -17,12 +17,13 @@ from .calibrate import fit_calibration
 from .core import seed_everything
 from .names import Vocabulary, Mention, parse_answer, normalize_name
 from .neighbors import knn, candidate_sets
+from .classifier import NearClassifier
 
 # %% auto #0
 __all__ = ['answers_vocabulary', 'answer_contrasts', 'name_cohesion', 'merge_support', 'visual_merges', 'NearConfig',
            'own_targets', 'first_names', 'name_agreement', 'candidate_targets', 'loo_name_scores', 'fit_temperature',
-           'Relabel', 'relabel', 'gmm_clean', 'update_targets', 'prototypes', 'NearResult', 'fit_near',
-           'NearClassifier', 'near_fit', 'top_params', 'pixels', 'trunk_cache', 'wise_ft', 'near_fit_tower']
+           'Relabel', 'relabel', 'gmm_clean', 'update_targets', 'prototypes', 'NearResult', 'fit_near', 'near_fit',
+           'top_params', 'pixels', 'trunk_cache', 'wise_ft', 'near_fit_tower']
 
 # %% ../nbs/06_near.ipynb #5c835ef5
 @functools.lru_cache(maxsize=65536)
@@ -365,96 +366,6 @@ def _setup(emb:np.ndarray, own:list, n_names:int, cfg:NearConfig, text_emb=None,
     unnamed = np.linalg.norm(W0, axis=1, keepdims=True) == 0  # a name no candidate set holds: a small random start
     W0 = np.where(unnamed, np.random.default_rng(cfg.seed).normal(size=W0.shape) * 1e-3, W0).astype(np.float32)
     return Y, nn_idx, Cw, a, W0, rl
-
-# %% ../nbs/06_near.ipynb #501560cf
-class NearClassifier:
-    "A cosine classifier over discovered names; predicts from embeddings, or from images with its backbone."
-    def __init__(self, names:list, # the vocabulary's display names
-                 weights:np.ndarray, # (C, d) L2-normalised class weights
-                 tau:float=0.05, # temperature
-                 active:np.ndarray|None=None, # (C,) bool: names that may be predicted (None: all)
-                 backbone=None, # an `embed.Backbone` for images (paths, PIL, ImageSet)
-                 visual_state:dict|None=None, # fine-tuned image-tower weights (modes 2 and 3)
-                 meta:dict|None=None, # anything worth keeping (config, model id, training figures)
-                ):
-        self.names, self.weights, self.tau = list(names), np.asarray(weights, np.float32), float(tau)
-        self.active = np.ones(len(self.names), bool) if active is None else np.asarray(active, bool)
-        self.backbone, self.visual_state, self.meta = backbone, visual_state, dict(meta or {})
-        if self.weights.shape[0] != len(self.names): raise ValueError(f'{self.weights.shape[0]} weight rows for {len(self.names)} names')
-    def __repr__(self): return f'NearClassifier({int(self.active.sum())} of {len(self.names)} names active, dim={self.weights.shape[1]})'
-
-# %% ../nbs/06_near.ipynb #d2cdbe6a
-from contextlib import contextmanager
-from fastcore.basics import patch
-
-@patch
-def scores(self:NearClassifier, emb:np.ndarray) -> np.ndarray:
-    "(m, C) class probabilities for L2-normalised embeddings (inactive names get 0)."
-    z = np.asarray(emb, np.float32) @ self.weights.T / self.tau
-    z[:, ~self.active] = -np.inf
-    z -= z.max(1, keepdims=True); p = np.exp(z)
-    return p / p.sum(1, keepdims=True)
-
-@patch
-def predict(self:NearClassifier, x, # (m, d) embeddings, or image paths / PIL images / an `ImageSet`
-            top:int=1, # names per image
-            batch_size:int=64) -> list:
-    "Per image: the `top` names with their probabilities, most likely first ([] for an image that could not be read)."
-    emb = self.embed(x, batch_size=batch_size) if not isinstance(x, np.ndarray) else x
-    out, ok = [], ~np.isnan(emb).any(1)
-    P = np.zeros((len(emb), len(self.names)), np.float32); P[ok] = self.scores(emb[ok])
-    for i, p in enumerate(P):
-        j = np.argsort(-p)[:top]
-        out.append([(self.names[c], float(p[c])) for c in j] if ok[i] else [])
-    return out
-
-# %% ../nbs/06_near.ipynb #f8b3177e
-@patch
-def embed(self:NearClassifier, x, batch_size:int=64) -> np.ndarray:
-    "(m, d) embeddings of paths, PIL images or an `ImageSet` (NaN rows for images that could not be read)."
-    from PIL import Image
-    from near_nb.data import ImageSet
-    if self.backbone is None: raise ValueError('this classifier has no backbone: pass embeddings, or load it with one')
-    with self._tower() as bb:
-        if isinstance(x, Image.Image) or (isinstance(x, list) and x and isinstance(x[0], Image.Image)):
-            pil, bb = [x] if isinstance(x, Image.Image) else x, bb.load()
-            return np.concatenate([bb.encode_batch(torch.stack([bb.preprocess(im.convert('RGB')) for im in pil[i:i + batch_size]]))
-                                   for i in range(0, len(pil), batch_size)])
-        iset = x if isinstance(x, ImageSet) else ImageSet([Path(p) for p in ([x] if isinstance(x, (str, Path)) else x)])
-        cache = False if self.visual_state is not None else True  # tuned towers are not what the cache holds
-        return bb.embed_images(iset, batch_size=batch_size, cache=cache, progress=False).emb
-
-@patch
-@contextmanager
-def _tower(self:NearClassifier):
-    "The backbone with this classifier's tuned tower in place for the duration; the zero-shot weights come back after."
-    if self.visual_state is None: yield self.backbone; return  # weights load on demand (cached embeddings need none)
-    bb = self.backbone.load(); v = bb.model.visual; zs = {k: t.detach().clone() for k, t in v.state_dict().items()}
-    v.load_state_dict(self.visual_state)
-    try: yield bb
-    finally: v.load_state_dict(zs)
-
-# %% ../nbs/06_near.ipynb #09153946
-@patch
-def save(self:NearClassifier, path) -> Path:
-    "Write the classifier (names, weights, active names, tower weights, backbone spec, meta) to one file."
-    bb = self.backbone
-    spec = None if bb is None else {'model_name': bb.model_name, 'pretrained': bb.pretrained}
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({'format': 'near_nb.NearClassifier/1', 'names': self.names, 'weights': torch.tensor(self.weights), 'tau': self.tau,
-                'active': torch.tensor(self.active), 'backbone': spec, 'visual_state': self.visual_state, 'meta': self.meta}, path)
-    return path
-
-@classmethod
-def _load(cls, path, backbone=None) -> NearClassifier:
-    "Read a saved classifier; `backbone` overrides the saved backbone spec."
-    d = torch.load(path, map_location='cpu', weights_only=False)
-    if d.get('format') != 'near_nb.NearClassifier/1': raise ValueError(f'{path} is not a saved NearClassifier')
-    if backbone is None and d['backbone']:
-        from near_nb.embed import Backbone
-        backbone = Backbone(**d['backbone'])
-    return cls(d['names'], d['weights'].numpy(), d['tau'], d['active'].numpy(), backbone, d['visual_state'], d['meta'])
-NearClassifier.load = _load
 
 # %% ../nbs/06_near.ipynb #59a12107
 def _calibration_meta(res:NearResult, cfg:NearConfig) -> dict:

@@ -96,8 +96,11 @@ def test_cli_demo_offline(tmp_path):
     # the saved classifier names the sample's embeddings without any MLLM, as the refined labels say
     from near_nb.near import NearClassifier
     from near_nb.data import sample
-    clf = NearClassifier.load(tmp_path/'demo'/'classifier.pt')
+    clf = NearClassifier.from_pretrained(tmp_path/'demo'/'classifier')
     pred = [p[0][0] for p in clf.predict(sample(seed_cache=False).emb)]
     assert np.mean(np.array(pred) == refined.near.to_numpy()) > 0.9
+    # and names image files through the backbone its config names (here served from the cache the sample seeds)
+    s = sample()
+    assert [p[0][0] for p in clf.predict(s.images.files[:5])] == pred[:5]
     again = near('demo', '--out', str(tmp_path/'demo'), '-q', env={'NEAR_NB_HOME': str(tmp_path/'home')})
     assert again.returncode == 0 and json.loads((tmp_path/'demo'/'report.json').read_text())['table'] == t   # reproducible

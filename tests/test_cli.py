@@ -1,0 +1,190 @@
+"The `near` command's conventions and its fit -> predict -> export workflow on the shipped sample (tiny random-weight CLIP)."
+import json, os, subprocess, sys
+import numpy as np, pandas as pd, pytest
+from PIL import Image
+from near_nb.cli import main
+from near_nb.classifier import NearClassifier
+from near_nb.data import sample
+from near_nb.embed import Backbone, tiny_clip_config
+from near_nb.formats import read_table
+from near_nb.mllm import LabelStore
+
+SAMPLE = sample(seed_cache=False).images.root
+LABELS = SAMPLE/'labels.csv'
+
+def near(*args):
+    "The installed command in a subprocess: (exit status, stdout, stderr)."
+    r = subprocess.run([sys.executable, '-c', 'import sys; from near_nb.cli import main; sys.exit(main())', *map(str, args)],
+                       capture_output=True, text=True, timeout=300)
+    return r.returncode, r.stdout, r.stderr
+
+def run(capsys, *args):
+    "`main` in this process: (exit status, stdout, stderr)."
+    try: rc = main([str(a) for a in args])
+    except SystemExit as e: rc = e.code
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+@pytest.fixture(scope='module')
+def fitted(tmp_path_factory):
+    "`near fit` on the shipped sample's labels with a tiny random-weight backbone, and `near embed` of the same images."
+    d = tmp_path_factory.mktemp('fit')
+    cfg = tiny_clip_config(d/'tinycli.json')
+    rc = main(['fit', str(LABELS), '--model', str(cfg), '--random-init', '--out', str(d/'clf'), '--epochs', '5', '-q'])
+    assert rc == 0
+    assert main(['embed', str(SAMPLE/'images'), '--model', str(cfg), '--random-init', '--out', str(d/'emb.npz'), '-q']) == 0
+    return d, cfg
+
+def test_version_bare_command_and_help():
+    rc, out, _ = near('--version')
+    assert rc == 0 and out.strip().startswith('near_nb ')
+    rc, out, err = near()
+    assert rc == 0 and out.startswith('usage: near') and 'predict' in out and 'fit' in out and not err
+    rc, out, _ = near('fit', '--help')
+    assert rc == 0 and '(default: 3)' in out and '(default: ViT-B-16)' in out and 'default: None' not in out
+    rc, _, err = near('predict', 'imgs', '--out', 'p.csv')
+    assert rc == 2 and 'the following arguments are required: --classifier' in err
+
+def test_fit_writes_classifier_refined_labels_and_summary(fitted, capsys):
+    d, cfg = fitted
+    assert {'config.json', 'model.safetensors', 'refined_labels.csv'} <= {p.name for p in (d/'clf').iterdir()}
+    c = json.loads((d/'clf'/'config.json').read_text())
+    assert c['backbone']['model_id'] == 'tinycli/random-seed0' and c['near_config']['epochs'] == 5
+    assert c['training']['images'] == 306 and c['training']['vocabulary'] == len(c['names'])
+    ref = pd.read_csv(d/'clf'/'refined_labels.csv', keep_default_na=False)
+    assert len(ref) == 306 and set(ref.near) <= set(c['names'])
+    assert (ref.changed == (ref.mllm != ref.near)).all()
+    rc, out, _ = run(capsys, 'fit', LABELS, '--embeddings', d/'emb.npz', '--model', cfg, '--random-init',
+                     '--out', d/'clf_json', '--epochs', '3', '--similar', '0', '--json', '-q')
+    r = json.loads(out)
+    assert rc == 0 and r['images'] == 306 and r['with_answer'] == 306 and r['mode'] == 'head'
+    assert sum(r['top_names'].values()) <= 306 and r['names_active'] <= r['vocabulary']
+
+def test_fit_then_predict_round_trip(fitted, capsys, tmp_path):
+    d, _ = fitted
+    imgs = tmp_path/'new'
+    imgs.mkdir()
+    files = sorted((SAMPLE/'images').rglob('*.jpg'))[::40]
+    for f in files: (imgs/f.name).write_bytes(f.read_bytes())
+    (imgs/'broken.jpg').write_bytes(files[0].read_bytes()[:200])
+    rc, out, err = run(capsys, 'predict', imgs, '--classifier', d/'clf', '--out', tmp_path/'p.csv', '--top-k', '3', '-q')
+    assert rc == 0, err
+    assert f'named {len(files)} of {len(files) + 1} images (1 unreadable)' in out
+    assert 'unreadable:' in err and 'broken.jpg' in err
+    p = read_table(tmp_path/'p.csv')
+    assert list(p.columns[:5]) == ['path', 'sha256', 'name', 'score', 'source'] and (p.source == 'classifier').all()
+    ok = p[p.error == '']
+    assert len(ok) == len(files) and ok.top_names.map(len).eq(3).all() and (ok.name == ok.top_names.str[0]).all()
+    clf = NearClassifier.from_pretrained(d/'clf')
+    want = clf.predict([imgs/f.name for f in sorted(files, key=lambda f: f.name)], top=1)
+    assert ok.name.tolist() == [w[0][0] for w in want]
+    np.testing.assert_allclose(ok.score, [w[0][1] for w in want], atol=1e-5)
+    assert p.loc[p.path.str.endswith('broken.jpg'), 'name'].item() == ''
+    rc, out, _ = run(capsys, 'predict', imgs, '--classifier', d/'clf', '--out', tmp_path/'p.parquet', '--json', '-q')
+    r = json.loads(out)
+    assert rc == 0 and (r['images'], r['named'], r['unreadable']) == (len(files) + 1, len(files), 1)
+    assert read_table(tmp_path/'p.parquet').name.tolist() == p.name.tolist()
+
+def test_fit_from_a_label_store_and_an_imagefolder_tree(fitted, capsys, tmp_path):
+    d, cfg = fitted
+    rc, _, err = run(capsys, 'label', LABELS, '--mllm', f'replay:{LABELS}', '--store', tmp_path/'s.sqlite',
+                     '--out', tmp_path/'labels.csv', '--domain', 'flower', '-q')
+    assert rc == 0, err
+    common = ['--embeddings', d/'emb.npz', '--model', cfg, '--random-init', '--epochs', '2', '--similar', '0', '--json', '-q']
+    rc, out, err = run(capsys, 'fit', tmp_path/'s.sqlite', '--out', tmp_path/'c1', *common)
+    assert rc == 0, err
+    named = LabelStore(tmp_path/'s.sqlite').frame().names.map(bool)
+    assert json.loads(out)['with_answer'] == named.sum() > 290   # the store's own parse finds no name in a few answers
+    rc, out, err = run(capsys, 'fit', SAMPLE/'images', '--out', tmp_path/'c2', *common)
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r['with_answer'] == 306 and r['distinct_first_names'] == 102   # the tree's folder names
+
+def test_export_each_format(fitted, capsys, tmp_path):
+    d, _ = fitted
+    ref = d/'clf'/'refined_labels.csv'
+    rc, out, _ = run(capsys, 'export', ref, '--to', 'imagefolder', '--out', tmp_path/'tree')
+    links = list((tmp_path/'tree').rglob('*.jpg'))
+    assert rc == 0 and len(links) == 306 and all(p.is_symlink() for p in links)
+    refined = pd.read_csv(ref, keep_default_na=False)
+    assert {p.parent.name for p in links} == set(refined.near.str.replace('/', '_'))
+    rc, _, _ = run(capsys, 'export', ref, '--to', 'coco', '--out', tmp_path/'coco.json')
+    coco = json.loads((tmp_path/'coco.json').read_text())
+    assert rc == 0 and len(coco['images']) == 306 and len(coco['annotations']) == 306
+    assert 'score' in coco['annotations'][0] and coco['images'][0]['width'] > 0   # the confidence column
+    rc, _, _ = run(capsys, 'export', ref, '--to', 'fiftyone', '--out', tmp_path/'fo')
+    labels = json.loads((tmp_path/'fo'/'labels.json').read_text())
+    assert rc == 0 and len(labels['labels']) == 306 and sorted(labels['classes']) == sorted(set(refined.near))
+    rc, out, _ = run(capsys, 'export', ref, '--to', 'csv', '--out', tmp_path/'r.parquet', '--json')
+    assert rc == 0 and json.loads(out)['named'] == 306 and len(read_table(tmp_path/'r.parquet')) == 306
+
+def test_output_errors_are_one_line_before_any_work(fitted, capsys, tmp_path):
+    d, cfg = fitted
+    (tmp_path/'taken.csv').write_text('x')
+    pred = ['predict', SAMPLE/'images', '--classifier', d/'clf', '-q', '--out']
+    cases = [(pred + [tmp_path/'taken.csv'], 'already exists: pass --force'),
+             (pred + [tmp_path], 'is a folder: give a file name'),
+             (pred + [tmp_path/'p.txt'], 'name a .csv or .parquet file'),
+             (pred + [tmp_path/'taken.csv'/'p.csv'], 'is a file, so'),
+             (['fit', LABELS, '--out', tmp_path/'taken.csv'], 'is a file: give a folder'),
+             (['fit', LABELS, '--out', d/'clf'], 'already exists: pass --force'),
+             (['demo', '--out', tmp_path/'taken.csv'], 'is a file: --out wants a folder'),
+             (['demo', '--out', tmp_path], 'holds other files'),
+             (['export', d/'clf'/'refined_labels.csv', '--to', 'coco', '--out', tmp_path/'taken.csv'], 'already exists')]
+    for args, msg in cases:
+        rc, out, err = run(capsys, *args)
+        assert rc == 1 and msg in err and len(err.strip().splitlines()) == 1, (args, err)
+        assert err.startswith(f'near {args[0]}: error: ')
+
+def test_input_errors(fitted, capsys, tmp_path):
+    d, cfg = fitted
+    (tmp_path/'bad.json').write_text('{"kk": 1}')
+    pd.DataFrame({'path': ['/nowhere/x.jpg'], 'names': ['["x"]']}).to_csv(tmp_path/'other.csv', index=False)
+    pred = ['predict', SAMPLE/'images', '--out', tmp_path/'p.csv', '-q', '--classifier']
+    cases = [(pred + ['/nowhere/clf'], 'no such classifier folder'),
+             (pred + ['someone/not-here'], 'neither a folder here nor a Hub repo'),
+             (pred + [d/'clf'/'model.safetensors'], 'is a file: a saved classifier is a folder'),
+             (['fit', tmp_path/'nope.csv', '--out', tmp_path/'c'], 'no such labels file'),
+             (['fit', LABELS, '--out', tmp_path/'c', '--embeddings', d/'emb.npz', '--mode', 'top'], 'give images, not --embeddings'),
+             (['fit', LABELS, '--out', tmp_path/'c', '--config', tmp_path/'bad.json'], "unknown NeaR option(s) ['kk']"),
+             (['fit', LABELS, '--out', tmp_path/'c', '--embeddings', d/'emb.npz'], 'holds tinycli/random-seed0 embeddings'),
+             (['fit', tmp_path/'other.csv', '--out', tmp_path/'c', '--embeddings', d/'emb.npz', '--model', cfg, '--random-init'],
+              'none of the 306 images has an answer')]
+    for args, msg in cases:
+        rc, out, err = run(capsys, *args)
+        assert rc == 1 and msg in err and len(err.strip().splitlines()) == 1, (args, err)
+    rc, _, err = run(capsys, *pred[:-1], '-v', '--classifier', '/nowhere/clf')
+    assert rc == 1 and 'Traceback' in err and err.strip().endswith('no such classifier folder: /nowhere/clf')
+    rc, _, err = run(capsys, 'fit', LABELS, '--out', tmp_path/'c', '--mode', 'bogus')
+    assert rc == 2 and "invalid choice: 'bogus'" in err
+
+def test_missing_weights_name_pretrained_path(capsys, tmp_path):
+    "A classifier over ViT-B-32/openai features, offline, on images the cache does not hold."
+    NearClassifier(['a', 'b'], np.eye(2, 512), backbone=Backbone('ViT-B-32', 'openai')).save_pretrained(tmp_path/'clf')
+    (tmp_path/'imgs').mkdir()
+    Image.new('RGB', (40, 40), (200, 30, 30)).save(tmp_path/'imgs'/'a.png')
+    rc, _, err = run(capsys, 'predict', tmp_path/'imgs', '--classifier', tmp_path/'clf', '--out', tmp_path/'p.csv', '-q')
+    assert rc == 1 and '--pretrained PATH' in err and "'ViT-B-32'" in err and 'Backbone(' not in err
+    assert len(err.strip().splitlines()) == 1
+
+def test_third_party_noise_is_quiet_unless_verbose(tmp_path):
+    cfg = tiny_clip_config(tmp_path/'tinyquiet.json')
+    embed = ['embed', SAMPLE/'images'/'000.Pink_Primrose', '--model', cfg, '--random-init', '-q']
+    rc, _, err = near(*embed, '--out', tmp_path/'e.npz', '--cache', tmp_path/'c.sqlite')
+    assert rc == 0 and err.strip() == '', err
+    rc, _, err = near(*embed, '--out', tmp_path/'e2.npz', '--cache', tmp_path/'c2.sqlite', '-v')
+    assert rc == 0 and 'No pretrained weights loaded' in err   # open_clip's own log line, shown with -v
+
+def test_fit_mode_top_trains_the_tower(fitted, capsys, tmp_path):
+    d, cfg = fitted
+    pd.read_csv(LABELS).head(12).assign(file=lambda t: [str(SAMPLE/f) for f in t.file]).to_csv(tmp_path/'l.csv', index=False)
+    rc, out, err = run(capsys, 'fit', tmp_path/'l.csv', '--mode', 'top', '--n-top', '1', '--epochs', '2', '--model', cfg,
+                       '--random-init', '--similar', '0', '--out', tmp_path/'clf', '--json', '-q')
+    assert rc == 0, err
+    c = json.loads((tmp_path/'clf'/'config.json').read_text())
+    assert json.loads(out)['mode'] == 'top' and c['tuned_tower'] and c['near_config']['batch_size'] == 32
+    clf = NearClassifier.from_pretrained(tmp_path/'clf')
+    assert any(k.startswith('transformer.resblocks.1.') for k in clf.visual_state)
+    rc, out, err = run(capsys, 'predict', SAMPLE/'images'/'000.Pink_Primrose', '--classifier', tmp_path/'clf',
+                       '--out', tmp_path/'p.csv', '-q')
+    assert rc == 0 and 'named 3 of 3 images' in out, err

@@ -1,0 +1,96 @@
+"Each import and export on the shipped sample: ImageFolder trees, Hugging Face datasets, FiftyOne, COCO-style JSON, CSV."
+import json, os
+import numpy as np, pandas as pd, pytest
+from PIL import Image
+from near_nb.core import NearError
+from near_nb.data import sample
+from near_nb.formats import (from_imagefolder, from_hf_dataset, from_fiftyone, to_imagefolder, to_coco, to_fiftyone,
+                             write_table, read_table)
+
+SAMPLE = sample(seed_cache=False).images.root
+
+@pytest.fixture(scope='module')
+def named():
+    "The shipped sample named by its class folders, with a made-up confidence per image."
+    t = from_imagefolder(SAMPLE/'images')
+    return t.assign(name=t.names.str[0], score=np.linspace(0.2, 0.9, len(t)).round(4), mllm='some model', response='an answer')
+
+def test_imagefolder_import(named):
+    labels = pd.read_csv(SAMPLE/'labels.csv')
+    assert len(named) == len(labels) == 306 and named.name.nunique() == 102
+    want = {str(SAMPLE/f): f.split('/')[1] for f in labels.file}
+    assert dict(zip(named.path, named.name)) == want
+    assert all(len(h) == 64 for h in named.sha256)
+
+def test_imagefolder_export_links_and_copies(named, tmp_path):
+    for link in ('symlink', 'hardlink', 'copy'):
+        root = to_imagefolder(named, tmp_path/link, link=link)
+        back = from_imagefolder(root)
+        assert sorted(zip(back.sha256, back.names.str[0])) == sorted(zip(named.sha256, named.name))
+        f = next(root.rglob('*.jpg'))
+        src = next(q for q in named.path if os.path.basename(q) == f.name)
+        assert f.is_symlink() == (link == 'symlink')
+        assert os.path.samefile(f, src) == (link != 'copy')   # a link reaches the very file; a copy is another
+    two = pd.DataFrame({'path': [named.path[0], named.path[0]], 'sha256': ['aaaaaaaa1', 'bbbbbbbb2'], 'name': ['x', 'x']})
+    assert len(list(to_imagefolder(two, tmp_path/'clash').rglob('*.jpg'))) == 2   # same file name twice: both kept
+    unnamed = named.assign(name=[''] * 300 + named.name[300:].tolist())
+    assert len(list(to_imagefolder(unnamed, tmp_path/'some').rglob('*.jpg'))) == 6
+    with pytest.raises(NearError, match='link must be'): to_imagefolder(named, tmp_path/'x', link='move')
+
+def test_hf_datasets_import(named, tmp_path):
+    datasets = pytest.importorskip('datasets')
+    six = named.iloc[::51].reset_index(drop=True)
+    classes = sorted(set(six.name))
+    feats = datasets.Features({'image': datasets.Image(), 'label': datasets.ClassLabel(names=classes), 'note': datasets.Value('string')})
+    ds = datasets.Dataset.from_dict({'image': six.path.tolist(), 'label': [classes.index(n) for n in six.name],
+                                     'note': six.name.str.upper().tolist()}, features=feats)
+    ds.save_to_disk(tmp_path/'hf')
+    got = from_hf_dataset(tmp_path/'hf', tmp_path/'imgs')
+    assert got.names.str[0].tolist() == six.name.tolist() and got.sha256.tolist() == six.sha256.tolist()
+    assert all(Image.open(p).size == Image.open(q).size for p, q in zip(got.path, six.path))
+    by_string = from_hf_dataset(datasets.DatasetDict({'train': ds}), tmp_path/'imgs2', label_col='note')
+    assert by_string.names.str[0].tolist() == six.name.str.upper().tolist()
+    decoded = datasets.Dataset.from_dict({'image': [Image.open(p) for p in six.path[:2]]})   # PIL images, no file behind them
+    assert [len(n) for n in from_hf_dataset(decoded, tmp_path/'imgs3', label_col=None).names] == [0, 0]
+    with pytest.raises(NearError, match="no 'species' column"): from_hf_dataset(ds, tmp_path/'x', label_col='species')
+
+def test_coco_export(named, tmp_path):
+    coco = to_coco(named, tmp_path/'c.json')
+    assert json.loads((tmp_path/'c.json').read_text()) == coco
+    cats = {c['id']: c['name'] for c in coco['categories']}
+    assert len(cats) == 102 and len(coco['images']) == len(coco['annotations']) == 306
+    files = {i['id']: i['file_name'] for i in coco['images']}
+    assert {files[a['image_id']]: cats[a['category_id']] for a in coco['annotations']} == dict(zip(named.path, named.name))
+    assert [a['score'] for a in coco['annotations']] == named.score.tolist()
+    assert (coco['images'][0]['width'], coco['images'][0]['height']) == Image.open(named.path[0]).size
+    part = to_coco(named.assign(name=[''] * 6 + named.name[6:].tolist()), tmp_path/'p.json')
+    assert len(part['images']) == 306 and len(part['annotations']) == 300
+
+def test_fiftyone_export_and_import(named, tmp_path):
+    d = to_fiftyone(named, tmp_path/'fo')
+    lab = json.loads((d/'labels.json').read_text())
+    assert sorted(lab['classes']) == sorted(set(named.name)) and len(lab['labels']) == 306
+    first = lab['labels'][named.path[0]]
+    assert lab['classes'][first['label']] == named.name[0] and first['confidence'] == named.score[0]
+    assert first['attributes'] == {'mllm': 'some model', 'response': 'an answer', 'sha256': named.sha256[0]}
+    back = from_fiftyone(d)
+    assert back[['path', 'names']].values.tolist() == named[['path', 'names']].values.tolist()
+    # what fiftyone's exporter writes with abs_paths=True: labels keyed by path, label strings, no classes
+    (tmp_path/'fo2').mkdir()
+    (tmp_path/'fo2'/'labels.json').write_text(json.dumps({'classes': None, 'labels': {p: n for p, n in zip(named.path, named.name)}}))
+    assert from_fiftyone(tmp_path/'fo2').names.str[0].tolist() == named.name.tolist()
+    with pytest.raises(NearError, match='no readable labels.json'): from_fiftyone(tmp_path)
+
+def test_fiftyone_reads_the_export(named, tmp_path):
+    "With fiftyone installed, its own importer reads `to_fiftyone`'s folder (no database needed)."
+    foud = pytest.importorskip('fiftyone.utils.data')
+    d = to_fiftyone(named, tmp_path/'fo')
+    with foud.FiftyOneImageClassificationDatasetImporter(str(d)) as imp: got = {p: l.label for p, _, l in imp}
+    assert got == dict(zip(named.path, named.name))
+
+def test_csv_and_parquet(named, tmp_path):
+    t = named.assign(top_names=named.names, top_scores=[[s] for s in named.score])
+    for f in ('t.csv', 't.parquet'):
+        back = read_table(write_table(t, tmp_path/f))
+        assert back.top_names.tolist() == t.top_names.tolist() and back.score.tolist() == t.score.tolist()
+        assert back.name.tolist() == t.name.tolist()
