@@ -59,10 +59,17 @@ def quiet_third_party(verbose:bool=False, # keep everything (and log near_nb's I
         return
     os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')
     os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
-    from huggingface_hub.utils import disable_progress_bars
+    os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
+    os.environ.setdefault('HF_HUB_VERBOSITY', 'error')
+    from huggingface_hub.utils import disable_progress_bars, logging as hf_logging
     disable_progress_bars()
-    for name in NOISY_LOGGERS: logging.getLogger(name).setLevel(logging.ERROR)
-    logging.getLogger().setLevel(logging.ERROR)  # open_clip logs through the root logger
+    hf_logging.set_verbosity_error()
+    if 'transformers' in sys.modules:  # imported already: its switches, not its environment variables, count now
+        sys.modules['transformers'].utils.logging.disable_progress_bar()
+        sys.modules['transformers'].utils.logging.set_verbosity_error()
+    for name in [*NOISY_LOGGERS, *logging.root.manager.loggerDict]:  # children may carry their own level
+        if name.split('.')[0] in NOISY_LOGGERS: logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.CRITICAL)  # open_clip logs through the root logger; errors reach the CLI's line
     logging.getLogger('near_nb').setLevel(logging.WARNING)
     warnings.filterwarnings('ignore')
 

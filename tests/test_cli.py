@@ -49,7 +49,7 @@ def test_fit_writes_classifier_refined_labels_and_summary(fitted, capsys):
     d, cfg = fitted
     assert {'config.json', 'model.safetensors', 'refined_labels.csv'} <= {p.name for p in (d/'clf').iterdir()}
     c = json.loads((d/'clf'/'config.json').read_text())
-    assert c['backbone']['model_id'] == 'tinycli/random-seed0' and c['near_config']['epochs'] == 5
+    assert c['backbone']['model_id'] == Backbone(str(cfg), None, random_init=True).model_id and c['near_config']['epochs'] == 5
     assert c['training']['images'] == 306 and c['training']['vocabulary'] == len(c['names'])
     ref = pd.read_csv(d/'clf'/'refined_labels.csv', keep_default_na=False)
     assert len(ref) == 306 and set(ref.near) <= set(c['names'])
@@ -147,7 +147,8 @@ def test_input_errors(fitted, capsys, tmp_path):
              (['fit', tmp_path/'nope.csv', '--out', tmp_path/'c'], 'no such labels file'),
              (['fit', LABELS, '--out', tmp_path/'c', '--embeddings', d/'emb.npz', '--mode', 'top'], 'give images, not --embeddings'),
              (['fit', LABELS, '--out', tmp_path/'c', '--config', tmp_path/'bad.json'], "unknown NeaR option(s) ['kk']"),
-             (['fit', LABELS, '--out', tmp_path/'c', '--embeddings', d/'emb.npz'], 'holds tinycli/random-seed0 embeddings'),
+             (['fit', LABELS, '--out', tmp_path/'c', '--embeddings', d/'emb.npz'],
+              f"holds {Backbone(str(cfg), None, random_init=True).model_id} embeddings, but --model/--pretrained say ViT-B-16/openai"),
              (['fit', tmp_path/'other.csv', '--out', tmp_path/'c', '--embeddings', d/'emb.npz', '--model', cfg, '--random-init'],
               'none of the 306 images has an answer')]
     for args, msg in cases:

@@ -37,7 +37,8 @@ def test_safetensors_round_trip_in_a_fresh_process(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
     cfg = json.loads((out/'config.json').read_text())
     assert (cfg['format'], cfg['format_version'], cfg['names'], cfg['tau']) == ('near_nb.NearClassifier', FORMAT_VERSION, ['a', 'b', 'c', 'd'], 0.07)
-    assert cfg['backbone']['model_id'] == 'tinyfmt/random-seed4' and cfg['backbone']['prep_id'].startswith('pp-')
+    assert cfg['backbone']['model_id'] == clf.backbone.model_id and cfg['backbone']['prep_id'] == clf.backbone.prep_id
+    assert clf.backbone.model_id.endswith('/random-seed4')
     assert cfg['tuned_tower'] and cfg['near_config'] == {'k': 3} and cfg['training']['n_train'] == 12
     back = NearClassifier.from_pretrained(out)
     np.testing.assert_array_equal(back.weights, clf.weights)
@@ -49,7 +50,7 @@ def test_safetensors_round_trip_in_a_fresh_process(tmp_path):
     r = subprocess.run([sys.executable, '-c', RELOAD, str(out), *map(str, files)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout.strip().splitlines()[-1])
-    assert got['model_id'] == 'tinyfmt/random-seed4'
+    assert got['model_id'] == clf.backbone.model_id
     assert [[n for n, _ in p] for p in got['pred']] == [[n for n, _ in p] for p in want]
     np.testing.assert_allclose([[s for _, s in p] for p in got['pred']], [[s for _, s in p] for p in want], atol=1e-5)
     # and the tuned tower matters: the zero-shot backbone gives other scores
