@@ -18,12 +18,13 @@ from .embed import Backbone, BackboneLoadError, EmbeddingCache
 from .mllm import LabelStore, label_images, labeler_from_spec, export_labels, make_prompt
 from .names import sentence_encoder
 from .near import NearConfig, answers_vocabulary, answer_contrasts, near_fit, near_fit_tower
+from .cascade import cascade_predict
 from .classifier import NearClassifier
 from .formats import EXPORTERS, from_fiftyone, from_imagefolder, read_table, write_table
 import pandas as pd
 
 # %% auto #0
-__all__ = ['NOISY_LOGGERS', 'check_output', 'quiet_third_party', 'error_line', 'open_images', 'check_out', 'at_least',
+__all__ = ['NOISY_LOGGERS', 'check_output', 'quiet_third_party', 'error_line', 'open_images', 'check_out', 'at_least', 'share',
            'cmd_check', 'cmd_embed', 'cmd_label', 'read_labels', 'Given', 'GivenBool', 'read_config', 'fit_config',
            'match_labels', 'fit_embeddings', 'fit_summary', 'refined_table', 'cmd_fit', 'fit_report', 'predict_table',
            'cmd_predict', 'cmd_export', 'loo_1nn_accuracy', 'write_map', 'demo_folder', 'run_demo', 'cmd_demo',
@@ -115,6 +116,13 @@ def at_least(low:float, kind=int):
         if v < low: raise argparse.ArgumentTypeError(f'must be at least {low} (got {text})')
         return v
     return parse
+
+def share(text:str) -> float:
+    "An argparse type: a number in [0, 1]."
+    try: v = float(text)
+    except ValueError: raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if not 0 <= v <= 1: raise argparse.ArgumentTypeError(f'must be between 0 and 1 (got {text})')
+    return v
 
 # %% ../nbs/09_cli.ipynb #1e53139b
 def cmd_check(args) -> int:
@@ -336,16 +344,38 @@ def fit_report(r:dict) -> str:
             f"in {r['seconds']:.1f}s\n  next: near predict IMAGES --classifier {r['out']} --out predictions.csv")
 
 # %% ../nbs/09_cli.ipynb #90ab4f68
-def predict_table(clf:NearClassifier, iset:ImageSet, top_k:int=5, batch_size:int=64, progress:bool=False) -> pd.DataFrame:
-    "One row per image: path, sha256, name, score, source, top names and scores, error."
-    e = clf.embed_images(iset, batch_size=batch_size, progress=progress)
+def predict_table(clf:NearClassifier, iset:ImageSet, top_k:int=5, batch_size:int=64, progress:bool=False,
+                  embedded=None, # `clf.embed_images(iset)` when already computed
+                 ) -> pd.DataFrame:
+    "One row per image: path, sha256, name, score, margin, source, top names and scores, error."
+    e = embedded or clf.embed_images(iset, batch_size=batch_size, progress=progress)
     why = {x.path: x.reason for x in e.errors}
     rows = []
-    for f, h, p in zip(iset.files, e.sha256, clf.predict(e.emb, top=top_k)):
-        rows.append({'path': str(f), 'sha256': h or '', 'name': p[0][0] if p else '', 'score': round(p[0][1], 6) if p else np.nan,
-                     'source': 'classifier', 'top_names': [n for n, _ in p], 'top_scores': [round(x, 6) for _, x in p],
+    for f, h, p in zip(iset.files, e.sha256, clf.predict(e.emb, top=max(top_k, 2))):
+        margin = round(p[0][1] - (p[1][1] if len(p) > 1 else 0.0), 6) if p else np.nan
+        p = p[:top_k]
+        rows.append({'path': str(f), 'sha256': h or '', 'name': p[0][0] if p else '',
+                     'score': round(p[0][1], 6) if p else np.nan, 'margin': margin, 'source': 'classifier',
+                     'top_names': [n for n, _ in p], 'top_scores': [round(x, 6) for _, x in p],
                      'error': why.get(str(f), '' if p else 'not embedded')})
     return pd.DataFrame(rows)
+
+def _cascade(args, clf, iset, df, embedded) -> pd.DataFrame:
+    "The least confident images re-ranked by the MLLM (`cascade.cascade_predict`): name and source updated."
+    if args.budget is not None and args.threshold is not None:
+        raise NearError('give --budget (a share of the images) or --threshold (a margin), not both')
+    if not (args.mllm and args.store):
+        raise NearError('--budget / --threshold send images to an MLLM: give --mllm and --store too')
+    lab = labeler_from_spec(args.mllm, base_url=args.base_url, max_side=args.max_side)
+    cas = cascade_predict(clf, embedded.emb, iset.files, budget=args.budget, threshold=args.threshold, labeler=lab,
+                          store=args.store, k=args.candidates, domain=args.domain, concurrency=args.concurrency,
+                          progress=not (args.quiet or args.json))
+    esc = cas.source.str.startswith('mllm') | (cas.candidates.map(len) > 0)
+    df.loc[esc, 'name'] = cas.name[esc]
+    df.loc[esc, 'source'] = cas.source[esc].where(cas.source[esc] != 'classifier', 'classifier (no answer)')
+    df['candidates'] = cas.candidates
+    df['mllm_answer'] = cas.answer
+    return df
 
 def cmd_predict(args) -> int:
     t0 = time.time()
@@ -354,16 +384,20 @@ def cmd_predict(args) -> int:
     iset = open_images(args.images)
     if not len(iset): raise NearError(f'no images in {args.images}')
     clf = NearClassifier.from_pretrained(args.classifier, pretrained=args.pretrained, device=args.device)
-    df = predict_table(clf, iset, args.top_k, args.batch_size, progress=not (args.quiet or args.json))
+    embedded = clf.embed_images(iset, batch_size=args.batch_size, progress=not (args.quiet or args.json))
+    df = predict_table(clf, iset, args.top_k, embedded=embedded)
+    if args.budget is not None or args.threshold is not None: df = _cascade(args, clf, iset, df, embedded)
     write_table(df, out)
     bad = df[df.name == '']
     for _, b in bad.iterrows(): print(f'unreadable: {b.path}: {b.error}', file=sys.stderr)
     named = df.name[df.name != '']
     r = {'images': len(df), 'named': len(named), 'unreadable': len(bad), 'distinct_names': int(named.nunique()),
+         'sources': df.source[df.name != ''].value_counts().to_dict(),
          'classifier': str(args.classifier), 'out': str(out), 'seconds': round(time.time() - t0, 1)}
     print(json.dumps(r, indent=1) if args.json else
           f"near predict: named {r['named']} of {r['images']} images ({r['unreadable']} unreadable), "
-          f"{r['distinct_names']} distinct names; wrote {out}")
+          f"{r['distinct_names']} distinct names ({', '.join(f'{k}: {v}' for k, v in r['sources'].items())}); "
+          f"wrote {out}")
     return 0 if bad.error.str.startswith('not embedded').sum() == 0 else 1
 
 # %% ../nbs/09_cli.ipynb #b9e388b4
@@ -574,6 +608,16 @@ def predict_arguments(r:argparse.ArgumentParser) -> argparse.ArgumentParser:
     r.add_argument('--batch-size', type=int, default=64, help='images per forward pass')
     r.add_argument('--force', action='store_true', help='replace an existing output file')
     r.add_argument('--json', action='store_true', help='print the summary as JSON')
+    g = r.add_argument_group('cascade: send the least confident images to an MLLM to re-rank')
+    g.add_argument('--budget', type=share, default=None, help='share of the images the MLLM may see, 0-1')
+    g.add_argument('--threshold', type=share, default=None, help='or: every image whose margin is below this')
+    g.add_argument('--mllm', default=None, help='openai:MODEL, hf:MODEL_ID_OR_PATH or replay:FILE')
+    g.add_argument('--base-url', default=None, help='OpenAI-compatible server; key from $OPENAI_API_KEY')
+    g.add_argument('--store', default=None, help='SQLite store of the re-ranking answers (resumable, shared with near label)')
+    g.add_argument('--candidates', type=at_least(1), default=5, help='candidate names per escalated image')
+    g.add_argument('--domain', default=None, help="e.g. 'bird', 'flower', 'car' (for the prompt)")
+    g.add_argument('--concurrency', type=at_least(1), default=8, help='requests in flight')
+    g.add_argument('--max-side', type=at_least(32), default=768, help='images are downscaled to this longer side')
     return r
 
 def export_arguments(x:argparse.ArgumentParser) -> argparse.ArgumentParser:

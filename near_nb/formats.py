@@ -23,7 +23,7 @@ __all__ = ['LIST_COLUMNS', 'EXPORTERS', 'write_table', 'read_table', 'from_image
            'from_fiftyone', 'to_imagefolder', 'to_coco', 'to_csv']
 
 # %% ../nbs/10_formats.ipynb #629ee58a
-LIST_COLUMNS = ('names', 'top_names', 'top_scores') # columns that hold one list per row
+LIST_COLUMNS = ('names', 'top_names', 'top_scores', 'candidates') # columns that hold one list per row
 
 def _plain(v):
     "A list cell as JSON-able Python."

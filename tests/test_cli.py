@@ -189,3 +189,41 @@ def test_fit_mode_top_trains_the_tower(fitted, capsys, tmp_path):
     rc, out, err = run(capsys, 'predict', SAMPLE/'images'/'000.Pink_Primrose', '--classifier', tmp_path/'clf',
                        '--out', tmp_path/'p.csv', '-q')
     assert rc == 0 and 'named 3 of 3 images' in out, err
+
+def test_predict_cascade_reranks_the_least_confident_and_resumes(fitted, capsys, tmp_path):
+    "`near predict --budget`: the least confident images go to the MLLM (the fake server re-ranking), paid once."
+    from near_nb.fakeserver import FakeChatServer, fingerprint
+    from near_nb.mllm import image_data_url
+    d, _ = fitted
+    imgs = tmp_path/'new'
+    imgs.mkdir()
+    files = sorted((SAMPLE/'images').rglob('*.jpg'))[::25]
+    for f in files: (imgs/f.name).write_bytes(f.read_bytes())
+    n_esc = round(0.5 * len(files))
+    store, out = tmp_path/'rerank.sqlite', tmp_path/'p.csv'
+    args = ['predict', imgs, '--classifier', d/'clf', '--budget', '0.5', '--mllm', 'openai:fake-vlm',
+            '--store', store, '--candidates', '3', '-q']
+    first_fps = {fingerprint(image_data_url(imgs/f.name, 768)) for f in files[:3]}
+    dead = lambda fp, n: 'drop' if fp in first_fps else None  # a few images fail in the first run
+    with FakeChatServer(rerank=True, fault=dead) as srv:
+        rc, _, err = run(capsys, *args, '--base-url', srv.url, '--out', out)
+        paid_first = srv.completed
+    assert rc == 0, err
+    p = read_table(out)
+    asked = p[p.candidates.map(len) > 0]
+    assert len(asked) == n_esc and asked.margin.max() <= p[p.candidates.map(len) == 0].margin.min()
+    assert asked.candidates.map(len).eq(3).all()
+    answered = asked[asked.source.str.startswith('mllm')]
+    assert sum(paid_first.values()) == len(answered) > 0
+    assert all(n in c for n, c in zip(answered[answered.source == 'mllm'].name, answered[answered.source == 'mllm'].candidates))
+    assert (asked.source == 'classifier (no answer)').sum() == n_esc - len(answered)
+    with FakeChatServer(rerank=True) as srv:
+        rc, _, _ = run(capsys, *args, '--base-url', srv.url, '--out', tmp_path/'p2.csv')
+        again = srv.requests
+    assert rc == 0 and again == n_esc - len(answered)          # only what the first run did not get
+    p2 = read_table(tmp_path/'p2.csv')
+    assert p2.source.str.startswith('mllm').sum() == n_esc
+    rc, _, err = run(capsys, 'predict', imgs, '--classifier', d/'clf', '--out', tmp_path/'p3.csv', '--budget', '0.3', '-q')
+    assert rc == 1 and 'give --mllm and --store' in err
+    rc, _, err = run(capsys, 'predict', imgs, '--classifier', d/'clf', '--out', tmp_path/'p3.csv', '--budget', '1.5')
+    assert rc == 2 and 'between 0 and 1' in err
