@@ -112,8 +112,11 @@ def frame(self:LabelStore, model:str|None=None, prompt_hash:str|None=None) -> pd
         q += ' AND prompt_hash=?'
         a.append(prompt_hash)
     df = pd.read_sql_query(q + ' ORDER BY sha256, sample', self.con, params=a)
-    df['path'] = df['path'].map(lambda p: os.fsdecode(p) if isinstance(p, bytes) else p)
-    df = df.sort_values(['path', 'sample'], key=lambda c: c.map(str) if c.name == 'path' else c, ignore_index=True)
+    # object dtype: an Arrow-backed string column (pandas with pyarrow) refuses the surrogates of undecodable names
+    paths = [os.fsdecode(p) if isinstance(p, bytes) else p for p in df['path']]
+    df['path'] = pd.Series(paths, index=df.index, dtype=object)
+    order = sorted(range(len(df)), key=lambda k: (str(paths[k]), df['sample'].iat[k]))
+    df = df.iloc[order].reset_index(drop=True)
     df['names'] = df['names'].map(lambda s: json.loads(s) if isinstance(s, str) and s else [])
     for c in ('response', 'error'): df[c] = df[c].map(lambda v: v if isinstance(v, str) else None)
     return df
