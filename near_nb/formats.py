@@ -64,7 +64,8 @@ def from_imagefolder(root:str|Path, # a folder with one sub-folder per name
                     ) -> pd.DataFrame:
     "A labels table from an ImageFolder tree: each image named after its folder."
     try: iset = ImageSet.from_folder(root, class_folders=True)
-    except (NotADirectoryError, ValueError) as e: raise NearError(f'{root}: not an ImageFolder tree ({e})') from e
+    except (NotADirectoryError, ValueError, NearError) as e:
+        raise NearError(f'{root}: not an ImageFolder tree ({e})') from e
     if not len(iset): raise NearError(f'{root}: no images in its sub-folders')
     hashes = [iset.sha256(i) or '' for i in range(len(iset))]
     return pd.DataFrame({'path': [str(f) for f in iset.files], 'sha256': hashes, 'names': [[n] for n in iset.gt_name],

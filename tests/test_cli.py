@@ -72,12 +72,13 @@ def test_fit_then_predict_round_trip(fitted, capsys, tmp_path):
     assert f'named {len(files)} of {len(files) + 1} images (1 unreadable)' in out
     assert 'unreadable:' in err and 'broken.jpg' in err
     p = read_table(tmp_path/'p.csv')
-    assert list(p.columns[:5]) == ['path', 'sha256', 'name', 'score', 'source'] and (p.source == 'classifier').all()
+    assert list(p.columns[:6]) == ['path', 'sha256', 'name', 'score', 'margin', 'source'] and (p.source == 'classifier').all()
     ok = p[p.error == '']
     assert len(ok) == len(files) and ok.top_names.map(len).eq(3).all() and (ok.name == ok.top_names.str[0]).all()
     clf = NearClassifier.from_pretrained(d/'clf')
     want = clf.predict([imgs/f.name for f in sorted(files, key=lambda f: f.name)], top=1)
     assert ok.name.tolist() == [w[0][0] for w in want]
+    assert ((ok.margin >= 0) & (ok.margin <= ok.score)).all()     # top probability minus the runner-up's
     np.testing.assert_allclose(ok.score, [w[0][1] for w in want], atol=1e-5)
     assert p.loc[p.path.str.endswith('broken.jpg'), 'name'].item() == ''
     rc, out, _ = run(capsys, 'predict', imgs, '--classifier', d/'clf', '--out', tmp_path/'p.parquet', '--json', '-q')
