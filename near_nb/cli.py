@@ -127,7 +127,11 @@ def share(text:str) -> float:
 # %% ../nbs/09_cli.ipynb #1e53139b
 def cmd_check(args) -> int:
     iset = open_images(args.images, args.allow_outside)
-    errors = iset.check(progress=not args.quiet)
+    errors = iset.check(progress=not (args.quiet or args.json))
+    if args.json:
+        print(json.dumps({'images': len(iset), 'usable': len(iset) - len(errors),
+                          'unusable': [str(e) for e in errors], 'ignored': [str(e) for e in iset.ignored]}, indent=1))
+        return 1 if errors else 0
     for e in iset.ignored + errors: print(f'skipped {e}')
     print(f'{len(iset)} images: {len(iset) - len(errors)} usable, {len(errors)} unusable; '
           f'{len(iset.ignored)} other files ignored')
@@ -139,9 +143,15 @@ def cmd_embed(args) -> int:
     iset = open_images(args.images, args.allow_outside)
     cache = EmbeddingCache(args.cache) if args.cache else EmbeddingCache()
     bb = Backbone(args.model, None if args.random_init else args.pretrained, random_init=args.random_init, device=args.device)
-    e = bb.embed_images(iset, cache=cache, batch_size=args.batch_size, num_workers=args.workers, progress=not args.quiet)
+    e = bb.embed_images(iset, cache=cache, batch_size=args.batch_size, num_workers=args.workers,
+                        progress=not (args.quiet or args.json))
     np.savez(out, emb=e.emb, path=np.array([display_path(f) for f in iset.files]),
              sha256=np.array([h or '' for h in e.sha256]), valid=e.valid, model_id=e.model_id, prep_id=e.prep_id)
+    if args.json:
+        print(json.dumps({'images': len(e), 'from_cache': e.n_cached, 'embedded': e.n_computed,
+                          'skipped': [str(x) for x in iset.ignored + e.errors], 'model_id': e.model_id,
+                          'out': display_path(out)}, indent=1))
+        return 0
     for err in iset.ignored + e.errors: print(f'skipped {err}')
     print(f'{e.summary()}; wrote {display_path(out)}')
     return 0
@@ -158,11 +168,20 @@ def cmd_label(args) -> int:
     prompt = args.prompt or make_prompt(args.domain, args.top_k)
     store = LabelStore(args.store)
     run = label_images(iset, lab, store, prompt=prompt, samples=args.samples, concurrency=args.concurrency,
-                       progress=not args.quiet)
+                       progress=not (args.quiet or args.json))
     try: export_labels(iset, store, run.model, run.prompt_hash, out, samples=args.samples)
     except OSError as e:
         raise NearError(f'cannot write {display_path(out)} ({e.strerror or e}); the answers are in the store: '
                         'run again with another --out (nothing is asked twice)') from None
+    if args.json:
+        print(json.dumps({'model': run.model, 'prompt_hash': run.prompt_hash, 'requests': run.requests,
+                          'skipped': run.skipped, 'done': run.done, 'elsewhere': run.elsewhere,
+                          'failed': [{'path': display_path(p), 'sample': s, 'error': e} for p, s, e in run.failed],
+                          'unreadable': [str(e) for e in run.unreadable], 'truncated': run.truncated,
+                          'prompt_tokens': run.prompt_tokens, 'completion_tokens': run.completion_tokens,
+                          'cost_usd': run.cost, 'seconds': round(run.seconds, 1), 'out': display_path(out),
+                          'store': display_path(args.store)}, indent=1))
+        return 0 if run.ok else 1
     print(run.summary())
     print(f'wrote {display_path(out)} ({len(iset) * args.samples} rows) and {display_path(args.store)}')
     for e in iset.ignored: print(f'skipped {e}', file=sys.stderr)
@@ -689,6 +708,7 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
         s.add_argument('-v', '--verbose', action='store_true', help='third-party log lines, and the traceback of an error')
     for s in (c, e, l): s.add_argument('--allow-outside', action='store_true', help='a manifest may list files outside its folder')
+    for s in (c, e, l): s.add_argument('--json', action='store_true', help='print the report as JSON')
     for s in sub.choices.values(): s.formatter_class = HelpFormatter
     t.formatter_class = HelpFormatter
     cmds = ((d, cmd_demo), (c, cmd_check), (e, cmd_embed), (l, cmd_label), (f, cmd_fit), (r, cmd_predict), (x, cmd_export),

@@ -228,3 +228,20 @@ def test_predict_cascade_reranks_the_least_confident_and_resumes(fitted, capsys,
     assert rc == 1 and 'give --mllm and --store' in err
     rc, _, err = run(capsys, 'predict', imgs, '--classifier', d/'clf', '--out', tmp_path/'p3.csv', '--budget', '1.5')
     assert rc == 2 and 'between 0 and 1' in err
+
+def test_check_embed_label_report_as_json(fitted, capsys, tmp_path):
+    "`--json` on every command that reports: check, embed and label print one JSON object."
+    d, cfg = fitted
+    rc, out, _ = run(capsys, 'check', SAMPLE/'images', '--json', '-q')
+    r = json.loads(out)
+    assert rc == 0 and (r['images'], r['usable'], r['unusable']) == (306, 306, [])
+    rc, out, _ = run(capsys, 'embed', SAMPLE/'images', '--model', cfg, '--random-init', '--out', tmp_path/'e.npz', '--json')
+    r = json.loads(out)
+    assert rc == 0 and r['images'] == 306 and r['from_cache'] + r['embedded'] == 306 and r['out'].endswith('e.npz')
+    rc, out, _ = run(capsys, 'label', LABELS, '--mllm', f'replay:{LABELS}', '--store', tmp_path/'s.sqlite',
+                     '--out', tmp_path/'l.csv', '--json')
+    r = json.loads(out)
+    assert rc == 0 and (r['requests'], r['done'], r['failed']) == (306, 306, []) and r['model']
+    rc, out, _ = run(capsys, 'label', LABELS, '--mllm', f'replay:{LABELS}', '--store', tmp_path/'s.sqlite',
+                     '--out', tmp_path/'l2.csv', '--json')
+    assert rc == 0 and (json.loads(out)['requests'], json.loads(out)['skipped']) == (0, 306)
