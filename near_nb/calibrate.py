@@ -10,8 +10,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import softmax
 
 # %% auto #0
-__all__ = ['loo_prototype_scores', 'fit_calibration', 'margins', 'reliability_table', 'expected_calibration_error',
-           'reliability_figure']
+__all__ = ['loo_prototype_scores', 'fit_temperature', 'fit_calibration', 'margins', 'reliability_table',
+           'expected_calibration_error', 'reliability_figure']
 
 # %% ../nbs/06a_calibrate.ipynb #af43bad2
 def loo_prototype_scores(emb:np.ndarray, # (n, d) L2-normalised embeddings of the training images
@@ -36,6 +36,15 @@ def loo_prototype_scores(emb:np.ndarray, # (n, d) L2-normalised embeddings of th
     return S
 
 # %% ../nbs/06a_calibrate.ipynb #10bfe890
+def fit_temperature(scores:np.ndarray, # (m, C) scores (-inf allowed)
+                    labels:np.ndarray, # (m,) the label each row should predict
+                    bounds:tuple=(1e-3, 1.0), # search interval for the temperature
+                   ) -> float:
+    "The softmax temperature that maximises the likelihood of `labels` (NLL over the rows, bounded search)."
+    rows = np.arange(len(labels))
+    def nll(tau): return -np.log(np.maximum(softmax(scores / tau, axis=1)[rows, labels], 1e-12)).mean()
+    return float(minimize_scalar(nll, bounds=bounds, method='bounded').x)
+
 def fit_calibration(emb:np.ndarray, # (n, d) L2-normalised embeddings of the training images
                     labels:np.ndarray, # (n,) their (refined) name ids
                     n_names:int,
@@ -51,9 +60,7 @@ def fit_calibration(emb:np.ndarray, # (n, d) L2-normalised embeddings of the tra
     rows = rows[np.isfinite(S[rows, lab[rows]])]
     if len(rows) < 2:
         raise ValueError(f'{len(rows)} images share a name with another image: too few to fit a temperature')
-    S, y = S[rows], lab[rows]
-    def nll(tau): return -np.log(np.maximum(softmax(S / tau, axis=1)[np.arange(len(y)), y], 1e-12)).mean()
-    return float(minimize_scalar(nll, bounds=bounds, method='bounded').x)
+    return fit_temperature(S[rows], lab[rows], bounds)
 
 # %% ../nbs/06a_calibrate.ipynb #4561e26b
 def margins(P:np.ndarray, # (m, C) probabilities

@@ -389,9 +389,11 @@ def _cascade(args, clf, iset, df, embedded) -> pd.DataFrame:
     cas = cascade_predict(clf, embedded.emb, iset.files, budget=args.budget, threshold=args.threshold, labeler=lab,
                           store=args.store, k=args.candidates, domain=args.domain, concurrency=args.concurrency,
                           progress=not (args.quiet or args.json))
-    esc = cas.source.str.startswith('mllm') | (cas.candidates.map(len) > 0)
-    df.loc[esc, 'name'] = cas.name[esc]
-    df.loc[esc, 'source'] = cas.source[esc].where(cas.source[esc] != 'classifier', 'classifier (no answer)')
+    asked = cas.candidates.map(len) > 0  # escalated; unanswered ones keep the classifier's name
+    unanswered = asked & (cas.source == 'classifier')
+    df.loc[asked, 'name'] = cas.name[asked]
+    df.loc[asked, 'source'] = cas.source[asked]
+    df.loc[unanswered, 'source'] = 'classifier (no answer)'
     df['candidates'] = cas.candidates
     df['mllm_answer'] = cas.answer
     return df

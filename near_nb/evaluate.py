@@ -266,10 +266,10 @@ def heldout(tb:TestBed, cfg=None, encode=None, *, similar:float=0.9, support:flo
             for i, (p,) in zip(te, c.predict(tb.emb[te])):
                 out[m][0][i], out[m][1][i] = p[0], {p[0]}
         keys = {voc.names[j]: _names_keys(voc, j) for j in range(len(voc))}
-        P = nc.scores(tb.emb[te])
+        P = nc.scores(tb.emb[te])  # one scoring gives the names and the confidence
         margin[te], top[te] = margins(P), P.max(1)
-        for i, (p,) in zip(te, nc.predict(tb.emb[te])):
-            out['near'][0][i], out['near'][1][i] = p[0], keys[p[0]]
+        for i, j in zip(te, P.argmax(1)):
+            out['near'][0][i], out['near'][1][i] = voc.names[j], keys[voc.names[j]]
         if text is not None:
             for i, p in zip(te, zero_shot_names(tb.emb[te], voc.names, text)):
                 out['zero_shot_clip'][0][i], out['zero_shot_clip'][1][i] = p, keys[p]

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import minimize_scalar
+from scipy.special import softmax
 from sklearn.mixture import GaussianMixture
-from .calibrate import fit_calibration
+from .calibrate import fit_calibration, fit_temperature
 from .core import seed_everything
 from .names import Vocabulary, Mention, parse_answer, normalize_name
 from .neighbors import knn, candidate_sets
@@ -21,9 +21,9 @@ from .classifier import NearClassifier
 
 # %% auto #0
 __all__ = ['answers_vocabulary', 'answer_contrasts', 'name_cohesion', 'merge_support', 'visual_merges', 'NearConfig',
-           'own_targets', 'first_names', 'name_agreement', 'candidate_targets', 'loo_name_scores', 'fit_temperature',
-           'Relabel', 'relabel', 'gmm_clean', 'update_targets', 'prototypes', 'NearResult', 'fit_near', 'near_fit',
-           'top_params', 'pixels', 'trunk_cache', 'wise_ft', 'near_fit_tower']
+           'own_targets', 'first_names', 'name_agreement', 'candidate_targets', 'loo_name_scores', 'Relabel', 'relabel',
+           'gmm_clean', 'update_targets', 'prototypes', 'NearResult', 'fit_near', 'near_fit', 'top_params', 'pixels',
+           'trunk_cache', 'wise_ft', 'near_fit_tower']
 
 # %% ../nbs/06_near.ipynb #5c835ef5
 @functools.lru_cache(maxsize=65536)
@@ -185,19 +185,6 @@ def loo_name_scores(emb:np.ndarray, # (n, d) L2-normalised image embeddings
     counts[named, first[named]] -= 1
     return np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
 
-def _softmax(S:np.ndarray, tau:float) -> np.ndarray:
-    Z = S / tau
-    Z = Z - Z.max(1, keepdims=True)
-    P = np.exp(Z)
-    return P / P.sum(1, keepdims=True)
-
-def fit_temperature(scores:np.ndarray, # (m, C) scores (-inf allowed)
-                    labels:np.ndarray, # (m,) the label each row should predict
-                   ) -> float:
-    "The softmax temperature that maximises the likelihood of `labels` (NLL over the rows, bounded search)."
-    def nll(tau): return -np.log(np.maximum(_softmax(scores, tau)[np.arange(len(labels)), labels], 1e-12)).mean()
-    return float(minimize_scalar(nll, bounds=(1e-3, 1.0), method='bounded').x)
-
 # %% ../nbs/06_near.ipynb #c37f4fdd
 @dataclass
 class Relabel:
@@ -233,7 +220,7 @@ def relabel(emb:np.ndarray, # (n, d) L2-normalised image embeddings
     tau = fit_temperature(S[confirmed], first[confirmed]) if confirmed.sum() > 1 else 0.05  # own column finite
     scorable = np.isfinite(S).any(1)
     P = np.zeros_like(S)
-    P[scorable] = _softmax(S[scorable], tau)
+    P[scorable] = softmax(S[scorable] / tau, axis=1)
     for i, bad in enumerate(contrasts or []):
         P[i, list(bad)] = 0
     best, conf = P.argmax(1), P.max(1)
