@@ -11,12 +11,14 @@ import numpy as np
 from .names import normalize_name, parse_answer, singular
 import pandas as pd
 from .calibrate import margins
+from .classifier import NearClassifier
 from .data import ImageSet
 from .mllm import LabelStore, label_images, prompt_hash
 
 # %% auto #0
 __all__ = ['BUDGETS', 'escalate', 'mix', 'cascade_curve', 'random_escalation', 'curve_figure', 'call_costs', 'cascade_cost',
-           'rerank_prompt', 'Rerank', 'parse_rerank', 'candidate_lists', 'cascade_predict']
+           'rerank_prompt', 'Rerank', 'name_key', 'parse_rerank', 'candidate_lists', 'cascade_predict',
+           'grow_classifier']
 
 # %% ../nbs/11_cascade.ipynb #351e548c
 def escalate(confidence:np.ndarray, # (m,) the classifier's confidence per image (higher: surer)
@@ -158,11 +160,14 @@ def _json_rerank(text:str, candidates:list) -> Rerank|None:
         return _by_name(pick, candidates) or Rerank(None, pick.strip())
     return Rerank(None, new if new and not _NONE.search(new) and new.lower() != 'none' else None)
 
+def name_key(name:str) -> str:
+    "A name as re-ranking compares names: normalised, every word singular (not just the last)."
+    return ' '.join(singular(w) for w in normalize_name(name).split())
+
 def _by_name(text:str, candidates:list) -> Rerank|None:
     "The candidate named earliest in the text (the longest on a tie), or None."
-    def key(s): return ' '.join(singular(w) for w in normalize_name(s).split())  # every word, not just the last
-    t = f' {key(text)} '
-    hits = [(t.find(f' {k} '), -len(k), i) for i, k in enumerate(map(key, candidates)) if k and f' {k} ' in t]
+    t = f' {name_key(text)} '
+    hits = [(t.find(f' {k} '), -len(k), i) for i, k in enumerate(map(name_key, candidates)) if k and f' {k} ' in t]
     return Rerank(min(hits)[2]) if hits else None
 
 def parse_rerank(answer:str, # the MLLM's answer to `rerank_prompt`
@@ -246,10 +251,11 @@ def cascade_predict(clf, # a classifier with `.names` and `.scores(emb)` (`NearC
     iset = ImageSet([paths[i] for i in idx])
     store = store if isinstance(store, LabelStore) else LabelStore(store)
     label_images(iset, labeler, store, prompt=prompts, concurrency=concurrency, progress=progress)
-    return _apply_answers(out, idx, cands, prompts, iset, labeler, store)
+    return _apply_answers(out, idx, cands, prompts, iset, labeler, store, clf.names)
 
-def _apply_answers(out, idx, cands, prompts, iset, labeler, store):
+def _apply_answers(out, idx, cands, prompts, iset, labeler, store, names):
     "Write the parsed re-ranking answers into the escalated rows."
+    known = {name_key(n): n for n in names}
     done = store.frame(model=labeler.model)
     done = done[done.status == 'done'].set_index(['sha256', 'prompt_hash']).response.to_dict()
     for r, (i, c, p) in enumerate(zip(idx, cands, prompts)):
@@ -261,6 +267,43 @@ def _apply_answers(out, idx, cands, prompts, iset, labeler, store):
         out.at[i, 'answer'] = text
         if pick.choice is not None:
             out.at[i, 'name'], out.at[i, 'source'] = c[pick.choice], 'mllm'
+        elif name_key(pick.new_name or '') in known:  # not a candidate, but a name the classifier knows
+            out.at[i, 'name'], out.at[i, 'source'] = known[name_key(pick.new_name)], 'mllm'
         elif pick.new_name:
             out.at[i, 'name'], out.at[i, 'source'] = pick.new_name, 'mllm (new name)'
     return out
+
+# %% ../nbs/11_cascade.ipynb #b533599e
+def _provenance(rows:pd.DataFrame, # the escalated rows that gave one new name
+                emb:np.ndarray, # their embeddings
+                model:str|None) -> dict:
+    "What an added class came from."
+    return {'name': rows.name.mode().iloc[0], 'images': len(rows), 'paths': rows.path.tolist(),
+            'sha256': rows['sha256'].tolist() if 'sha256' in rows else [], 'model': model,
+            'answer': rows.answer.iloc[0], 'spread': float(1 - np.linalg.norm(emb.mean(0)))}
+
+def grow_classifier(clf, # the `NearClassifier` that named the images
+                    table:pd.DataFrame, # `cascade_predict`'s result for those images
+                    emb:np.ndarray, # (m, d) the same images' embeddings, in the same order
+                    *,
+                    model:str|None=None, # the MLLM that gave the new names (kept as provenance)
+                   ) -> tuple:
+    "(a classifier with a class for each new name the MLLM gave, their provenance); `clf` is left as it is."
+    new = table[table.source == 'mllm (new name)']
+    if new.empty: return clf, []
+    emb = np.asarray(emb, np.float32)
+    known = {name_key(n) for n in clf.names}
+    added, rows = [], []
+    for key, grp in new.groupby(new.name.map(name_key), sort=True):
+        if key in known: continue
+        X = emb[grp.index.to_numpy()]
+        X = X / np.linalg.norm(X, axis=1, keepdims=True)
+        added.append(_provenance(grp, X, model))
+        m = X.mean(0)
+        rows.append(m / np.linalg.norm(m))
+    if not added: return clf, []
+    meta = dict(clf.meta, added_names=list(clf.meta.get('added_names', [])) + added)
+    grown = NearClassifier(clf.names + [a['name'] for a in added], np.vstack([clf.weights, rows]), tau=clf.tau,
+                           active=np.concatenate([clf.active, np.ones(len(added), bool)]), backbone=clf.backbone,
+                           visual_state=clf.visual_state, meta=meta)
+    return grown, added
