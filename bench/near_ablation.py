@@ -9,7 +9,7 @@ answers are Qwen2.5-VL-72B's."""
 import argparse, json, sys, time
 from dataclasses import replace
 from pathlib import Path
-from near_nb.evaluate import bench_testbed
+from near_nb.testbed import bench_testbed
 from near_nb.names import sentence_encoder
 from near_nb.near import NearConfig
 

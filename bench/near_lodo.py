@@ -15,9 +15,11 @@ import argparse, itertools, json, sys, time
 from dataclasses import replace
 from pathlib import Path
 import numpy as np
-from near_nb.evaluate import bench_testbed, load_testbed, merge_audit
+from near_nb.testbed import bench_testbed, load_testbed
+from near_nb.evaluate import merge_audit
 from near_nb.names import sentence_encoder
-from near_nb.near import NearConfig, answers_vocabulary
+from near_nb.near import NearConfig
+from near_nb.names import answers_vocabulary
 
 MIN_CONF = (0.4, 0.5, 0.6, 0.7, 0.8)
 SUPPORT = (None, 0.25)  # None: sentence merges need no visual support

@@ -8,20 +8,21 @@ import argparse, json, os, time
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
-from near_nb.near import NearConfig, near_fit, near_fit_tower
+from near_nb.near import NearConfig, fit_near_head
+from near_nb.tune import fit_near_tower
 from near_nb.embed import Backbone
 
 def mode1(n=600, names=500, d=512, seed=0):
     rng = np.random.default_rng(seed); X = rng.normal(size=(n, d)).astype(np.float32); X /= np.linalg.norm(X, axis=1, keepdims=True)
     own = [[int(rng.integers(names))] for _ in range(n)]
     for i in range(names): own[i % n] = [i]  # every name used at least once
-    t = time.perf_counter(); near_fit(X, own, [f'name {i}' for i in range(names)], NearConfig()); return time.perf_counter() - t
+    t = time.perf_counter(); fit_near_head(X, own, [f'name {i}' for i in range(names)], NearConfig()); return time.perf_counter() - t
 
 def tower(n_top, files, epochs=2):
     bb = Backbone('ViT-B-32', pretrained=None, random_init=True)
     own = [[i % 8] for i in range(len(files))]
     cfg = NearConfig(k=3, epochs=epochs, batch_size=16, lr=1e-5, warmup=1)
-    t = time.perf_counter(); clf, res = near_fit_tower(bb, files, own, [f'n{i}' for i in range(8)], cfg, n_top=n_top)
+    t = time.perf_counter(); clf, res = fit_near_tower(bb, files, own, [f'n{i}' for i in range(8)], cfg, n_top=n_top)
     total = time.perf_counter() - t
     return total, [h['seconds'] for h in res.history]
 

@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 import near_nb
-from .core import NearError, sha256_file
+from .core import NearError, near_home, sha256_file
 from .data import ImageSet
 from .embed import Backbone, Embeddings
 
@@ -137,7 +137,6 @@ def backbone_spec(bb:Backbone, # the backbone the classifier's features come fro
 def _register_config(name:str, cfg:dict):
     "Make an open_clip model config known under `name` (written under `near_home()/model_configs`)."
     import open_clip
-    from near_nb.core import near_home
     d = near_home()/'model_configs'
     d.mkdir(parents=True, exist_ok=True)
     (d/f'{name}.json').write_text(json.dumps(cfg))

@@ -5,49 +5,30 @@
 # %% ../nbs/09_cli.ipynb #3ecafb03
 from __future__ import annotations
 import argparse, json, os, sys, time, traceback
-import dataclasses
 import logging
 import warnings
 from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 import near_nb
-from .core import NearError, near_home
-from .data import ImageSet, display_path, sample
-from .embed import Backbone, BackboneLoadError, EmbeddingCache
-from .mllm import LabelStore, label_images, labeler_from_spec, export_labels, make_prompt
-from .names import sentence_encoder
-from .near import NearConfig, answers_vocabulary, answer_contrasts, near_fit, near_fit_tower
-from .cascade import cascade_predict
+from .core import NearError
 from .classifier import NearClassifier
-from .formats import EXPORTERS, from_fiftyone, from_imagefolder, read_table, write_table
-import pandas as pd
+from .data import display_path
+from .embed import Backbone, BackboneLoadError, EmbeddingCache
+from .formats import EXPORTERS, read_table, write_table
+from .mllm import LabelStore, label_images, labeler_from_spec, export_labels, make_prompt
+from .names import sentence_encoder, answers_vocabulary, answer_contrasts
+from .near import NearConfig, fit_near_head
+from .pipeline import (check_output, check_out, open_images, read_labels, fit_config, match_labels,
+                              fit_embeddings, fit_summary, refined_table, predict_table, merge_cascade, run_demo)
+from .testbed import bench_testbed, methods
+from .tune import fit_near_tower
 
 # %% auto #0
-__all__ = ['NOISY_LOGGERS', 'check_output', 'quiet_third_party', 'error_line', 'open_images', 'check_out', 'at_least', 'share',
-           'cmd_check', 'cmd_embed', 'cmd_label', 'read_labels', 'Given', 'GivenBool', 'read_config', 'fit_config',
-           'match_labels', 'fit_embeddings', 'fit_summary', 'refined_table', 'cmd_fit', 'fit_report', 'predict_table',
-           'cmd_predict', 'cmd_export', 'loo_1nn_accuracy', 'write_map', 'demo_folder', 'run_demo', 'cmd_demo',
-           'cmd_bench', 'HelpFormatter', 'backbone_arguments', 'fit_arguments', 'predict_arguments', 'export_arguments',
-           'parser', 'main']
-
-# %% ../nbs/09_cli.ipynb #1dd5bc97
-def check_output(path:str|Path, # where a command will write
-                 force:bool=False, # an existing output may be replaced
-                 folder:bool=False, # the output is a folder (else a file)
-                ) -> Path:
-    "`path`, once it is known to be writable: `NearError` (before any work) saying what to change otherwise."
-    p = Path(path).expanduser()
-    if folder and p.is_file(): raise NearError(f'{p} is a file: give a folder')
-    if not folder and p.is_dir(): raise NearError(f'{p} is a folder: give a file name')
-    empty_dir = p.is_dir() and not any(p.iterdir())
-    if p.exists() and not empty_dir and not force:
-        raise NearError(f'{p} already exists: pass --force to replace it, or choose another path')
-    ancestor = next(a for a in p.absolute().parents if a.exists())
-    if not ancestor.is_dir(): raise NearError(f'{ancestor} is a file, so {p} cannot be written')
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise NearError(f'{ancestor} is not writable: choose another path for {p}')
-    return p
+__all__ = ['NOISY_LOGGERS', 'quiet_third_party', 'error_line', 'at_least', 'share', 'cmd_check', 'cmd_embed', 'cmd_label',
+           'Given', 'GivenBool', 'cmd_fit', 'fit_report', 'cmd_predict', 'cmd_export', 'cmd_demo', 'cmd_bench',
+           'HelpFormatter', 'backbone_arguments', 'fit_arguments', 'predict_arguments', 'export_arguments', 'parser',
+           'main']
 
 # %% ../nbs/09_cli.ipynb #66362a4c
 NOISY_LOGGERS = ('huggingface_hub', 'sentence_transformers', 'transformers', 'open_clip', 'datasets', 'httpx', 'urllib3', 'filelock')
@@ -85,28 +66,6 @@ def error_line(e:BaseException, # what a command raised
     return f'{type(e).__name__}: {msg} (run with -v for the traceback)'
 
 # %% ../nbs/09_cli.ipynb #ced94b96
-def open_images(src:str|Path, # a folder or a manifest .csv
-                allow_outside:bool=False, # a manifest may list files outside its folder
-               ) -> ImageSet:
-    "An `ImageSet` from a folder or a manifest `.csv`."
-    p = Path(src)
-    if p.suffix.lower() == '.csv': return ImageSet.from_manifest(p, allow_outside=allow_outside)
-    return ImageSet.from_folder(p)
-
-def check_out(path:str|Path, # a file a command will write
-              what:str='--out', # the option that named it, for the message
-             ) -> Path:
-    "`path` once it is known that a file can be written there; else `NearError`, before any work is done."
-    p = Path(path).expanduser()
-    if p.is_dir(): raise NearError(f'{what} {display_path(p)} is a folder: give a file name')
-    existed = p.exists()
-    try:
-        with open(p, 'ab'): pass
-    except OSError as e:
-        raise NearError(f'{what} {display_path(p)} cannot be written ({e.strerror or e}): choose another path') from None
-    if not existed: p.unlink()
-    return p
-
 def at_least(low:float, kind=int):
     "An argparse type: a number (`kind`) no smaller than `low`."
     def parse(text:str):
@@ -191,46 +150,6 @@ def cmd_label(args) -> int:
     if not run.ok: print('not every image is labeled: run the same command again to retry the failed ones', file=sys.stderr)
     return 0 if run.ok else 1
 
-# %% ../nbs/09_cli.ipynb #8a432608
-def _names(v) -> list:
-    "A names cell as a list: JSON list, one plain name, or empty."
-    if isinstance(v, list): return v
-    v = str(v or '').strip()
-    return json.loads(v) if v.startswith('[') else ([v] if v else [])
-
-def _one_mllm(df:pd.DataFrame, col:str, mllm:str|None, src) -> pd.DataFrame:
-    "The rows of one MLLM (`mllm`, or the only one there is)."
-    if col not in df.columns: return df
-    if mllm: return df[df[col] == mllm]
-    models = sorted(set(df[col]) - {''})
-    if len(models) > 1:
-        raise NearError(f'{src} holds answers of {len(models)} MLLMs ({", ".join(models)}): pick one with --mllm-model')
-    return df
-
-def read_labels(src:str|Path, # LABELS.csv, a label store .sqlite, a FiftyOne export or an ImageFolder tree
-                mllm:str|None=None, # the MLLM whose answers to use, where there are several
-               ) -> pd.DataFrame:
-    "A labels table (`path`, `sha256`, `names`, `response`): one row per image, its first sample."
-    p = Path(src).expanduser()
-    if p.is_dir(): return from_fiftyone(p) if (p/'labels.json').is_file() else from_imagefolder(p)
-    if not p.is_file(): raise NearError(f'no such labels file or folder: {p}')
-    if p.suffix.lower() in ('.sqlite', '.sqlite3', '.db'):
-        df = _one_mllm(LabelStore(p).frame(), 'model', mllm, p)
-        df = df[df.status == 'done'].assign(names=lambda d: d.names.map(list))
-    else:
-        df = pd.read_csv(p, keep_default_na=False, dtype=str)
-        col = 'path' if 'path' in df.columns else 'file' if 'file' in df.columns else None
-        if col is None or 'names' not in df.columns:
-            raise NearError(f'{p} needs a path (or file) column and a names column; it has {", ".join(df.columns)}')
-        df = _one_mllm(df, 'model' if 'model' in df.columns else 'mllm', mllm, p)
-        paths = [str(x if Path(x).is_absolute() else p.parent/x) for x in df[col]]  # relative to the CSV's folder
-        df = df.assign(path=paths, names=df['names'].map(_names))
-    if 'sample' in df.columns: df = df.assign(sample=df['sample'].astype(int)).sort_values('sample', kind='stable')
-    df = df.drop_duplicates('path').assign(**{c: df.get(c, '') for c in ('sha256', 'response')})
-    if not len(df): raise NearError(f'{p} holds no answers' + (f' of {mllm}' if mllm else ''))
-    df = df.assign(sha256=df.sha256.fillna(''), response=df.response.fillna(''))
-    return df[['path', 'sha256', 'names', 'response']].reset_index(drop=True)
-
 # %% ../nbs/09_cli.ipynb #3c2026b4
 class Given(argparse.Action):
     "Store the value and remember that the flag was typed (so that it beats `--config`)."
@@ -243,78 +162,6 @@ class GivenBool(argparse.BooleanOptionalAction):
     def __call__(self, parser, ns, values, option_string=None):
         super().__call__(parser, ns, values, option_string)
         ns.given = getattr(ns, 'given', set()) | {self.dest}
-
-def read_config(path:str|Path, # a .toml or .json file: NearConfig fields, top level or in a [near] table
-               ) -> dict:
-    "NeaR options from a TOML or JSON file."
-    p = Path(path)
-    try:
-        if p.suffix.lower() == '.toml':
-            import tomllib
-            d = tomllib.loads(p.read_text())
-        else: d = json.loads(p.read_text())
-    except (OSError, ValueError) as e: raise NearError(f'cannot read the config {p}: {e}') from e
-    return d.get('near', d)
-
-def fit_config(args) -> NearConfig:
-    "`NearConfig`: its defaults, then `--config`, then the flags typed on the command line."
-    kw = read_config(args.config) if args.config else {}
-    kw.update({k: getattr(args, k) for k in getattr(args, 'given', set())})
-    fields = {f.name for f in dataclasses.fields(NearConfig)}
-    if set(kw) - fields:
-        raise NearError(f'unknown NeaR option(s) {sorted(set(kw) - fields)}; known: {", ".join(sorted(fields))}')
-    if args.mode != 'head':  # the tower modes train in mini-batches, gently
-        kw.setdefault('batch_size', 32)
-        kw.setdefault('lr', 1e-5)
-    try: return NearConfig(**kw)
-    except TypeError as e: raise NearError(f'bad NeaR option: {e}') from e
-
-# %% ../nbs/09_cli.ipynb #2b0bfcfe
-def match_labels(labels:pd.DataFrame, # a labels table
-                 paths:list, sha256:list, # the training images
-                ) -> np.ndarray:
-    "Per training image, its row in `labels` (-1: no answer): by content hash, else by resolved path."
-    by_sha = {h: i for i, h in enumerate(labels.sha256) if h}
-    by_path = {str(Path(p).resolve()): i for i, p in enumerate(labels.path)}
-    return np.array([by_sha.get(h or '', by_path.get(str(Path(p).resolve()), -1)) for p, h in zip(paths, sha256)], int)
-
-def fit_embeddings(args, labels:pd.DataFrame, bb:Backbone) -> tuple:
-    "(embeddings, paths, sha256 of the usable training images, the `LoadError`s of the others)."
-    if args.embeddings:
-        z = np.load(args.embeddings, allow_pickle=False)
-        if 'emb' not in z or 'path' not in z:
-            raise NearError(f'{args.embeddings} is not a `near embed` .npz (no emb/path arrays)')
-        made_by = str(z['model_id']) if 'model_id' in z else bb.model_id
-        if made_by != bb.model_id:
-            raise NearError(f'{args.embeddings} holds {made_by} embeddings, but --model/--pretrained say {bb.model_id}: '
-                            'pass the ones that made it')
-        ok = z['valid'] if 'valid' in z else ~np.isnan(z['emb']).any(1)
-        sha = [str(h) for h in z['sha256']] if 'sha256' in z else [''] * len(ok)
-        return z['emb'][ok], [str(p) for p in z['path'][ok]], [h for h, v in zip(sha, ok) if v], []
-    iset = open_images(args.images) if args.images else ImageSet([Path(p) for p in labels.path])
-    e = bb.embed_images(iset, cache=EmbeddingCache(args.cache) if args.cache else True, batch_size=args.batch_size,
-                        progress=args.progress)
-    ok = e.valid
-    return e.emb[ok], [str(f) for f, v in zip(iset.files, ok) if v], [h for h, v in zip(e.sha256, ok) if v], e.errors
-
-# %% ../nbs/09_cli.ipynb #7316c3af
-def fit_summary(voc, own:list, res, clf:NearClassifier, top:int=8) -> dict:
-    "What the vocabulary and the refinement did, as JSON-able figures."
-    refined, first = res.refined, [o[0] if o else -1 for o in own]
-    counts = pd.Series([voc.names[j] for j in refined]).value_counts()
-    return {'images': len(own), 'with_answer': sum(bool(o) for o in own), 'vocabulary': len(voc),
-            'distinct_first_names': len({f for f in first if f >= 0}), 'names_active': int(clf.active.sum()),
-            'relabelled': int(res.relabel.changed.sum()) if res.relabel is not None else 0,
-            'changed': int(sum(f != j for f, j in zip(first, refined))), 'neighbour_weight': round(float(res.neighbour_weight), 3),
-            'top_names': counts.head(top).to_dict()}
-
-def refined_table(paths:list, sha256:list, voc, own:list, res) -> pd.DataFrame:
-    "One row per training image: the MLLM's first name, NeaR's, whether it changed, clean flag, confidence."
-    mllm = [voc.names[o[0]] if o else '' for o in own]
-    near = [voc.names[j] for j in res.refined]
-    return pd.DataFrame({'path': paths, 'sha256': sha256, 'mllm': mllm, 'near': near,
-                         'changed': [a != b for a, b in zip(mllm, near)], 'clean': res.clean,
-                         'confidence': res.targets.max(1).round(4)})
 
 # %% ../nbs/09_cli.ipynb #349c1f17
 def _backbone(args) -> Backbone:
@@ -339,10 +186,10 @@ def cmd_fit(args) -> int:
     voc, own = answers_vocabulary(paths, names, texts, enc, similar=args.similar or 0.9, emb=X)
     bar = tqdm(total=cfg.epochs, desc='near fit', unit='epoch', disable=not args.progress)
     kw = dict(progress=lambda ep: bar.update(), contrasts=answer_contrasts(voc, texts))
-    if args.mode == 'head': clf, res = near_fit(X, own, voc.names, cfg, backbone=bb, **kw)
+    if args.mode == 'head': clf, res = fit_near_head(X, own, voc.names, cfg, backbone=bb, **kw)
     else:
         n_top = args.n_top if args.mode == 'top' else None
-        clf, res = near_fit_tower(bb, paths, own, voc.names, cfg, n_top=n_top, **kw)
+        clf, res = fit_near_tower(bb, paths, own, voc.names, cfg, n_top=n_top, **kw)
     bar.close()
     r = {**fit_summary(voc, own, res, clf), 'mode': args.mode, 'backbone': bb.model_id, 'skipped': [str(e) for e in skipped],
          'labels': str(args.labels), 'out': str(out), 'refined_labels': str(refined_csv), 'seconds': round(time.time() - t0, 1)}
@@ -363,41 +210,6 @@ def fit_report(r:dict) -> str:
             f"in {r['seconds']:.1f}s\n  next: near predict IMAGES --classifier {r['out']} --out predictions.csv")
 
 # %% ../nbs/09_cli.ipynb #90ab4f68
-def predict_table(clf:NearClassifier, iset:ImageSet, top_k:int=5, batch_size:int=64, progress:bool=False,
-                  embedded=None, # `clf.embed_images(iset)` when already computed
-                 ) -> pd.DataFrame:
-    "One row per image: path, sha256, name, score, margin, source, top names and scores, error."
-    e = embedded or clf.embed_images(iset, batch_size=batch_size, progress=progress)
-    why = {x.path: x.reason for x in e.errors}
-    rows = []
-    for f, h, p in zip(iset.files, e.sha256, clf.predict(e.emb, top=max(top_k, 2))):
-        margin = round(p[0][1] - (p[1][1] if len(p) > 1 else 0.0), 6) if p else np.nan
-        p = p[:top_k]
-        rows.append({'path': str(f), 'sha256': h or '', 'name': p[0][0] if p else '',
-                     'score': round(p[0][1], 6) if p else np.nan, 'margin': margin, 'source': 'classifier',
-                     'top_names': [n for n, _ in p], 'top_scores': [round(x, 6) for _, x in p],
-                     'error': why.get(str(f), '' if p else 'not embedded')})
-    return pd.DataFrame(rows)
-
-def _cascade(args, clf, iset, df, embedded) -> pd.DataFrame:
-    "The least confident images re-ranked by the MLLM (`cascade.cascade_predict`): name and source updated."
-    if args.budget is not None and args.threshold is not None:
-        raise NearError('give --budget (a share of the images) or --threshold (a margin), not both')
-    if not (args.mllm and args.store):
-        raise NearError('--budget / --threshold send images to an MLLM: give --mllm and --store too')
-    lab = labeler_from_spec(args.mllm, base_url=args.base_url, max_side=args.max_side)
-    cas = cascade_predict(clf, embedded.emb, iset.files, budget=args.budget, threshold=args.threshold, labeler=lab,
-                          store=args.store, k=args.candidates, domain=args.domain, concurrency=args.concurrency,
-                          progress=not (args.quiet or args.json))
-    asked = cas.candidates.map(len) > 0  # escalated; unanswered ones keep the classifier's name
-    unanswered = asked & (cas.source == 'classifier')
-    df.loc[asked, 'name'] = cas.name[asked]
-    df.loc[asked, 'source'] = cas.source[asked]
-    df.loc[unanswered, 'source'] = 'classifier (no answer)'
-    df['candidates'] = cas.candidates
-    df['mllm_answer'] = cas.answer
-    return df
-
 def cmd_predict(args) -> int:
     t0 = time.time()
     out = check_output(args.out, args.force)
@@ -407,7 +219,7 @@ def cmd_predict(args) -> int:
     clf = NearClassifier.from_pretrained(args.classifier, pretrained=args.pretrained, device=args.device)
     embedded = clf.embed_images(iset, batch_size=args.batch_size, progress=not (args.quiet or args.json))
     df = predict_table(clf, iset, args.top_k, embedded=embedded)
-    if args.budget is not None or args.threshold is not None: df = _cascade(args, clf, iset, df, embedded)
+    if args.budget is not None or args.threshold is not None: df = merge_cascade(args, clf, iset, df, embedded)
     write_table(df, out)
     bad = df[df.name == '']
     for _, b in bad.iterrows(): print(f'unreadable: {b.path}: {b.error}', file=sys.stderr)
@@ -436,94 +248,6 @@ def cmd_export(args) -> int:
           f'near export: {n} named images of {len(df)} to {args.to} at {out}')
     return 0
 
-# %% ../nbs/09_cli.ipynb #87712462
-def loo_1nn_accuracy(emb:np.ndarray, # (n, d) L2-normalised embeddings
-                     labels, # (n,) class per row
-                    ) -> float:
-    "Leave-one-out nearest-neighbour accuracy (cosine), in %."
-    sim = emb @ emb.T
-    np.fill_diagonal(sim, -np.inf)
-    return float((np.asarray(labels)[sim.argmax(1)] == np.asarray(labels)).mean() * 100)
-
-def write_map(emb:np.ndarray, labels:list, hover:list, path:Path, title:str='',
-              paths:list|None=None, # image files for thumbnails; default: the `path` column of refined_labels.csv beside `path`
-             ) -> Path:
-    "The explorer's map (`explore.map_html`: its 2-D layout, colours, legend, name search, thumbnails) as one HTML page."
-    from near_nb.explore import LabelView, layout_2d, map_html
-    beside = Path(path).parent/'refined_labels.csv'  # what `run_demo` writes just before the map
-    table = pd.read_csv(beside) if paths is None and beside.exists() else None
-    ok = table is not None and len(table) == len(labels)
-    paths = list(table['path']) if ok else paths
-    mllm = [m if isinstance(m, str) else '' for m in table['mllm']] if ok else list(labels)
-    ids = [Path(p).name for p in paths] if paths is not None else [str(i) for i in range(len(labels))]
-    view = LabelView(ids, mllm, answers=None if ok else list(hover), paths=paths, emb=emb, refined=list(labels))
-    xy, how = layout_2d(emb)
-    Path(path).write_text(map_html(view, xy, 'refined', title=f'{title} (layout: {how})'), encoding='utf-8')
-    return path
-
-# %% ../nbs/09_cli.ipynb #aacff10f
-def demo_folder(out:str|Path|None=None, # the demo's folder; default near_home()/demo
-                force:bool=False, # write into a folder that holds other files
-               ) -> Path:
-    "The demo's output folder, checked: new, empty, or a previous demo's (the demo resumes there)."
-    out = Path(out).expanduser() if out else near_home()/'demo'
-    if out.is_file(): raise NearError(f'{out} is a file: --out wants a folder')
-    if out.is_dir() and any(out.iterdir()) and not (out/'labels.sqlite').exists() and not force:
-        raise NearError(f'{out} holds other files: choose a new folder, or pass --force to write into it')
-    return check_output(out, force=True, folder=True)
-
-def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home()/demo
-             progress:bool=True, # a progress bar
-             cfg:NearConfig|None=None, # NeaR's options (default: `NearConfig()`)
-             force:bool=False, # write into a folder that holds other files
-            ) -> dict:
-    "The NeaR pipeline on the shipped sample; writes labels, classifier, report and map into `out`; returns the report."
-    from near_nb.mllm import ReplayLabeler
-    from near_nb.evaluate import Report, evaluate, knn_vote, raw_name
-    t0, out = time.time(), demo_folder(out, force)
-    out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=6, desc='near demo', disable=not progress, bar_format='{l_bar}{bar:20}| {n}/{total} {postfix}')
-    step = lambda what: (bar.set_postfix_str(what), bar.update(0))
-    step('answers'); s = sample(); errors = s.images.check(progress=False)
-    store = LabelStore(out/'labels.sqlite')
-    run = label_images(s.images, ReplayLabeler(s.images.root/'labels.csv'), store, domain='flower', progress=False)
-    rows = store.frame(run.model, run.prompt_hash).set_index('path'); bar.update()
-    step('embeddings')
-    bb = Backbone(s.model_name, s.pretrained)  # the sample's embeddings are in the cache: no weights needed
-    e = bb.embed_images(s.images, progress=False)
-    ok = e.valid
-    bar.update()
-    step('vocabulary')
-    enc = sentence_encoder()
-    got = [rows.loc[str(f)] if str(f) in rows.index else None for f, v in zip(s.images.files, ok) if v]
-    names = [list(ns) for ns in s.labels.names[ok]]  # as recorded with the sample, like the README and `near fit`
-    texts = [r['response'] if r is not None else '' for r in got]
-    voc, own = answers_vocabulary(s.labels.image_id[ok].tolist(), names, texts, enc, emb=e.emb[ok])
-    bar.update()
-    step('NeaR')
-    clf, res = near_fit(e.emb[ok], own, voc.names, cfg or NearConfig(), backbone=bb, contrasts=answer_contrasts(voc, texts))
-    clf.save_pretrained(out/'classifier')
-    bar.update()
-    step('evaluation'); gt, gtn = np.array(s.images.gt_class)[ok], list(np.array(s.images.gt_name)[ok])
-    raw = [raw_name(n) for n in names]; u = sorted(set(raw))
-    vote = knn_vote(e.emb[ok], np.array([u.index(r) if r else -1 for r in raw]))
-    refined = [voc.names[j] for j in res.refined]
-    rep = Report('flower102 (shipped sample)', enc.model_name)
-    rep.add('MLLM top-1 (first name, lower-cased)', evaluate(raw, gt, gtn, enc)).add('kNN vote (k=5)', evaluate([u[j] for j in vote], gt, gtn, enc))
-    rep.add('NeaR refined', evaluate(refined, gt, gtn, enc)); bar.update()
-    step('map'); files = [str(f) for f, v in zip(s.images.files, ok) if v]
-    pd.DataFrame({'path': files, 'mllm': raw, 'near': refined, 'clean': res.clean}).to_csv(out/'refined_labels.csv', index=False)
-    write_map(e.emb[ok], refined, [f'{r} (MLLM: {m})' for r, m in zip(refined, raw)], out/'near_map.html',
-              'Shipped sample: CLIP ViT-B/16 embeddings (PCA), coloured by NeaR name'); bar.update(); bar.close()
-    r = {'images': len(s.images), 'classes': len(s.classnames), 'unusable_images': len(errors), 'labeled': run.done + run.skipped,
-         'embedding': e.summary(), 'model': e.model_id, 'embeddings_source': 'precomputed OpenAI CLIP ViT-B/16 (RAR), served from the cache',
-         'loo_1nn_accuracy': round(loo_1nn_accuracy(e.emb[ok], gt), 1), 'mllm': s.labels.mllm.iloc[0],
-         'mllm_distinct_top1_names': len(set(raw)), 'vocabulary': len(voc), 'neighbour_weight': round(res.neighbour_weight, 3),
-         'sentence_model': enc.model_name, 'table': rep.frame.round(2).to_dict('index'), 'seconds': round(time.time() - t0, 1)}
-    (out/'report.json').write_text(json.dumps(r, indent=2))
-    r['out'], r['report'] = str(out), rep
-    return r
-
 # %% ../nbs/09_cli.ipynb #f4eed951
 def cmd_demo(args) -> int:
     r = run_demo(args.out, progress=not (args.quiet or args.json), force=args.force)
@@ -544,12 +268,9 @@ def cmd_demo(args) -> int:
 
 # %% ../nbs/09_cli.ipynb #1d1b2b03
 def cmd_bench(args) -> int:
-    from near_nb.evaluate import bench_testbed, methods
-    from near_nb.names import sentence_encoder
     enc = sentence_encoder(args.sentence_model)
     text = None
     if args.text_model:  # zero-shot CLIP over the vocabulary needs the text tower of the model the embeddings came from
-        from near_nb.embed import Backbone
         text = Backbone(args.text_model, args.text_pretrained).embed_text
     support = None if str(args.support).lower() == 'none' else float(args.support)
     r = bench_testbed(args.dir, seeds=args.seeds, encode=enc, similar=args.similar, support=support,

@@ -5,9 +5,12 @@
 # %% ../nbs/01_data.ipynb #70cc9600
 from __future__ import annotations
 import csv, io, os, stat, warnings, zlib, struct
+import importlib.resources
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 from fastcore.basics import patch
@@ -329,8 +332,6 @@ def few_shot(self:ImageSet, n:int, # images per class (with ground truth) or in 
     return self.subset(few_shot_indices(len(self), n, self.gt_class, seed))
 
 # %% ../nbs/01_data.ipynb #1e8d1d8f
-import pandas as pd
-
 @dataclass
 class Sample:
     "The shipped sample: images, the MLLM's answers and ground truth per image, precomputed CLIP embeddings."
@@ -343,15 +344,12 @@ class Sample:
     def __repr__(self): return f'Sample({len(self.images)} Flowers-102 images, {len(self.classnames)} classes, MLLM: {self.labels.mllm.iloc[0]})'
 
 def _sample_dir() -> Path:
-    import near_nb
-    return Path(near_nb.__file__).parent/'sample_data'/'flower102'
+    "The folder of the shipped sample, inside the installed package."
+    return Path(str(importlib.resources.files('near_nb')))/'sample_data'/'flower102'
 
 # %% ../nbs/01_data.ipynb #45c4558a
-def sample(seed_cache:bool=True, # put the precomputed embeddings into the embedding cache
-           cache=None, # an `EmbeddingCache` or its path; None: the default cache
-          ) -> Sample:
+def sample() -> Sample:
     "The shipped Flowers-102 sample (306 images, real MLLM answers, precomputed CLIP ViT-B/16 embeddings)."
-    import json
     d = _sample_dir()
     labels = pd.read_csv(d/'labels.csv', keep_default_na=False)
     labels['names'] = labels['names'].map(json.loads)
@@ -359,9 +357,4 @@ def sample(seed_cache:bool=True, # put the precomputed embeddings into the embed
     if list(z['image_id']) != labels.image_id.tolist(): raise RuntimeError('sample embeddings and labels.csv disagree')
     images = ImageSet([d/f for f in labels.file], labels.gt_class.tolist(), labels.gt_name.tolist(), d)
     s = Sample(images, labels, z['emb'].astype(np.float32), (d/'classnames.txt').read_text().splitlines())
-    if seed_cache:
-        from near_nb.embed import Backbone, EmbeddingCache  # lazy: embed builds on data
-        bb, c = Backbone(s.model_name, s.pretrained), cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(cache)
-        hashes = [images.sha256(i) for i in range(len(images))]
-        if len(c.get(bb.model_id, bb.prep_id, hashes)) < len(set(hashes)): c.put(bb.model_id, bb.prep_id, hashes, s.emb)
     return s

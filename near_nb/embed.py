@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_embed.ipynb #5cd6293c
 from __future__ import annotations
-import json, logging, os, sqlite3, time
+import logging, os, sqlite3, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -17,8 +17,8 @@ from .data import ImageSet, LoadError, ImageLoadError, load_image, DEFAULT_MAX_P
 log = logging.getLogger('near_nb')
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_TEMPLATES', 'EmbeddingCache', 'BackboneLoadError', 'Backbone', 'register_config', 'register_tiny_clip',
-           'tiny_clip_config', 'Embeddings', 'prompt_templates']
+__all__ = ['log', 'DEFAULT_TEMPLATES', 'EmbeddingCache', 'BackboneLoadError', 'Backbone', 'register_config', 'Embeddings',
+           'prompt_templates']
 
 # %% ../nbs/04_embed.ipynb #d07de734
 class EmbeddingCache:
@@ -187,25 +187,6 @@ def load(self:Backbone) -> Backbone:
     self.model, self.preprocess, self.tokenizer = model.eval(), preprocess, oc.get_tokenizer(name)
     if expected is not None and self.preprocess_cfg != expected: log.warning(f'{name}: preprocessing differs from the configs: {self.preprocess_cfg}')
     return self
-
-# %% ../nbs/04_embed.ipynb #7813ddd5
-def register_tiny_clip(name:str='near-tiny-clip', # the model name to register
-                       image_size:int=32, width:int=64, layers:int=2, embed_dim:int=32,
-                      ) -> str:
-    "Register a tiny ViT CLIP config with open_clip (random weights; tests and examples) and return its name."
-    cfg = {'embed_dim': embed_dim,
-           'vision_cfg': {'image_size': image_size, 'layers': layers, 'width': width, 'patch_size': 8, 'head_width': 32},
-           'text_cfg': {'context_length': 77, 'vocab_size': 49408, 'width': width, 'heads': 2, 'layers': layers}}
-    d = near_home()/'model_configs'; d.mkdir(parents=True, exist_ok=True)
-    (d/f'{name}.json').write_text(json.dumps(cfg))
-    _oc().add_model_config(d/f'{name}.json')
-    return name
-
-def tiny_clip_config(path:str|Path, **kwargs) -> Path:
-    "Write the tiny CLIP config of `register_tiny_clip` to `path` (a .json that `Backbone` and `near embed --model` accept)."
-    name = register_tiny_clip(Path(path).stem, **kwargs)
-    Path(path).write_text((near_home()/'model_configs'/f'{name}.json').read_text())
-    return Path(path)
 
 # %% ../nbs/04_embed.ipynb #8fad4bf4
 @dataclass

@@ -12,7 +12,7 @@ import pandas as pd
 from PIL import Image
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .core import NearError, stable_hash, sha256_file, open_sqlite
+from .core import NearError, get_device, stable_hash, sha256_file, open_sqlite
 from .data import ImageSet, ImageLoadError, LoadError, load_image, display_path
 from .names import parse_answer
 
@@ -609,7 +609,6 @@ class HFLabeler:
         if self.pipe is None:
             import torch
             from transformers import pipeline
-            from near_nb.core import get_device
             dev = get_device(self.device)
             dt = self.dtype if self.dtype != 'auto' else ('bfloat16' if dev.startswith('cuda') and torch.cuda.is_bf16_supported() else 'float32')
             self.pipe = pipeline('image-text-to-text', model=self.model, device=dev, dtype=getattr(torch, dt))

@@ -6,13 +6,14 @@
 from __future__ import annotations
 import json, re, unicodedata
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
 # %% auto #0
 __all__ = ['ParsedAnswer', 'clean_name', 'parse_answer', 'parse_names', 'singular', 'normalize_name', 'parse_agreement',
-           'Mention', 'Merge', 'Vocabulary', 'sentence_encoder', 'contrasting']
+           'Mention', 'Merge', 'Vocabulary', 'sentence_encoder', 'contrasting', 'answers_vocabulary',
+           'answer_contrasts', 'name_cohesion', 'merge_support', 'visual_merges']
 
 # %% ../nbs/02_names.ipynb #e148cdb9
 @dataclass
@@ -672,3 +673,92 @@ def merge_similar(self:Vocabulary, encode, # names -> L2-normalised embeddings (
         for k in members[gj]: group[k] = gi
         members[gi] += members.pop(gj)
     return Vocabulary(self.mentions, self.stated, self.merges + new, self.prefer_common)
+
+# %% ../nbs/02_names.ipynb #5c835ef5
+@functools.lru_cache(maxsize=65536)
+def _parsed(text:str):
+    "`parse_answer`, once per distinct answer text (the vocabulary and the contrasts both read it)."
+    return parse_answer(text)
+
+def _answer_names(names:list, response, alternatives:bool=True) -> list:
+    "An image's names: the given ones (a labels CSV's `names`; parsed from the answer when there are none), then alternatives."
+    if not isinstance(response, str) or not response.strip(): return list(names)
+    parsed = _parsed(response)
+    if not names: return [n for n in parsed.names if alternatives or n not in parsed.alternatives]
+    if not alternatives: return list(names)
+    keys = {normalize_name(n) for n in names}
+    alts = [a for a in parsed.alternatives if normalize_name(a) not in keys]
+    return list(names) + alts
+
+def answers_vocabulary(image_ids:list, # one id per image
+                       names:list, # per image: the MLLM's names, most likely first (may be empty)
+                       responses:list|None=None, # per image: the full answer text (synonyms, alternatives)
+                       encode=None, # sentence encoder for `merge_similar`; None: stated synonyms only
+                       similar:float=0.9, # cosine for merging by sentence similarity
+                       *,
+                       emb:np.ndarray|None=None, # (n, d) image embeddings: sentence merges need visual support
+                       support:float|None=None, # see `visual_merges` (e.g. 0.25); None: no visual check (the default)
+                       alternatives:bool=True, # add the alternatives the answers hedge between to each image's names
+                      ) -> tuple:
+    "(`Vocabulary`, own name ids per image, first-ranked first, the answer's alternatives after its names)."
+    ms, st = [], []
+    for i, (img, ns) in enumerate(zip(image_ids, names)):
+        text = responses[i] if responses is not None else None
+        ms += [Mention(str(img), 'mllm', r, n) for r, n in enumerate(_answer_names(ns, text, alternatives))]
+        if isinstance(text, str) and text.strip(): st += _parsed(text).synonyms
+    voc = Vocabulary(ms, st).merge_stated()
+    if encode is not None and similar:
+        merged = voc.merge_similar(encode, similar)
+        if emb is not None and support is not None:
+            merged = visual_merges(voc, merged, _first_ids(voc, image_ids), emb, support)
+        voc = merged
+    ids = voc.image_names()
+    return voc, [ids.get(str(img), []) for img in image_ids]
+
+# %% ../nbs/02_names.ipynb #82cff5fc
+def answer_contrasts(voc:Vocabulary, # the vocabulary of `answers_vocabulary`
+                     responses:list, # per image: the full answer text
+                    ) -> list:
+    "Per image: the ids of the vocabulary's names its answer rules out (\"unlike Y\", \"similar breeds such as Y\")."
+    out = []
+    for text in responses:
+        ok = isinstance(text, str) and text.strip()
+        ids = {voc.id_of(c) for c in _parsed(text).contrasts} if ok else set()
+        out.append(sorted(i for i in ids if i is not None))
+    return out
+
+# %% ../nbs/02_names.ipynb #0a891c6a
+def _first_ids(voc:Vocabulary, image_ids:list) -> np.ndarray:
+    "Each image's first name id in `voc` (-1: no name)."
+    ids = voc.image_names()
+    return np.array([ids[str(i)][0] if ids.get(str(i)) else -1 for i in image_ids])
+
+def name_cohesion(emb:np.ndarray, first:np.ndarray, quantile:float=0.25) -> float:
+    "The `quantile` of the cosine between two images that share a first name: how alike one name's images are here."
+    sims = []
+    for c in np.unique(first[first >= 0]):
+        ix = np.flatnonzero(first == c)
+        if len(ix) > 1:
+            S = emb[ix] @ emb[ix].T
+            sims.append(S[np.triu_indices(len(ix), 1)])
+    return float(np.quantile(np.concatenate(sims), quantile)) if sims else float('inf')
+
+def merge_support(emb:np.ndarray, first:np.ndarray, a:int, b:int) -> float:
+    "Mean cosine between the images first-named `a` and those first-named `b` (NaN when either has none)."
+    ia, ib = np.flatnonzero(first == a), np.flatnonzero(first == b)
+    return float((emb[ia] @ emb[ib].T).mean()) if len(ia) and len(ib) else float('nan')
+
+# %% ../nbs/02_names.ipynb #80d04971
+def visual_merges(before:Vocabulary, # the vocabulary the text merges start from
+                  after:Vocabulary, # `before` plus text merges (`merge_similar`)
+                  first:np.ndarray, # each image's first name id in `before`
+                  emb:np.ndarray, # (n, d) L2-normalised image embeddings
+                  support:float=0.25, # quantile of same-name image pairs' cosine that a merge must reach
+                 ) -> Vocabulary:
+    "`after` keeping only the merges whose images look as alike as one name's images usually do."
+    bar = name_cohesion(emb, first, support)
+    kept = []
+    for m in after.merges[len(before.merges):]:
+        s = merge_support(emb, first, before.id_of(m.a), before.id_of(m.b))
+        if s >= bar: kept.append(replace(m, reason=f'{m.reason}+visual', score=round(s, 4)))
+    return Vocabulary(before.mentions, before.stated, before.merges + kept, before.prefer_common)

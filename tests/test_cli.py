@@ -5,11 +5,12 @@ from PIL import Image
 from near_nb.cli import main
 from near_nb.classifier import NearClassifier
 from near_nb.data import sample
-from near_nb.embed import Backbone, tiny_clip_config
+from near_nb.embed import Backbone
+from near_nb.testing import tiny_clip_config
 from near_nb.formats import read_table
 from near_nb.mllm import LabelStore
 
-SAMPLE = sample(seed_cache=False).images.root
+SAMPLE = sample().images.root
 LABELS = SAMPLE/'labels.csv'
 
 def near(*args):

@@ -5,7 +5,8 @@ import os, signal, subprocess, sys
 import numpy as np, torch
 from PIL import Image
 from near_nb.data import ImageSet
-from near_nb.embed import Backbone, EmbeddingCache, tiny_clip_config
+from near_nb.embed import Backbone, EmbeddingCache
+from near_nb.testing import tiny_clip_config
 from conftest import kill_when
 
 def near(*args, env=None):
@@ -94,13 +95,14 @@ def test_cli_demo_offline(tmp_path):
     refined = pd.read_csv(tmp_path/'demo'/'refined_labels.csv')
     assert len(refined) == 306 and set(refined.columns) >= {'path', 'mllm', 'near', 'clean'}
     # the saved classifier names the sample's embeddings without any MLLM, as the refined labels say
-    from near_nb.near import NearClassifier
+    from near_nb.classifier import NearClassifier
     from near_nb.data import sample
+    from near_nb.pipeline import seed_sample_cache
     clf = NearClassifier.from_pretrained(tmp_path/'demo'/'classifier')
-    pred = [p[0][0] for p in clf.predict(sample(seed_cache=False).emb)]
+    pred = [p[0][0] for p in clf.predict(sample().emb)]
     assert np.mean(np.array(pred) == refined.near.to_numpy()) > 0.9
     # and names image files through the backbone its config names (here served from the cache the sample seeds)
-    s = sample()
+    s = seed_sample_cache(sample())
     assert [p[0][0] for p in clf.predict(s.images.files[:5])] == pred[:5]
     again = near('demo', '--out', str(tmp_path/'demo'), '-q', env={'NEAR_NB_HOME': str(tmp_path/'home')})
     assert again.returncode == 0 and json.loads((tmp_path/'demo'/'report.json').read_text())['table'] == t   # reproducible

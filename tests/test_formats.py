@@ -7,7 +7,7 @@ from near_nb.data import sample
 from near_nb.formats import (from_imagefolder, from_hf_dataset, from_fiftyone, to_imagefolder, to_coco, to_fiftyone,
                              write_table, read_table)
 
-SAMPLE = sample(seed_cache=False).images.root
+SAMPLE = sample().images.root
 
 @pytest.fixture(scope='module')
 def named():

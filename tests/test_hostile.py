@@ -8,7 +8,7 @@ import json, os, re, signal, socket, sqlite3, subprocess, sys, time
 import numpy as np, pandas as pd, pytest
 from PIL import Image
 from near_nb.data import _png_header_only
-from near_nb.embed import tiny_clip_config
+from near_nb.testing import tiny_clip_config
 from near_nb.fakeserver import FakeChatServer
 from near_nb.mllm import LabelStore
 

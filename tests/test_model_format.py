@@ -4,7 +4,8 @@ import numpy as np, pytest, torch
 from PIL import Image
 from near_nb.core import NearError
 from near_nb.classifier import NearClassifier, FORMAT_VERSION
-from near_nb.embed import Backbone, tiny_clip_config
+from near_nb.embed import Backbone
+from near_nb.testing import tiny_clip_config
 
 def tuned_classifier(tmp_path, name='tinyfmt'):
     "A classifier with a tiny random backbone and a perturbed ('tuned') image tower."

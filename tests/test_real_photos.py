@@ -1,13 +1,14 @@
 "Real photographs: the shipped sample and (where ../shared is beside the checkout) the CUB pool."
 import numpy as np, pytest
 from near_nb.data import ImageSet, load_image, sample
-from near_nb.embed import Backbone, tiny_clip_config
+from near_nb.embed import Backbone
+from near_nb.testing import tiny_clip_config
 from conftest import ROOT
 
 POOL = ROOT.parent/'shared'/'data'/'pool'/'cub50-test'/'manifest.csv'
 
 def test_sample_images_all_load():
-    s = sample(seed_cache=False)
+    s = sample()
     assert s.images.check(progress=False) == []
     im = load_image(s.images.files[0])
     assert im.mode == 'RGB' and min(im.size) >= 200

@@ -23,3 +23,37 @@ def test_index_notebook_runs():
     from nbdev.test import test_nb
     ok, _ = test_nb(ROOT/'index.ipynb', do_print=False)
     assert ok, 'index.ipynb failed to run top to bottom'
+
+def _code_stats():
+    "tools/code_stats.py as a module (the import graph the closing figures report, too)."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('code_stats', ROOT/'tools'/'code_stats.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+def _import_problems(pkg:Path) -> tuple:
+    "(cycles of the intra-package import graph, 'module -> target' for each package import inside a function)."
+    cs = _code_stats()
+    mods = cs.modules(pkg)
+    graph, inside = {}, []
+    for name, path in mods.items():
+        imps = cs.intra_imports(path, set(mods))
+        graph[name] = {t for t, _ in imps if t not in (name, 'near_nb')}
+        inside += [f'{name} -> {t}' for t, in_fn in imps if in_fn]
+    return cs.cycles(graph), inside
+
+def test_imports_flow_one_way():
+    "No import cycle between near_nb's modules, and every package import sits at the top of its module."
+    cycles, inside = _import_problems(ROOT/'near_nb')
+    assert cycles == [], f'import cycles: {cycles}'
+    assert inside == [], f'package imports inside functions (move them to the top of the module): {inside}'
+
+def test_import_check_finds_problems(tmp_path):
+    "The check above fails on a cycle and on an in-function import (so passing it means something)."
+    (tmp_path/'a.py').write_text('from .b import f\n')
+    (tmp_path/'b.py').write_text('def f():\n    from .a import g\n    import near_nb.c\n')
+    (tmp_path/'c.py').write_text('import near_nb\n')
+    cycles, inside = _import_problems(tmp_path)
+    assert [sorted(c) for c in cycles] == [['a', 'a', 'b']]
+    assert sorted(inside) == ['b -> a', 'b -> c']

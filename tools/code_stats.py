@@ -13,6 +13,7 @@ def modules(pkg:Path):
 
 def intra_imports(path:Path, names:set):
     "(target, in_function) for every import of a sibling module in `path`, top level and inside functions."
+    names = set(names) | {'near_nb'}
     tree = ast.parse(path.read_text())
     found = []
     def visit(node, in_fn):
@@ -28,9 +29,10 @@ def intra_imports(path:Path, names:set):
                 else:
                     targets = []
                 found.extend((t, in_fn) for t in targets if t in names)
-            elif isinstance(child, ast.Import):
-                found.extend((a.name.split('.')[1], in_fn) for a in child.names
-                             if a.name.startswith('near_nb.') and a.name.split('.')[1] in names)
+            elif isinstance(child, ast.Import):  # `import near_nb` itself counts as 'near_nb'
+                parts = [a.name.split('.') for a in child.names if a.name.split('.')[0] == 'near_nb']
+                found.extend((ps[1] if len(ps) > 1 else 'near_nb', in_fn) for ps in parts
+                             if len(ps) == 1 or ps[1] in names)
             visit(child, fn)
     visit(tree, False)
     return found
@@ -81,7 +83,7 @@ def stats(root:Path):
         text = path.read_text().splitlines()
         imps = intra_imports(path, names)
         out['lines'][name] = len(text)
-        out['edges'][name] = sorted({t for t, _ in imps if t != name})
+        out['edges'][name] = sorted({t for t, _ in imps if t not in (name, 'near_nb')})
         out['in_function'][name] = sum(fn for _, fn in imps)
         out['joined'][name] = len(joined_lines(path))
         out['long'][name] = sum(len(line) > 120 for line in text)
