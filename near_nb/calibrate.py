@@ -104,7 +104,7 @@ def reliability_figure(table:pd.DataFrame, # `reliability_table`
                        title:str='Reliability',
                       ):
     "A plotly reliability diagram: accuracy per confidence bin against the diagonal, bin sizes in the hover."
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # lazy: plotly is slow to import; only drawing a figure needs it
     t = table[table['count'] > 0]
     mid = (t.low + t.high) / 2
     fig = go.Figure()

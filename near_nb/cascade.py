@@ -76,7 +76,7 @@ def curve_figure(curves:dict, # label -> `cascade_curve` output
                  title:str='Accuracy against MLLM budget',
                 ):
     "A plotly figure: each curve, the straight line between its two ends, and random escalation as markers."
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # lazy: plotly is slow to import; only drawing a figure needs it
     fig = go.Figure()
     for label, curve in curves.items():
         b = [float(k) for k in curve]

@@ -124,7 +124,7 @@ def _jsonable(x):
 def backbone_spec(bb:Backbone, # the backbone the classifier's features come from
                  ) -> dict:
     "How to rebuild `bb` elsewhere: model name and open_clip config, weights (tag, checkpoint hash or seed), preprocessing."
-    import open_clip
+    import open_clip  # lazy: importing open_clip takes seconds; only building a model needs it
     spec = {'model_name': bb.model_name, 'model_id': bb.model_id, 'prep_id': bb.prep_id,
             'open_clip_config': open_clip.get_model_config(bb.model_name)}
     if bb.random_init: spec.update(random_init=True, seed=bb.seed)
@@ -136,7 +136,7 @@ def backbone_spec(bb:Backbone, # the backbone the classifier's features come fro
 # %% ../nbs/05b_classifier.ipynb #b545a2fb
 def _register_config(name:str, cfg:dict):
     "Make an open_clip model config known under `name` (written under `near_home()/model_configs`)."
-    import open_clip
+    import open_clip  # lazy: importing open_clip takes seconds; only building a model needs it
     d = near_home()/'model_configs'
     d.mkdir(parents=True, exist_ok=True)
     (d/f'{name}.json').write_text(json.dumps(cfg))
@@ -147,7 +147,7 @@ def backbone_from_spec(spec:dict, # a `backbone_spec`, as config.json holds it
                        device:str|None=None, # torch device; None: cuda > mps > cpu
                       ) -> Backbone:
     "The `Backbone` a saved classifier names (lazy); `NearError` when its checkpoint is not at hand."
-    import open_clip
+    import open_clip  # lazy: importing open_clip takes seconds; only building a model needs it
     name = spec['model_name']
     if open_clip.get_model_config(name) is None and spec.get('open_clip_config'):
         _register_config(name, spec['open_clip_config'])
@@ -208,7 +208,7 @@ def _local_folder(src, # a folder or a Hub repo id
                   **hub, # `huggingface_hub.snapshot_download` arguments (revision, cache_dir, token, local_files_only)
                  ) -> Path:
     "The folder of a saved classifier: `src` itself, or the Hub repo `src` downloaded (or found in the HF cache)."
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # lazy: only the Hub calls need huggingface_hub
     p = Path(src).expanduser()
     if p.is_dir(): return p
     if p.is_file(): raise NearError(f'{p} is a file: a saved classifier is a folder with config.json and model.safetensors '
@@ -280,7 +280,7 @@ def push_to_hub(self:NearClassifier, repo_id:str, # 'user/name' on the Hugging F
                 api=None, # a `huggingface_hub.HfApi` (default: a new one with `token`)
                ) -> str:
     "Upload the classifier as a Hub model repo (created if missing); returns the commit URL."
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi  # lazy: only the Hub calls need huggingface_hub
     api = api or HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
     with tempfile.TemporaryDirectory() as tmp:

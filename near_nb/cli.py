@@ -43,6 +43,7 @@ def quiet_third_party(verbose:bool=False, # keep everything (and log near_nb's I
     os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
     os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
     os.environ.setdefault('HF_HUB_VERBOSITY', 'error')
+    # lazy: only the Hub calls need huggingface_hub
     from huggingface_hub.utils import disable_progress_bars, logging as hf_logging
     disable_progress_bars()
     hf_logging.set_verbosity_error()

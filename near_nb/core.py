@@ -29,7 +29,7 @@ def seed_everything(seed:int=0, # the seed for random, numpy and torch
     "Seed `random`, NumPy and torch; return a NumPy `Generator` seeded the same way."
     random.seed(seed); np.random.seed(seed)
     try:
-        import torch
+        import torch  # lazy: torch takes seconds to import; only this call needs it
         torch.manual_seed(seed)
     except ImportError: pass
     return np.random.default_rng(seed)
@@ -39,7 +39,7 @@ def get_device(device:str|None=None, # 'cpu', 'cuda', 'cuda:1', 'mps'; None pick
               ) -> str:
     "The torch device to use: `device` if given, else cuda > mps > cpu."
     if device: return str(device)
-    import torch
+    import torch  # lazy: torch takes seconds to import; only this call needs it
     if torch.cuda.is_available(): return 'cuda'
     mps = getattr(torch.backends, 'mps', None)
     if mps is not None and mps.is_available(): return 'mps'

@@ -35,14 +35,14 @@ def layout_2d(emb:np.ndarray, # (n, d) embeddings
         except ImportError: umap = None
         method = 'umap' if umap is not None and n > 15 else 'tsne' if 10 < n <= tsne_max else 'pca'
     if n < 3 or method == 'pca':
-        from sklearn.decomposition import PCA
+        from sklearn.decomposition import PCA  # lazy: only the layout method chosen is imported
         xy = PCA(2, random_state=seed).fit_transform(X) if n >= 2 and X.shape[1] >= 2 else np.zeros((n, 2))
         return np.asarray(xy, np.float32), 'pca'
     if method == 'tsne':
-        from sklearn.manifold import TSNE
+        from sklearn.manifold import TSNE  # lazy: only the layout method chosen is imported
         return TSNE(2, perplexity=min(30.0, (n - 1) / 3), init='pca', random_state=seed, metric='cosine').fit_transform(X).astype(np.float32), 'tsne'
     if method == 'umap':
-        import umap
+        import umap  # lazy: umap is optional (the explore extra)
         return umap.UMAP(n_neighbors=min(15, n - 1), metric='cosine', random_state=seed).fit_transform(X).astype(np.float32), 'umap'
     raise ValueError(f"method must be 'auto', 'umap', 'tsne' or 'pca', not {method!r}")
 
@@ -129,7 +129,7 @@ _GREY = 'data:image/svg+xml;base64,' + base64.b64encode(b'<svg xmlns="http://www
 @lru_cache(maxsize=4096)
 def thumbnail(path:str|None, size:int=96) -> str:
     "A JPEG data URL of the image at `path`, at most `size` px a side (a grey square when it cannot be read)."
-    from PIL import Image
+    from PIL import Image  # lazy: only thumbnails need PIL here
     if not path: return _GREY
     try:
         with Image.open(path) as im:
@@ -220,7 +220,7 @@ def map_traces(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
                colours:dict|None=None, # `name_colours` (default: this view's `top` largest names)
                top:int=20, answer_chars:int=160) -> list:
     "The map's scatter traces: the grey tail, one per coloured name (largest first), and the search hits on top."
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # lazy: plotly is slow to import; only drawing a figure needs it
     labels = view.labels(by)
     colours = name_colours(labels, top=top) if colours is None else colours
     groups = defaultdict(list)
@@ -253,7 +253,7 @@ def map_figure(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
                by:str='mllm', # colour by 'mllm', 'refined' or 'gt'
                colours:dict|None=None, top:int=20, title:str|None=None, answer_chars:int=160):
     "A plotly scatter of the images: the largest names coloured with a legend that toggles, the rest grey, hover cards."
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # lazy: plotly is slow to import; only drawing a figure needs it
     traces = map_traces(view, xy, by, colours, top, answer_chars)
     return go.Figure(traces, layout=_map_layout(title or map_title(view, by)))
 
@@ -322,7 +322,7 @@ def confused_pairs(table:pd.DataFrame, top:int=15) -> pd.DataFrame:
 # %% ../nbs/08_explore.ipynb #e2b37de2
 def confusion_figure(table:pd.DataFrame):
     "A heatmap of a `confusion` table: off-diagonal counts on a log colour scale, matched cells grey."
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # lazy: plotly is slow to import; only drawing a figure needs it
     n = table.values.astype(float)
     diag = table.attrs.get('diagonal', np.zeros(n.shape, bool))
     z = np.where(diag | (n == 0), np.nan, np.log10(np.maximum(n, 1)))
@@ -370,7 +370,7 @@ class Explorer:
         self.colours = name_colours(*lists, top=self.top, keep=self.colours)
     def _ipython_display_(self):
         "The widget; where no widget can run (a static page), a line that says what it is."
-        from IPython.display import display
+        from IPython.display import display  # lazy: IPython is there only inside a notebook
         data = self.widget._repr_mimebundle_() or {}
         data['text/plain'] = repr(self)
         data['text/html'] = (f'<p><i>{escape(repr(self))}: the interactive explorer needs a running Python kernel; '
@@ -385,6 +385,7 @@ from fastcore.basics import patch
 
 @patch
 def _build(self:Explorer):
+    # lazy: ipywidgets is needed only when an explorer widget is built
     import ipywidgets as w, plotly.graph_objects as go
     v, wide, auto = self.view, {'description_width': 'initial'}, w.Layout(width='auto')
     self.colour = w.ToggleButtons(options=v.stages, value=self.by, description='colour by', style=wide)
@@ -492,7 +493,7 @@ def _labels(self:Explorer) -> list: return self.view.labels(self.by)
 # %% ../nbs/08_explore.ipynb #9f03f300
 @patch
 def _fill_grid(self:Explorer, idx, header:str):
-    import ipywidgets as w
+    import ipywidgets as w  # lazy: ipywidgets is needed only when an explorer widget is built
     v, labels = self.view, self._labels()
     marked = {k for k, f in self.flags.items() if f == 'wrong'}
     self.shown = [int(i) for i in idx][:self.max_images]
@@ -765,6 +766,6 @@ def map_html(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
 
 def page_frame(page:str, height:int=1000):
     "An HTML page (e.g. `map_html`) shown in a notebook or a docs page, isolated in an iframe."
-    from IPython.display import HTML
+    from IPython.display import HTML  # lazy: IPython is there only inside a notebook
     style = f'width:100%;height:{height}px;border:0'
     return HTML(f'<div><iframe class="near-page" srcdoc="{escape(page)}" style="{style}"></iframe></div>')

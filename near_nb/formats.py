@@ -85,7 +85,7 @@ def from_hf_dataset(ds, # a `datasets.Dataset`, or a folder saved with `save_to_
                     split:str='train', # the split, when `ds` is a `DatasetDict`
                    ) -> pd.DataFrame:
     "A labels table from a Hugging Face image dataset; its images are written into `out`."
-    import datasets
+    import datasets  # lazy: the Hugging Face datasets package is optional (the hf extra)
     if isinstance(ds, (str, Path)): ds = datasets.load_from_disk(str(ds))
     if isinstance(ds, datasets.DatasetDict): ds = ds[split]
     for c in [image_col] + ([label_col] if label_col else []):

@@ -254,7 +254,7 @@ class OpenAILabeler:
         self._client, self._loop = None, None
     def client(self):
         "The SDK client of the running event loop (aiohttp transport when `openai[aiohttp]` is installed: less CPU per request)."
-        import openai
+        import openai  # lazy: only the OpenAI-compatible labeler needs openai
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             kw = {}
@@ -297,7 +297,7 @@ def _wait(self:OpenAILabeler, e) -> float|None:
 @patch
 async def answer(self:OpenAILabeler, req:Request) -> Answer:
     "Ask once per attempt until an answer comes, or raise `LabelError` with the last error (secrets scrubbed)."
-    import openai, httpx
+    import openai, httpx  # lazy: only the OpenAI-compatible labeler needs openai
     small = os.path.getsize(req.path) < 65536 if os.path.isfile(req.path) else True
     url = image_data_url(req.path, self.max_side) if small else await asyncio.to_thread(image_data_url, req.path, self.max_side)
     msgs = [{'role': 'user', 'content': [{'type': 'text', 'text': req.prompt}, {'type': 'image_url', 'image_url': {'url': url}}]}]
@@ -607,8 +607,8 @@ class HFLabeler:
     def __repr__(self): return f'HFLabeler({self.model!r}, device={self.device!r}, loaded={self.pipe is not None})'
     def load(self) -> HFLabeler:
         if self.pipe is None:
-            import torch
-            from transformers import pipeline
+            import torch  # lazy: torch takes seconds to import; only this call needs it
+            from transformers import pipeline  # lazy: transformers is heavy; only the local-VLM labeler needs it
             dev = get_device(self.device)
             dt = self.dtype if self.dtype != 'auto' else ('bfloat16' if dev.startswith('cuda') and torch.cuda.is_bf16_supported() else 'float32')
             self.pipe = pipeline('image-text-to-text', model=self.model, device=dev, dtype=getattr(torch, dt))
@@ -639,6 +639,7 @@ def answer_batch(self:HFLabeler, reqs:list) -> list:
 # %% ../nbs/03_mllm.ipynb #ff29908a
 def tiny_vlm(path:str|Path) -> Path:
     "Write a tiny random-weight Qwen2-VL (model, tokenizer, processor) to `path`; for tests."
+    # lazy: only the tiny local-VLM fixture needs tokenizers
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders
     from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor, Qwen2VLImageProcessor,
                               Qwen2VLVideoProcessor, PreTrainedTokenizerFast)
@@ -661,7 +662,7 @@ def tiny_vlm(path:str|Path) -> Path:
                                            spatial_merge_size=2, temporal_patch_size=2),
                         image_token_id=i['<|image_pad|>'], video_token_id=i['<|video_pad|>'],
                         vision_start_token_id=i['<|vision_start|>'], vision_end_token_id=i['<|vision_end|>'], **special)
-    import torch
+    import torch  # lazy: torch takes seconds to import; only this call needs it
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0); Qwen2VLForConditionalGeneration(cfg).save_pretrained(path)
     proc.save_pretrained(path)

