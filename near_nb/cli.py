@@ -12,6 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 import near_nb
 from .core import NearError
+from .cascade import grow_classifier
 from .classifier import NearClassifier
 from .data import display_path
 from .embed import Backbone, BackboneLoadError, EmbeddingCache
@@ -214,6 +215,9 @@ def fit_report(r:dict) -> str:
 def cmd_predict(args) -> int:
     t0 = time.time()
     out = check_output(args.out, args.force)
+    grow = check_output(args.grow, args.force) if args.grow else None
+    if grow is not None and args.budget is None and args.threshold is None:
+        raise NearError('--grow adds the new names the MLLM gives escalated images: give --budget or --threshold too')
     if out.suffix.lower() not in ('.csv', '.parquet'): raise NearError(f'--out {out}: name a .csv or .parquet file')
     iset = open_images(args.images)
     if not len(iset): raise NearError(f'no images in {args.images}')
@@ -222,16 +226,24 @@ def cmd_predict(args) -> int:
     df = predict_table(clf, iset, args.top_k, embedded=embedded)
     if args.budget is not None or args.threshold is not None: df = merge_cascade(args, clf, iset, df, embedded)
     write_table(df, out)
+    added = []
+    if grow is not None:
+        answers = df.rename(columns={'mllm_answer': 'answer'})
+        grown, added = grow_classifier(clf, answers, embedded.emb, model=args.mllm)
+        grown.save_pretrained(grow)
     bad = df[df.name == '']
     for _, b in bad.iterrows(): print(f'unreadable: {b.path}: {b.error}', file=sys.stderr)
     named = df.name[df.name != '']
     r = {'images': len(df), 'named': len(named), 'unreadable': len(bad), 'distinct_names': int(named.nunique()),
          'sources': df.source[df.name != ''].value_counts().to_dict(),
          'classifier': str(args.classifier), 'out': str(out), 'seconds': round(time.time() - t0, 1)}
+    if grow is not None:
+        r['added_names'] = [a['name'] for a in added]
+        r['grown_classifier'] = str(grow)
     print(json.dumps(r, indent=1) if args.json else
           f"near predict: named {r['named']} of {r['images']} images ({r['unreadable']} unreadable), "
           f"{r['distinct_names']} distinct names ({', '.join(f'{k}: {v}' for k, v in r['sources'].items())}); "
-          f"wrote {out}")
+          f"wrote {out}" + (f"; {len(added)} new names added, classifier saved to {grow}" if grow else ''))
     return 0 if bad.error.str.startswith('not embedded').sum() == 0 else 1
 
 # %% ../nbs/09_cli.ipynb #b9e388b4
@@ -361,6 +373,8 @@ def predict_arguments(r:argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument('--domain', default=None, help="e.g. 'bird', 'flower', 'car' (for the prompt)")
     g.add_argument('--concurrency', type=at_least(1), default=8, help='requests in flight')
     g.add_argument('--max-side', type=at_least(32), default=768, help='images are downscaled to this longer side')
+    g.add_argument('--grow', default=None, metavar='DIR',
+                   help="save a copy of the classifier with a class for each new name the MLLM gave (provenance kept)")
     return r
 
 def export_arguments(x:argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -246,3 +246,29 @@ def test_check_embed_label_report_as_json(fitted, capsys, tmp_path):
     rc, out, _ = run(capsys, 'label', LABELS, '--mllm', f'replay:{LABELS}', '--store', tmp_path/'s.sqlite',
                      '--out', tmp_path/'l2.csv', '--json')
     assert rc == 0 and (json.loads(out)['requests'], json.loads(out)['skipped']) == (0, 306)
+
+def test_predict_grow_adds_the_new_names_as_classes(fitted, capsys, tmp_path):
+    "`near predict --budget --grow DIR`: the MLLM's new names become classes of a saved copy, with provenance."
+    from near_nb.fakeserver import FakeChatServer
+    d, _ = fitted
+    imgs = tmp_path/'new'
+    imgs.mkdir()
+    for f in sorted((SAMPLE/'images').rglob('*.jpg'))[::10]: (imgs/f.name).write_bytes(f.read_bytes())
+    out, grown_dir = tmp_path/'p.csv', tmp_path/'grown'
+    with FakeChatServer(rerank=True) as srv:
+        rc, so, err = run(capsys, 'predict', imgs, '--classifier', d/'clf', '--budget', '1', '--mllm', 'openai:fake-vlm',
+                          '--base-url', srv.url, '--store', tmp_path/'s.sqlite', '--out', out, '--grow', grown_dir, '--json')
+    assert rc == 0, err
+    r = json.loads(so)
+    p = read_table(out)
+    new = p[p.source == 'mllm (new name)']
+    assert len(new) > 0 and sorted(r['added_names']) == sorted(set(new.name))
+    before, after = NearClassifier.from_pretrained(d/'clf'), NearClassifier.from_pretrained(grown_dir)
+    assert after.names == before.names + r['added_names']
+    prov = after.meta['added_names']
+    assert {a['name'] for a in prov} == set(new.name) and all(a['model'] == 'openai:fake-vlm' for a in prov)
+    assert sum(a['images'] for a in prov) == len(new)
+    renamed = after.predict([imgs/os.path.basename(f) for f in new.path])
+    assert [t[0][0] for t in renamed] == new.name.tolist()        # those images now named without a call
+    rc, _, err = run(capsys, 'predict', imgs, '--classifier', d/'clf', '--out', tmp_path/'p2.csv', '--grow', tmp_path/'g2')
+    assert rc == 1 and 'give --budget or --threshold' in err
