@@ -104,7 +104,7 @@ def call_costs(answers, # a `LabelStore.frame(...)`: one row per image with stat
             'seconds': float(done.latency.mean()), 'calls_measured': len(done)}
 
 def cascade_cost(budget:float, # share of the images sent to the MLLM
-                 per_call:dict, # `call_costs`: mean tokens and seconds per MLLM call
+                 per_call:dict|None, # `call_costs`: mean tokens and seconds per MLLM call; None: calls only
                  prices:tuple|None=None, # (USD per 1M prompt tokens, per 1M completion tokens); None: no dollars
                  images:int=1000,
                  concurrency:int=1, # MLLM calls in flight at once
@@ -112,12 +112,15 @@ def cascade_cost(budget:float, # share of the images sent to the MLLM
                 ) -> dict:
     "Calls, tokens, dollars and seconds of answering `images` new images at `budget`."
     calls = int(round(budget * images))
+    own = images / classifier_images_per_s if classifier_images_per_s else 0.0
+    if per_call is None:  # nothing measured about the calls: their number is all that is known
+        return {'budget': budget, 'images': images, 'mllm_calls': calls, 'prompt_tokens': None,
+                'completion_tokens': None, 'usd': None, 'seconds': None, 'classifier_seconds': round(own, 1)}
     pt, ct = calls * per_call['prompt_tokens'], calls * per_call['completion_tokens']
     usd = None if prices is None else round((pt * prices[0] + ct * prices[1]) / 1e6, 4)
-    seconds = calls * per_call['seconds'] / max(concurrency, 1)
-    if classifier_images_per_s: seconds += images / classifier_images_per_s
+    seconds = calls * per_call['seconds'] / max(concurrency, 1) + own
     return {'budget': budget, 'images': images, 'mllm_calls': calls, 'prompt_tokens': round(pt),
-            'completion_tokens': round(ct), 'usd': usd, 'seconds': round(seconds, 1)}
+            'completion_tokens': round(ct), 'usd': usd, 'seconds': round(seconds, 1), 'classifier_seconds': round(own, 1)}
 
 # %% ../nbs/11_cascade.ipynb #97130ac5
 def rerank_prompt(candidates:list, # the candidate names, most likely first

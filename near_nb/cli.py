@@ -12,7 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 import near_nb
 from .core import NearError
-from .cascade import grow_classifier
+from .cascade import call_costs, grow_classifier
 from .classifier import NearClassifier
 from .data import display_path
 from .embed import Backbone, BackboneLoadError, EmbeddingCache
@@ -26,10 +26,10 @@ from .testbed import bench_testbed, methods
 from .tune import fit_near_tower
 
 # %% auto #0
-__all__ = ['NOISY_LOGGERS', 'quiet_third_party', 'error_line', 'at_least', 'share', 'cmd_check', 'cmd_embed', 'cmd_label',
-           'Given', 'GivenBool', 'cmd_fit', 'fit_report', 'cmd_predict', 'cmd_export', 'cmd_demo', 'cmd_bench',
-           'HelpFormatter', 'backbone_arguments', 'fit_arguments', 'predict_arguments', 'export_arguments', 'parser',
-           'main']
+__all__ = ['NOISY_LOGGERS', 'quiet_third_party', 'error_line', 'at_least', 'share', 'price_pair', 'cmd_check', 'cmd_embed',
+           'cmd_label', 'Given', 'GivenBool', 'cmd_fit', 'fit_report', 'cmd_predict', 'cmd_export', 'cmd_demo',
+           'cmd_bench', 'HelpFormatter', 'backbone_arguments', 'fit_arguments', 'predict_arguments', 'export_arguments',
+           'parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #66362a4c
 NOISY_LOGGERS = ('huggingface_hub', 'sentence_transformers', 'transformers', 'open_clip', 'datasets', 'httpx', 'urllib3', 'filelock')
@@ -84,6 +84,16 @@ def share(text:str) -> float:
     except ValueError: raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
     if not 0 <= v <= 1: raise argparse.ArgumentTypeError(f'must be between 0 and 1 (got {text})')
     return v
+
+def price_pair(text:str) -> tuple:
+    "An argparse type: 'IN,OUT', two non-negative prices (USD per 1M prompt / completion tokens)."
+    try:
+        prices = tuple(float(p) for p in text.split(','))
+    except ValueError:
+        prices = ()
+    if len(prices) != 2 or min(prices) < 0:
+        raise argparse.ArgumentTypeError(f'{text!r}: give two prices, IN,OUT, e.g. 2.5,10')
+    return prices
 
 # %% ../nbs/09_cli.ipynb #1e53139b
 def cmd_check(args) -> int:
@@ -286,8 +296,11 @@ def cmd_bench(args) -> int:
     if args.text_model:  # zero-shot CLIP over the vocabulary needs the text tower of the model the embeddings came from
         text = Backbone(args.text_model, args.text_pretrained).embed_text
     support = None if str(args.support).lower() == 'none' else float(args.support)
+    per_call = None
+    if args.costs_from:  # tokens and seconds per call, measured on a real labeling run
+        per_call = call_costs(LabelStore(args.costs_from).frame(model=args.cost_model))
     r = bench_testbed(args.dir, seeds=args.seeds, encode=enc, similar=args.similar, support=support,
-                      progress=not args.quiet, text=text)
+                      progress=not args.quiet, text=text, per_call=per_call, prices=args.prices)
     print(f"{r['dataset']}: {r['images']} images, {r['classes']} classes; {r['seeds']} seeds (mean ± std); sACC with {r['sentence_model']}")
     print(f"{'protocol':13s} {'method':14s} {'cACC':>12s} {'sACC':>12s} {'names':>6s}")
     for p in ('transductive', 'heldout'):
@@ -305,6 +318,11 @@ def cmd_bench(args) -> int:
     c = r['cost']
     print(f"MLLM calls per new image: NeaR {c['mllm_calls_per_new_image']['near']}, asking the MLLM {c['mllm_calls_per_new_image']['mllm_top1']}; "
           f"classifier head {c['classifier_images_per_s']:,} images/s on embeddings; {r['seconds']:.0f}s in all")
+    for b, v in c['per_1000_images'].items():
+        bill = (f"{v['prompt_tokens']:,}+{v['completion_tokens']:,} tokens, "
+                f"{'$' + format(v['usd'], '.2f') if v['usd'] is not None else 'no prices given'}, {v['seconds']:.0f}s"
+                if v['prompt_tokens'] is not None else 'tokens and time not measured (--costs-from STORE)')
+        print(f"per 1,000 new images at budget {b}: {v['mllm_calls']} MLLM calls; {bill}")
     if args.json: Path(args.json).parent.mkdir(parents=True, exist_ok=True); Path(args.json).write_text(json.dumps(r, indent=1)); print(f'wrote {args.json}')
     return 0
 
@@ -442,6 +460,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument('--sentence-model', default=None, help='sentence-transformers model for sACC (default: all-MiniLM-L6-v2, offline)')
     t.add_argument('--text-model', default=None, help="open_clip model of the embeddings (e.g. ViT-B-16): adds zero-shot CLIP over the vocabulary")
     t.add_argument('--text-pretrained', default='openai', help='its pretrained tag or local checkpoint (with --text-model)')
+    t.add_argument('--costs-from', default=None, metavar='STORE',
+                   help='a label store of a real near label run: its tokens and seconds per call price the budgets')
+    t.add_argument('--cost-model', default=None, help='the model in that store whose calls count (default: all)')
+    t.add_argument('--prices', type=price_pair, default=None, metavar='IN,OUT',
+                   help='USD per 1M prompt tokens and per 1M completion tokens, e.g. 2.5,10')
     for s in (d, c, e, l, f, r, x, t):
         s.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
         s.add_argument('-v', '--verbose', action='store_true', help='third-party log lines, and the traceback of an error')

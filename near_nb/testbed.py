@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 from .calibrate import margins, expected_calibration_error
-from .cascade import cascade_curve, random_escalation
+from .cascade import cascade_cost, cascade_curve, random_escalation
 from .evaluate import cluster_acc, semantic_acc, matched, change_counts
 from .names import normalize_name, parse_answer, answers_vocabulary, answer_contrasts
 from .near import NearConfig, fit_near_head, first_names
 from .neighbors import knn
 
 # %% auto #0
-__all__ = ['CASCADE_NOTE', 'TestBed', 'load_testbed', 'raw_name', 'knn_vote', 'zero_shot_names', 'pooled_ids', 'transductive',
-           'heldout', 'bench_testbed', 'methods']
+__all__ = ['CASCADE_NOTE', 'COST_BUDGETS', 'TestBed', 'load_testbed', 'raw_name', 'knn_vote', 'zero_shot_names', 'pooled_ids',
+           'transductive', 'heldout', 'bench_testbed', 'methods']
 
 # %% ../nbs/07a_testbed.ipynb #fe407106
 @dataclass
@@ -214,6 +214,20 @@ def _cascade(ho:dict, gt, gtn, encode, seed:int) -> tuple:
     right = matched(pooled_ids(ho['predictions']['near'][1]), gt)
     return curve, rand, expected_calibration_error(conf['top'], right)
 
+COST_BUDGETS = (0.0, 0.3, 1.0)
+
+def _costs(tb:TestBed, images_per_s:int, per_call:dict|None, prices:tuple|None) -> dict:
+    "The bill per 1,000 new images at a few budgets; tokens and seconds only from a real run's `per_call`."
+    per_1000 = {str(b): cascade_cost(b, per_call, prices, classifier_images_per_s=images_per_s) for b in COST_BUDGETS}
+    answers = tb.labels.response.fillna('')
+    return {'mllm_calls_per_new_image': {'near': 0, 'mllm_top1': 1},
+            'classifier_images_per_s': images_per_s,
+            'classifier_note': 'head on precomputed embeddings; add the CLIP image encoder (bench/results/embed.json)',
+            'per_1000_images': per_1000,
+            'per_call': per_call or 'not measured: pass a label store of a real run (near bench testbed --costs-from)',
+            'prices_usd_per_1m_tokens': list(prices) if prices else None,
+            'recorded_answer_chars': round(float(answers.str.len().mean()), 1)}
+
 def bench_testbed(d, # a test-bed directory
                   seeds:int=3, cfg=None,
                   encode=None, # sentence encoder for sACC (`names.sentence_encoder()`)
@@ -223,6 +237,8 @@ def bench_testbed(d, # a test-bed directory
                   alternatives:bool=True, # the alternatives answers hedge between join their image's names
                   progress:bool=False,
                   text=None, # CLIP text encoder (`Backbone.embed_text`): adds the zero-shot CLIP baseline
+                  per_call:dict|None=None, # `cascade.call_costs` of a real labeling run: tokens and seconds per call
+                  prices:tuple|None=None, # (USD per 1M prompt tokens, per 1M completion tokens) of that MLLM
                  ) -> dict:
     "Both test-bed protocols on one dataset: figures for every method, means and spreads over seeds."
     t0, cfg = time.perf_counter(), cfg or NearConfig()
@@ -258,9 +274,7 @@ def bench_testbed(d, # a test-bed directory
             'text_model': getattr(getattr(text, '__self__', None), 'model_id', None),
             'config': asdict(cfg), 'similar': similar, 'support': support, 'alternatives': alternatives,
             'transductive': T, 'heldout': H,
-            'cost': {'mllm_calls_per_new_image': {'near': 0, 'mllm_top1': 1},
-                     'classifier_images_per_s': round(len(big) / dt),
-                     'classifier_note': 'head on precomputed embeddings; add the CLIP image encoder (bench/results/embed.json)'},
+            'cost': _costs(tb, round(len(big) / dt), per_call, prices),
             'seconds': round(time.perf_counter() - t0, 1)}
 
 def methods(report:dict, # `bench_testbed`'s result

@@ -22,6 +22,32 @@ def test_bench_reports_what_near_changed(tmp_path):
     assert t['near']['cacc'] > t['mllm_top1']['cacc'] and t['near']['sacc'] >= t['mllm_top1']['sacc'] - 1
     assert h['near']['cacc'] > h['ce_raw']['cacc'] and h['near']['sacc'] > h['ce_raw']['sacc']
     assert 'fixed' in r.stdout and 'broken' in r.stdout
+    per = j['cost']['per_1000_images']
+    assert [per[b]['mllm_calls'] for b in ('0.0', '0.3', '1.0')] == [0, 300, 1000]
+    assert per['0.3']['prompt_tokens'] is None and 'not measured' in j['cost']['per_call']   # no run, no tokens
+
+def test_bench_prices_the_budgets_from_a_real_run(tmp_path):
+    "`--costs-from STORE --prices IN,OUT`: the bill per 1,000 images from a store's measured tokens and seconds."
+    from near_nb.mllm import LabelStore
+    store = LabelStore(tmp_path/'run.sqlite')
+    for i, (pt, ct, s) in enumerate([(900, 120, 2.0), (1100, 80, 4.0)]):
+        store.record(f'{i:064x}', 'vlm-a', 'p', 0, f'img{i}.jpg', 'name it', response='A Rose.', prompt_tokens=pt,
+                     completion_tokens=ct, latency=s)
+    store.record('f' * 64, 'vlm-b', 'p', 0, 'other.jpg', 'name it', response='A Lily.', prompt_tokens=10**6,
+                 completion_tokens=10**6, latency=99.0)
+    out = tmp_path/'bench.json'
+    r = near('bench', 'testbed', str(_sample_dir()), '--seeds', '1', '--json', str(out), '-q',
+             '--costs-from', str(tmp_path/'run.sqlite'), '--cost-model', 'vlm-a', '--prices', '2.5,10')
+    assert r.returncode == 0, r.stderr
+    c = json.loads(out.read_text())['cost']
+    assert c['per_call']['calls_measured'] == 2 and c['prices_usd_per_1m_tokens'] == [2.5, 10.0]
+    one = c['per_1000_images']['1.0']
+    assert (one['prompt_tokens'], one['completion_tokens'], one['usd']) == (10**6, 10**5, 3.5)
+    assert one['seconds'] == round(3000 + one['classifier_seconds'], 1)    # 1,000 calls of 3 s, one at a time
+    assert c['per_1000_images']['0.0']['usd'] == 0
+    assert 'per 1,000 new images at budget 0.3: 300 MLLM calls' in r.stdout
+    bad = near('bench', 'testbed', str(_sample_dir()), '--prices', 'cheap')
+    assert bad.returncode == 2 and 'give two prices' in bad.stderr
 
 STYLES = [  # one answer per style, {name} and {alt} filled in per image
     'The bird in the image is a **{name}**. Unlike the {other}, it has a plain back.',
