@@ -223,7 +223,7 @@ def cascade_predict(clf, # a classifier with `.names` and `.scores(emb)` (`NearC
                     *,
                     budget:float|None=None, # share of the images the MLLM may see
                     threshold:float|None=None, # or: escalate every image whose margin is below this
-                    labeler=None, # the MLLM (`mllm.labeler_from_spec`); None only when nothing is escalated
+                    labeler=None, # the MLLM (`mllm.get_labeler`); None only when nothing is escalated
                     store=None, # `LabelStore` or path: where re-ranking answers go (resumable)
                     memory:tuple|None=None, # ((n, d) embeddings, n names) of labelled images, for candidates
                     k:int=5, # candidates per escalated image

@@ -17,7 +17,7 @@ from .classifier import NearClassifier
 from .data import display_path
 from .embed import Backbone, BackboneLoadError, EmbeddingCache
 from .formats import EXPORTERS, read_table, write_table
-from .mllm import LabelStore, label_images, labeler_from_spec, export_labels, make_prompt
+from .mllm import LabelStore, label_images, get_labeler, export_labels, make_prompt
 from .names import sentence_encoder, answers_vocabulary, answer_contrasts
 from .near import NearConfig, fit_near_head
 from .pipeline import (check_output, check_out, open_images, read_labels, fit_config, match_labels,
@@ -132,10 +132,8 @@ def cmd_label(args) -> int:
     out = check_out(args.out)
     iset = open_images(args.images, args.allow_outside)
     temp = args.temperature if args.temperature is not None else (0.7 if args.samples > 1 else 0.0)
-    kw = {'temperature': temp, 'max_side': args.max_side}
-    if args.mllm.startswith('openai:'):
-        kw.update(timeout=args.timeout, max_attempts=args.max_attempts, max_retry_after=args.max_retry_after)
-    lab = labeler_from_spec(args.mllm, base_url=args.base_url, **kw)
+    lab = get_labeler(args.mllm, base_url=args.base_url, temperature=temp, max_side=args.max_side,
+                      timeout=args.timeout, max_attempts=args.max_attempts, max_retry_after=args.max_retry_after)
     prompt = args.prompt or make_prompt(args.domain, args.top_k)
     store = LabelStore(args.store)
     run = label_images(iset, lab, store, prompt=prompt, samples=args.samples, concurrency=args.concurrency,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio, base64, csv, io, ipaddress, json, logging, os, random, re, socket, sqlite3, time, uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Protocol, runtime_checkable
 from urllib.parse import urlparse
 import pandas as pd
 from PIL import Image
@@ -19,9 +20,10 @@ from .names import parse_answer
 log = logging.getLogger('near_nb')
 
 # %% auto #0
-__all__ = ['log', 'make_prompt', 'LabelStore', 'new_owner', 'Request', 'Answer', 'LabelError', 'image_data_url', 'scrub_secrets',
-           'ServerUnreachable', 'OpenAILabeler', 'escape_cell', 'unescape_cell', 'ReplayLabeler', 'LabelRun',
-           'prompt_hash', 'cap_answer', 'label_images', 'export_labels', 'HFLabeler', 'tiny_vlm', 'labeler_from_spec']
+__all__ = ['log', 'LABELERS', 'make_prompt', 'LabelStore', 'new_owner', 'Request', 'Answer', 'LabelError', 'Labeler',
+           'image_data_url', 'scrub_secrets', 'ServerUnreachable', 'OpenAILabeler', 'escape_cell', 'unescape_cell',
+           'ReplayLabeler', 'LabelRun', 'prompt_hash', 'cap_answer', 'label_images', 'export_labels', 'HFLabeler',
+           'tiny_vlm', 'register_labeler', 'get_labeler']
 
 # %% ../nbs/03_mllm.ipynb #03ccbe40
 def make_prompt(domain:str|None=None, # 'bird', 'flower', 'car'...; None: the main object
@@ -178,6 +180,15 @@ class Answer:
 class LabelError(Exception):
     "The labeler gave up on a request; `attempts` and the message say why."
     def __init__(self, msg, attempts=1): super().__init__(msg); self.attempts = attempts
+
+@runtime_checkable
+class Labeler(Protocol):
+    """What `label_images` needs from a labeler. It also uses, when a labeler has them: `answer_batch(reqs)` with
+    `batch_size` (answers a batch at a time: local models), `cost(prompt_tokens, completion_tokens)` (USD) and
+    `aclose()` (closes connections when the run ends)."""
+    model: str # the model name, recorded with every answer (part of the store's key)
+    def settings(self) -> dict: ... # the settings that change the answers; they enter the prompt hash
+    async def answer(self, req:Request) -> Answer: ... # one image and prompt; raises `LabelError` to give up
 
 # %% ../nbs/03_mllm.ipynb #7c08dffc
 def image_data_url(path:str|Path, max_side:int=768, quality:int=90) -> str:
@@ -526,7 +537,7 @@ def _unreadable(iset:ImageSet, hashes:list) -> list:
     return out
 
 def label_images(images, # an `ImageSet` or a list of paths
-                 labeler, # `OpenAILabeler`, `HFLabeler`, `ReplayLabeler`, or anything with `.model`, `.settings()`, `.answer()`
+                 labeler:Labeler, # `OpenAILabeler`, `HFLabeler`, `ReplayLabeler`, or one of your own (`register_labeler`)
                  store:LabelStore|str|Path, # where answers go
                  prompt:str|list|None=None, # default: `make_prompt(domain)`; a list: one prompt per image
                  domain:str|None=None, # 'bird', 'flower', 'car'...
@@ -537,7 +548,10 @@ def label_images(images, # an `ImageSet` or a list of paths
                  lease:float=900.0, # seconds a claim holds if this run dies on another host (see `LabelStore.claim`)
                 ) -> LabelRun:
     "Label every image (and sample) not yet in the store; return what happened. Raises `NearError` if the server is unreachable."
-    if concurrency < 1 or samples < 1: raise ValueError(f'concurrency and samples must be at least 1 (got {concurrency}, {samples})')
+    if not isinstance(labeler, Labeler):
+        raise NearError(f'{type(labeler).__name__} is not a labeler: give it .model, .settings() and .answer(req)')
+    if concurrency < 1 or samples < 1:
+        raise ValueError(f'concurrency and samples must be at least 1 (got {concurrency}, {samples})')
     t0 = time.time()
     iset = images if isinstance(images, ImageSet) else ImageSet(list(images))
     store = store if isinstance(store, LabelStore) else LabelStore(store)
@@ -636,6 +650,13 @@ def answer_batch(self:HFLabeler, reqs:list) -> list:
         out[i] = Answer(text if isinstance(text, str) else str(text), latency=dt)
     return out
 
+@patch
+async def answer(self:HFLabeler, req:Request) -> Answer:
+    "One request, as a batch of one (`label_images` sends whole batches to `answer_batch`)."
+    a = (await asyncio.to_thread(self.answer_batch, [req]))[0]
+    if isinstance(a, LabelError): raise a
+    return a
+
 # %% ../nbs/03_mllm.ipynb #ff29908a
 def tiny_vlm(path:str|Path) -> Path:
     "Write a tiny random-weight Qwen2-VL (model, tokenizer, processor) to `path`; for tests."
@@ -669,12 +690,35 @@ def tiny_vlm(path:str|Path) -> Path:
     return Path(path)
 
 # %% ../nbs/03_mllm.ipynb #719c59b6
-def labeler_from_spec(spec:str, # 'openai:MODEL', 'hf:MODEL_ID_OR_PATH' or 'replay:FILE'
-                      base_url:str|None=None, api_key:str|None=None, **kwargs):
-    "Build the labeler a spec names."
-    kind, _, arg = spec.partition(':')
-    if not arg: raise ValueError(f'bad --mllm spec {spec!r}: use openai:MODEL, hf:MODEL_ID_OR_PATH or replay:FILE')
-    if kind == 'openai': return OpenAILabeler(arg, base_url=base_url, api_key=api_key, **kwargs)
-    if kind == 'hf': return HFLabeler(arg, **{k: v for k, v in kwargs.items() if k in ('temperature', 'max_side')})
-    if kind == 'replay': return ReplayLabeler(arg)
-    raise ValueError(f'unknown labeler kind {kind!r} in {spec!r}: use openai, hf or replay')
+def _openai_labeler(model:str, **options) -> OpenAILabeler:
+    "`openai:MODEL`: a model behind an OpenAI-compatible server (options: base_url, api_key, timeout...)."
+    return OpenAILabeler(model, **options)
+
+def _hf_labeler(model:str, *, temperature:float=0.0, max_side:int=768, **_) -> HFLabeler:
+    "`hf:MODEL_ID_OR_PATH`: a local transformers model; server options do not apply."
+    return HFLabeler(model, temperature=temperature, max_side=max_side)
+
+def _replay_labeler(path:str, **_) -> ReplayLabeler:
+    "`replay:FILE`: recorded answers; no option changes them."
+    return ReplayLabeler(path)
+
+LABELERS = {'openai': _openai_labeler, 'hf': _hf_labeler, 'replay': _replay_labeler}
+
+def register_labeler(scheme:str, # what a spec starts with, before the ':'
+                     factory:Callable, # factory(arg, **options) -> a `Labeler`; ignores options it does not use
+                    ) -> Callable:
+    "Make `get_labeler('SCHEME:ARG')` (and `near label --mllm SCHEME:ARG`) build labelers with `factory`."
+    if not scheme or ':' in scheme: raise NearError(f'a labeler scheme is a word without ":", not {scheme!r}')
+    LABELERS[scheme] = factory
+    return factory
+
+def get_labeler(spec:str, # 'SCHEME:ARG', e.g. 'openai:gpt-4o', 'hf:MODEL_ID_OR_PATH', 'replay:FILE'
+                **options, # passed to the scheme's factory: base_url, api_key, temperature, max_side, timeout...
+               ) -> Labeler:
+    "The labeler a spec names, built by the factory registered for its scheme."
+    scheme, _, arg = spec.partition(':')
+    known = ', '.join(f'{k}:...' for k in LABELERS)
+    if not arg: raise NearError(f'bad --mllm spec {spec!r}: use SCHEME:ARG with a scheme of {known}')
+    if scheme not in LABELERS:
+        raise NearError(f'unknown labeler scheme {scheme!r} in {spec!r}: use {known} (or add one with register_labeler)')
+    return LABELERS[scheme](arg, **options)

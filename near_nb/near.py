@@ -6,44 +6,22 @@
 from __future__ import annotations
 import time
 from dataclasses import dataclass, field, asdict
+from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.special import softmax
 from sklearn.mixture import GaussianMixture
 from .calibrate import fit_calibration, fit_temperature
-from .core import seed_everything
+from .core import NearError, seed_everything
 from .neighbors import knn, candidate_sets
 from .classifier import NearClassifier
 
 # %% auto #0
-__all__ = ['NearConfig', 'own_targets', 'first_names', 'name_agreement', 'candidate_targets', 'loo_name_scores', 'Relabel',
-           'relabel', 'gmm_clean', 'update_targets', 'prototypes', 'NearResult', 'train_near', 'fit_near_head']
-
-# %% ../nbs/06_near.ipynb #850a382b
-@dataclass
-class NearConfig:
-    "The NeaR trainer's switchable parts and hyper-parameters."
-    relabel:bool=True # leave-one-out relabelling of unconfirmed first names before training
-    min_conf:float=0.5 # calibrated posterior another name needs to replace an unconfirmed first name
-    capacity:bool=True # relabelling fills no name beyond the median size of the names the MLLM confirmed
-    contrasts:bool=True # names an answer rules out are never its image's candidates
-    k:int=3 # neighbours whose names join an image's candidate set (0: own names only)
-    weighting:str='similarity' # neighbour candidate weights: 'similarity', 'uniform', 'agreement'
-    neighbour_weight:float|str='auto' # share of neighbours' names in a candidate set; 'auto': measured name agreement
-    proden:bool=False # re-weight candidates by the model's own beliefs after the warm-up (PRODEN)
-    gmm:bool=False # two-component GMM on per-sample losses after the warm-up splits clean from noisy
-    refine:str='consensus' # noisy targets: 'consensus' (neighbours' predictions) or 'relax' (towards the whole vocabulary)
-    relax:float=0.1 # weight of the whole vocabulary when refine='relax'
-    prune:bool=True # names no image ends up with are not predicted
-    head:str='prototypes' # final classifier: 'prototypes' (mean feature of each name's refined images) or 'trained'
-    warmup:int=5 # epochs before re-weighting and the GMM split
-    epochs:int=30
-    lr:float=1e-4
-    weight_decay:float=0.0
-    tau:float=0.05 # temperature of the cosine classifier
-    batch_size:int|None=None # None: full batch (head mode); mini-batches for modes 2 and 3
-    seed:int=0
+__all__ = ['HEADS', 'PLL_METHODS', 'own_targets', 'first_names', 'name_agreement', 'candidate_targets', 'loo_name_scores',
+           'Relabel', 'relabel', 'gmm_clean', 'update_targets', 'prototypes', 'NearResult', 'prototype_head',
+           'trained_head', 'register_head', 'soft_cross_entropy', 'PLLMethod', 'proden_gmm', 'register_pll',
+           'NearConfig', 'train_near', 'fit_near_head']
 
 # %% ../nbs/06_near.ipynb #54fb312d
 def own_targets(own:list, n_names:int) -> np.ndarray:
@@ -65,13 +43,22 @@ def name_agreement(first:np.ndarray, # first name id per image (-1: none)
     ok = (a >= 0) & (b >= 0)
     return float((a[ok] == b[ok]).mean()) if ok.any() else 0.0
 
-def candidate_targets(own:list, n_names:int, nn_idx, nn_sim, cfg:NearConfig) -> tuple:
+def candidate_targets(own:list, # per image: own name ids, first-ranked first
+                      n_names:int,
+                      nn_idx:np.ndarray|None, # (n, k') neighbours, or None
+                      nn_sim:np.ndarray|None, # (n, k') their similarities
+                      *,
+                      k:int=3, # neighbours whose first names join the candidate set (0: own names only)
+                      weighting:str='similarity', # 'similarity', 'uniform' or 'agreement' (`candidate_sets`)
+                      neighbour_weight:float|str='auto', # share of the neighbours' names; 'auto': their agreement
+                     ) -> tuple:
     "(candidate weights (n, n_names), the neighbour weight used)."
     Y = own_targets(own, n_names)
-    if not cfg.k or nn_idx is None: return Y, 0.0
+    if not k or nn_idx is None:
+        return Y, 0.0
     first = first_names(own)
-    a = name_agreement(first, nn_idx[:, :cfg.k]) if cfg.neighbour_weight == 'auto' else float(cfg.neighbour_weight)
-    N = candidate_sets([ns[:1] for ns in own], nn_idx, nn_sim, n_names, k=cfg.k, weighting=cfg.weighting)
+    a = name_agreement(first, nn_idx[:, :k]) if neighbour_weight == 'auto' else float(neighbour_weight)
+    N = candidate_sets([ns[:1] for ns in own], nn_idx, nn_sim, n_names, k=k, weighting=weighting)
     has = Y.sum(1, keepdims=True) > 0
     W = np.where(has, (1 - a) * Y + a * N, N)  # an image with no answer gets its neighbours' names only
     return W.astype(np.float32), a
@@ -155,27 +142,35 @@ def gmm_clean(losses:np.ndarray, seed:int=0) -> np.ndarray:
 def update_targets(P:np.ndarray, # (n, C) current predicted probabilities
                    Cw:np.ndarray, # (n, C) candidate weights
                    Y:np.ndarray, # (n, C) own-name targets
-                   nn_idx, # (n, k) neighbours, or None
-                   cfg:NearConfig) -> tuple:
+                   nn_idx:np.ndarray|None, # (n, k') neighbours, or None
+                   *,
+                   proden:bool=False, # re-weight the candidates by the predictions
+                   gmm:bool=False, # split clean from noisy with a GMM on the losses, refine the noisy
+                   refine:str='consensus', # noisy targets: 'consensus' (neighbours' predictions) or 'relax'
+                   k:int=3, # neighbours whose predictions the consensus averages
+                   relax:float=0.1, # weight of the predictions when refine='relax'
+                   seed:int=0, # the GMM's seed
+                  ) -> tuple:
     "(new targets, clean flags) after one round of re-weighting, GMM split and refinement."
-    T = Cw * P if cfg.proden else Cw.copy()
+    T = Cw * P if proden else Cw.copy()
     T = T / np.maximum(T.sum(1, keepdims=True), 1e-12)
     clean = np.ones(len(P), bool)
-    if cfg.gmm:
+    if gmm:
         has = Y.sum(1) > 0
         loss = -np.log(np.maximum((P * Y).sum(1), 1e-12))
-        clean = has & (gmm_clean(np.where(has, loss, loss[has].max() if has.any() else 0), cfg.seed) > 0.5)
-        if cfg.refine == 'consensus' and nn_idx is not None and cfg.k:
-            R = P[nn_idx[:, :cfg.k]].mean(1) * (Cw > 0)
+        clean = has & (gmm_clean(np.where(has, loss, loss[has].max() if has.any() else 0), seed) > 0.5)
+        if refine == 'consensus' and nn_idx is not None and k:
+            R = P[nn_idx[:, :k]].mean(1) * (Cw > 0)
             R = np.where(R.sum(1, keepdims=True) > 0, R, T)
-        elif cfg.refine in ('consensus', 'relax'):
-            R = (1 - cfg.relax) * T + cfg.relax * P
-        else: raise ValueError(f"refine must be 'consensus' or 'relax', not {cfg.refine!r}")
+        elif refine in ('consensus', 'relax'):
+            R = (1 - relax) * T + relax * P
+        else:
+            raise ValueError(f"refine must be 'consensus' or 'relax', not {refine!r}")
         R = R / np.maximum(R.sum(1, keepdims=True), 1e-12)
         T = np.where(clean[:, None], np.where(has[:, None], Y, T), R)
     return T.astype(np.float32), clean
 
-# %% ../nbs/06_near.ipynb #f11f0ac3
+# %% ../nbs/06_near.ipynb #41cd37f2
 def prototypes(X:np.ndarray, T:np.ndarray) -> np.ndarray:
     "(C, d) L2-normalised target-weighted means of the features: one prototype per name."
     W = T.T @ X
@@ -199,6 +194,123 @@ def _calibrated_tau(X:np.ndarray, labels:np.ndarray, n_names:int) -> float|None:
     try: return fit_calibration(X, labels, n_names)
     except ValueError: return None
 
+def prototype_head(W:torch.Tensor, # (C, d) the trained classifier's weights, L2-normalised
+                   res:NearResult, # the run's targets
+                   forward:Callable, # idx (LongTensor) -> (b, d) normalised features
+                   cfg:NearConfig,
+                  ) -> tuple:
+    "Nearest class mean over the (possibly tuned) features of each name's refined images, and its calibrated tau."
+    n, C = res.targets.shape
+    with torch.no_grad():
+        X = torch.cat([forward(b) for b in torch.arange(n).split(cfg.batch_size or n)]).float().numpy()
+    H = np.eye(C, dtype=np.float32)[res.refined] * (res.targets.sum(1, keepdims=True) > 0)  # no candidate: no vote
+    W = torch.where(torch.tensor(H.sum(0) > 0)[:, None], torch.tensor(prototypes(X, H)), W)
+    return W, _calibrated_tau(X, np.where(H.sum(1) > 0, res.refined, -1), C)
+
+def trained_head(W:torch.Tensor, # (C, d) the trained classifier's weights, L2-normalised
+                 res:NearResult, forward:Callable, cfg:NearConfig) -> tuple:
+    "The trained cosine classifier as it is, at the training temperature."
+    return W, None
+
+HEADS = {'prototypes': prototype_head, 'trained': trained_head}
+
+def register_head(name:str, # the key `NearConfig(head=...)` names it by
+                  head:Callable, # head(W, res, forward, cfg) -> (weights (C, d), calibrated tau or None)
+                 ) -> Callable:
+    "Add a final classifier to `HEADS`: it turns the trained weights and the run's targets into the classifier."
+    HEADS[name] = head
+    return head
+
+# %% ../nbs/06_near.ipynb #e7271576
+def soft_cross_entropy(logits:torch.Tensor, # (b, C)
+                       targets:torch.Tensor, # (b, C) target weights, rows summing to 1
+                      ) -> torch.Tensor:
+    "Mean cross-entropy of the logits against soft targets: the loss PRODEN trains with."
+    return -(targets * F.log_softmax(logits, 1)).sum(1).mean()
+
+@dataclass(frozen=True)
+class PLLMethod:
+    "A partial-label learning method: the loss of a batch, and the target update once per epoch after the warm-up."
+    update:Callable # update(P, Cw, Y, nn_idx, cfg) -> (targets (n, C), clean flags (n,)); P: the epoch's predictions
+    loss:Callable = soft_cross_entropy # loss(logits (b, C), targets (b, C)) -> a scalar tensor
+
+def proden_gmm(P:np.ndarray, Cw:np.ndarray, Y:np.ndarray, nn_idx, cfg:NearConfig) -> tuple:
+    "NeaR's update: `update_targets` with the config's switches (PRODEN, the GMM split, refinement)."
+    return update_targets(P, Cw, Y, nn_idx, proden=cfg.proden, gmm=cfg.gmm, refine=cfg.refine, k=cfg.k,
+                          relax=cfg.relax, seed=cfg.seed)
+
+PLL_METHODS = {'proden-gmm': PLLMethod(proden_gmm)}
+
+def register_pll(name:str, # the key `NearConfig(pll=...)` names it by
+                 update:Callable, # update(P, Cw, Y, nn_idx, cfg) -> (targets, clean flags)
+                 loss:Callable=soft_cross_entropy, # loss(logits, targets) -> a scalar tensor
+                ) -> PLLMethod:
+    "Add a partial-label method to `PLL_METHODS`; `NearConfig(pll=name)` trains with it."
+    PLL_METHODS[name] = PLLMethod(update, loss)
+    return PLL_METHODS[name]
+
+# %% ../nbs/06_near.ipynb #f59be11a
+_WEIGHTINGS = ('similarity', 'uniform', 'agreement')  # what `neighbors.candidate_sets` takes
+
+def _need(ok:bool, name:str, want:str, value):
+    "Raise `NearError` unless `ok`: field `name` must be `want`, and got `value`."
+    if not ok:
+        raise NearError(f'NearConfig.{name} must be {want}, not {value!r}')
+
+def _is_int(v) -> bool: return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+def _is_num(v) -> bool: return _is_int(v) or isinstance(v, (float, np.floating))
+
+def _one_of(name:str, value, known, how:str=''):
+    "Raise `NearError` unless `value` is one of `known` (a registry's keys), listing them."
+    _need(isinstance(value, str) and value in known, name, 'one of ' + ', '.join(map(repr, known)) + how, value)
+
+@dataclass
+class NearConfig:
+    "The NeaR trainer's switchable parts and hyper-parameters."
+    relabel:bool=True # leave-one-out relabelling of unconfirmed first names before training
+    min_conf:float=0.5 # calibrated posterior another name needs to replace an unconfirmed first name
+    capacity:bool=True # relabelling fills no name beyond the median size of the names the MLLM confirmed
+    contrasts:bool=True # names an answer rules out are never its image's candidates
+    k:int=3 # neighbours whose names join an image's candidate set (0: own names only)
+    weighting:str='similarity' # neighbour candidate weights: 'similarity', 'uniform', 'agreement'
+    neighbour_weight:float|str='auto' # share of neighbours' names in a candidate set; 'auto': measured name agreement
+    proden:bool=False # re-weight candidates by the model's own beliefs after the warm-up (PRODEN)
+    gmm:bool=False # two-component GMM on per-sample losses after the warm-up splits clean from noisy
+    refine:str='consensus' # noisy targets: 'consensus' (neighbours' predictions) or 'relax' (towards the whole vocabulary)
+    relax:float=0.1 # weight of the whole vocabulary when refine='relax'
+    prune:bool=True # names no image ends up with are not predicted
+    head:str='prototypes' # final classifier, a key of `HEADS`: 'prototypes' (mean feature of each name's images), 'trained'
+    pll:str='proden-gmm' # partial-label method, a key of `PLL_METHODS`
+    warmup:int=5 # epochs before re-weighting and the GMM split
+    epochs:int=30
+    lr:float=1e-4
+    weight_decay:float=0.0
+    tau:float=0.05 # temperature of the cosine classifier
+    batch_size:int|None=None # None: full batch (head mode); mini-batches for modes 2 and 3
+    seed:int=0
+    def __post_init__(self):
+        "Check every field now: a wrong value fails here, saying what the field takes."
+        for name in ('relabel', 'capacity', 'contrasts', 'proden', 'gmm', 'prune'):
+            _need(isinstance(getattr(self, name), (bool, np.bool_)), name, 'True or False', getattr(self, name))
+        for name in ('min_conf', 'relax'):
+            _need(_is_num(getattr(self, name)) and 0 <= getattr(self, name) <= 1, name, 'a number in [0, 1]',
+                  getattr(self, name))
+        w = self.neighbour_weight
+        _need(w == 'auto' or _is_num(w) and 0 <= w <= 1, 'neighbour_weight', "'auto' or a number in [0, 1]", w)
+        for name in ('k', 'warmup', 'epochs', 'seed'):
+            _need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, 'a whole number >= 0',
+                  getattr(self, name))
+        for name in ('lr', 'tau'):
+            _need(_is_num(getattr(self, name)) and getattr(self, name) > 0, name, 'a number > 0', getattr(self, name))
+        _need(_is_num(self.weight_decay) and self.weight_decay >= 0, 'weight_decay', 'a number >= 0', self.weight_decay)
+        b = self.batch_size
+        _need(b is None or _is_int(b) and b >= 1, 'batch_size', 'None (full batch) or a whole number >= 1', b)
+        _one_of('weighting', self.weighting, _WEIGHTINGS)
+        _one_of('refine', self.refine, ('consensus', 'relax'))
+        _one_of('head', self.head, HEADS, ' (add one with register_head)')
+        _one_of('pll', self.pll, PLL_METHODS, ' (add one with register_pll)')
+
+# %% ../nbs/06_near.ipynb #f11f0ac3
 def train_near(forward, # idx (LongTensor) -> (b, d) normalised features
                params:list, # parameters of `forward` to train (may be empty)
                W0:np.ndarray, # (C, d) initial classifier weights
@@ -208,6 +320,7 @@ def train_near(forward, # idx (LongTensor) -> (b, d) normalised features
     "(trained classifier weights (C, d) as a tensor, `NearResult`)."
     seed_everything(cfg.seed)
     n, C = Cw.shape
+    method = PLL_METHODS[cfg.pll]
     W = torch.nn.Parameter(torch.tensor(W0, dtype=torch.float32))
     opt = torch.optim.AdamW([W, *params], lr=cfg.lr, weight_decay=cfg.weight_decay)
     T, clean, hist = torch.tensor(Cw), np.ones(n, bool), []
@@ -217,22 +330,20 @@ def train_near(forward, # idx (LongTensor) -> (b, d) normalised features
         order = torch.randperm(n, generator=g) if cfg.batch_size else torch.arange(n)
         for b in order.split(cfg.batch_size or n):
             logits = forward(b) @ F.normalize(W, dim=1).T / cfg.tau
-            loss = -(T[b] * F.log_softmax(logits, 1)).sum(1).mean()
-            opt.zero_grad(); loss.backward(); opt.step()
-            P[b] = logits.detach().softmax(1); tot += loss.item() * len(b)
+            loss = method.loss(logits, T[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            P[b] = logits.detach().softmax(1)
+            tot += loss.item() * len(b)
         if ep + 1 >= cfg.warmup:
-            Tn, clean = update_targets(P.numpy(), Cw, Y, nn_idx, cfg)
+            Tn, clean = method.update(P.numpy(), Cw, Y, nn_idx, cfg)
             if verified is not None: Tn[verified], clean[verified] = Cw[verified], True
             T = torch.tensor(Tn)
         hist.append({'epoch': ep, 'loss': tot / n, 'clean': float(clean.mean()), 'seconds': time.perf_counter() - t0})
         if progress is not None: progress(ep)
     res, W = NearResult(T.numpy(), clean, Cw, neighbour_weight, hist), F.normalize(W.detach(), dim=1)
-    if cfg.head == 'prototypes':  # nearest class mean over the (possibly tuned) features of each name's refined images
-        with torch.no_grad(): X = torch.cat([forward(b) for b in torch.arange(n).split(cfg.batch_size or n)]).float().numpy()
-        H = np.eye(C, dtype=np.float32)[res.refined] * (res.targets.sum(1, keepdims=True) > 0)  # no candidate: no vote
-        W = torch.where(torch.tensor(H.sum(0) > 0)[:, None], torch.tensor(prototypes(X, H)), W)
-        res.tau = _calibrated_tau(X, np.where(H.sum(1) > 0, res.refined, -1), C)
-    elif cfg.head != 'trained': raise ValueError(f"head must be 'prototypes' or 'trained', not {cfg.head!r}")
+    W, res.tau = HEADS[cfg.head](W, res, forward, cfg)
     return W, res
 
 def _setup(emb:np.ndarray, own:list, n_names:int, cfg:NearConfig, text_emb=None, verified=None,
@@ -249,7 +360,8 @@ def _setup(emb:np.ndarray, own:list, n_names:int, cfg:NearConfig, text_emb=None,
                for i, (ns, moved) in enumerate(zip(own, rl.changed))]
     Y = own_targets(own, n_names)
     nn_sim, nn_idx = knn(emb, max(cfg.k, 1)) if cfg.k and len(emb) > 1 else (None, None)
-    Cw, a = candidate_targets(own, n_names, nn_idx, nn_sim, cfg)
+    Cw, a = candidate_targets(own, n_names, nn_idx, nn_sim, k=cfg.k, weighting=cfg.weighting,
+                              neighbour_weight=cfg.neighbour_weight)
     if contrasts is not None:  # what an answer rules out is no candidate of its image
         for i, bad in enumerate(contrasts):
             Cw[i, list(bad)] = 0

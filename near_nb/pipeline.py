@@ -20,7 +20,7 @@ from .embed import Backbone, EmbeddingCache
 from .evaluate import Report, evaluate
 from .explore import LabelView, layout_2d, map_html
 from .formats import from_fiftyone, from_imagefolder
-from .mllm import LabelStore, ReplayLabeler, label_images, labeler_from_spec
+from .mllm import LabelStore, ReplayLabeler, label_images, get_labeler
 from .names import sentence_encoder, answers_vocabulary, answer_contrasts
 from .near import NearConfig, fit_near_head
 from .testbed import knn_vote, raw_name
@@ -219,7 +219,7 @@ def merge_cascade(args, clf, iset, df, embedded) -> pd.DataFrame:
         raise NearError('give --budget (a share of the images) or --threshold (a margin), not both')
     if not (args.mllm and args.store):
         raise NearError('--budget / --threshold send images to an MLLM: give --mllm and --store too')
-    lab = labeler_from_spec(args.mllm, base_url=args.base_url, max_side=args.max_side)
+    lab = get_labeler(args.mllm, base_url=args.base_url, max_side=args.max_side)
     cas = cascade_predict(clf, embedded.emb, iset.files, budget=args.budget, threshold=args.threshold, labeler=lab,
                           store=args.store, k=args.candidates, domain=args.domain, concurrency=args.concurrency,
                           progress=not (args.quiet or args.json))

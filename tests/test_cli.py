@@ -272,3 +272,23 @@ def test_predict_grow_adds_the_new_names_as_classes(fitted, capsys, tmp_path):
     assert [t[0][0] for t in renamed] == new.name.tolist()        # those images now named without a call
     rc, _, err = run(capsys, 'predict', imgs, '--classifier', d/'clf', '--out', tmp_path/'p2.csv', '--grow', tmp_path/'g2')
     assert rc == 1 and 'give --budget or --threshold' in err
+
+def test_label_with_a_registered_labeler_scheme(capsys, tmp_path, monkeypatch):
+    "A labeler added with `register_labeler` is reachable as `near label --mllm SCHEME:ARG`, options it ignores included."
+    from near_nb.mllm import LABELERS, Answer, register_labeler
+    class Constant:
+        def __init__(self, name, **options):
+            self.model, self.name, self.options = f'constant:{name}', name, options
+        def settings(self): return {'answer': self.name}
+        async def answer(self, req): return Answer(f'This is a {self.name}.')
+    monkeypatch.setitem(LABELERS, 'constant', LABELERS.get('constant'))  # restored after the test
+    register_labeler('constant', Constant)
+    rc, out, err = run(capsys, 'label', SAMPLE/'images', '--mllm', 'constant:Daisy', '--store', tmp_path/'s.sqlite',
+                       '--out', tmp_path/'l.csv', '--json')
+    r = json.loads(out)
+    assert rc == 0 and (r['requests'], r['done'], r['model']) == (306, 306, 'constant:Daisy')
+    labels = pd.read_csv(tmp_path/'l.csv')
+    assert set(labels.response) == {'This is a Daisy.'} and set(labels.model) == {'constant:Daisy'}
+    rc, _, err = run(capsys, 'label', SAMPLE/'images', '--mllm', 'nosuch:x', '--store', tmp_path/'s.sqlite',
+                     '--out', tmp_path/'l2.csv')
+    assert rc == 1 and "unknown labeler scheme 'nosuch'" in err and 'constant:...' in err
