@@ -41,7 +41,7 @@ def main():
     # the store alone: the same record() call the run makes, per answer
     st = LabelStore(Path(tmp)/'store_only.sqlite'); resp = 'The object in the image is a **Specimen abc123** (*Fakea d4e5*).'
     t = time.perf_counter()
-    for i in range(2000): st.record(f'{i:064x}', 'fake-vlm', 'p', 0, f'/x/{i}.png', 'prompt', response=resp, prompt_tokens=85, completion_tokens=10)
+    for i in range(2000): st.record(f'{i:064x}', 'fake-vlm', 'p', 0, path=f'/x/{i}.png', prompt='prompt', response=resp, prompt_tokens=85, completion_tokens=10)
     store_ms = (time.perf_counter() - t) / 2000 * 1000
     ideal = a.concurrency / a.latency
     r = {'images': a.images, 'concurrency': a.concurrency, 'latency_s': a.latency, 'seconds_median': round(dt, 2),

@@ -70,7 +70,7 @@ def audit(root, ds, enc):
     tb = load_testbed(Path(root)/ds)
     lab, rows = tb.labels, {}
     for support in (None, 0.25):
-        voc, _ = answers_vocabulary(lab.image_id.tolist(), lab.names.tolist(), lab.response.tolist(), enc, 0.9,
+        voc, _ = answers_vocabulary(lab.image_id.tolist(), lab.names.tolist(), lab.response.tolist(), enc, similar=0.9,
                                     emb=tb.emb, support=support)
         a = merge_audit(voc, lab.image_id.tolist(), lab.gt_class.tolist())
         a = a[a.reason != 'stated']

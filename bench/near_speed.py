@@ -22,7 +22,7 @@ def tower(n_top, files, epochs=2):
     bb = Backbone('ViT-B-32', pretrained=None, random_init=True)
     own = [[i % 8] for i in range(len(files))]
     cfg = NearConfig(k=3, epochs=epochs, batch_size=16, lr=1e-5, warmup=1)
-    t = time.perf_counter(); clf, res = fit_near_tower(bb, files, own, [f'n{i}' for i in range(8)], cfg, n_top=n_top)
+    t = time.perf_counter(); clf, res = fit_near_tower(bb, files, own, [f'n{i}' for i in range(8)], cfg=cfg, n_top=n_top)
     total = time.perf_counter() - t
     return total, [h['seconds'] for h in res.history]
 

@@ -49,6 +49,7 @@ def fit_calibration(emb:np.ndarray, # (n, d) L2-normalised embeddings of the tra
                     labels:np.ndarray, # (n,) their (refined) name ids
                     n_names:int,
                     active:np.ndarray|None=None, # (C,) bool: names the classifier may predict
+                    *,
                     bounds:tuple=(1e-3, 1.0), # search interval for the temperature
                    ) -> float:
     "The softmax temperature that makes leave-one-out class-mean scores most likely to give each image its own name."

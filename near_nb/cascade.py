@@ -50,6 +50,7 @@ def mix(classifier:list, # per image: the classifier's label (any value)
 def cascade_curve(score, # callable(mixed labels) -> dict of figures (e.g. cACC and sACC)
                   classifier:list, mllm:list,
                   confidence:np.ndarray, # (m,) the classifier's confidence per image
+                  *,
                   budgets=BUDGETS,
                  ) -> dict:
     "Per budget: the figures of the mix that escalates the least confident share, and its number of MLLM calls."
@@ -61,6 +62,7 @@ def cascade_curve(score, # callable(mixed labels) -> dict of figures (e.g. cACC 
 
 def random_escalation(score, classifier:list, mllm:list,
                       budget:float=0.3,
+                      *,
                       draws:int=5, # random choices averaged
                       seed:int=0,
                      ) -> dict:
@@ -107,6 +109,7 @@ def cascade_cost(budget:float, # share of the images sent to the MLLM
                  per_call:dict|None, # `call_costs`: mean tokens and seconds per MLLM call; None: calls only
                  prices:tuple|None=None, # (USD per 1M prompt tokens, per 1M completion tokens); None: no dollars
                  images:int=1000,
+                 *,
                  concurrency:int=1, # MLLM calls in flight at once
                  classifier_images_per_s:float|None=None, # embedding + head throughput; None: not counted
                 ) -> dict:
@@ -195,6 +198,7 @@ def candidate_lists(P:np.ndarray, # (m, C) the classifier's probabilities
                     names:list, # the classifier's names (columns of `P`)
                     emb:np.ndarray|None=None, # (m, d) the images' embeddings, to search the memory
                     memory:tuple|None=None, # ((n, d) embeddings, n names) of labelled images; None: the classifier only
+                    *,
                     k:int=5, # candidates per image
                    ) -> list:
     "Per image: up to `k` candidate names, the classifier's and the nearest labelled images' in turn."
@@ -254,9 +258,9 @@ def cascade_predict(clf, # a classifier with `.names` and `.scores(emb)` (`NearC
     iset = ImageSet([paths[i] for i in idx])
     store = store if isinstance(store, LabelStore) else LabelStore(store)
     label_images(iset, labeler, store, prompt=prompts, concurrency=concurrency, progress=progress)
-    return _apply_answers(out, idx, cands, prompts, iset, labeler, store, clf.names)
+    return _apply_answers(out, idx, cands, prompts, iset=iset, labeler=labeler, store=store, names=clf.names)
 
-def _apply_answers(out, idx, cands, prompts, iset, labeler, store, names):
+def _apply_answers(out, idx, cands, prompts, *, iset, labeler, store, names):
     "Write the parsed re-ranking answers into the escalated rows."
     known = {name_key(n): n for n in names}
     done = store.frame(model=labeler.model)

@@ -138,7 +138,7 @@ def cmd_label(args) -> int:
     store = LabelStore(args.store)
     run = label_images(iset, lab, store, prompt=prompt, samples=args.samples, concurrency=args.concurrency,
                        progress=not (args.quiet or args.json))
-    try: export_labels(iset, store, run.model, run.prompt_hash, out, samples=args.samples)
+    try: export_labels(iset, store, run.model, run.prompt_hash, out=out, samples=args.samples)
     except OSError as e:
         raise NearError(f'cannot write {display_path(out)} ({e.strerror or e}); the answers are in the store: '
                         'run again with another --out (nothing is asked twice)') from None
@@ -199,13 +199,13 @@ def cmd_fit(args) -> int:
     if args.mode == 'head': clf, res = fit_near_head(X, own, voc.names, cfg, backbone=bb, **kw)
     else:
         n_top = args.n_top if args.mode == 'top' else None
-        clf, res = fit_near_tower(bb, paths, own, voc.names, cfg, n_top=n_top, **kw)
+        clf, res = fit_near_tower(bb, paths, own, voc.names, cfg=cfg, n_top=n_top, **kw)
     bar.close()
     r = {**fit_summary(voc, own, res, clf), 'mode': args.mode, 'backbone': bb.model_id, 'skipped': [str(e) for e in skipped],
          'labels': str(args.labels), 'out': str(out), 'refined_labels': str(refined_csv), 'seconds': round(time.time() - t0, 1)}
     clf.meta.update({k: v for k, v in r.items() if k not in ('out', 'refined_labels', 'skipped')})
     clf.save_pretrained(out)
-    write_table(refined_table(paths, sha, voc, own, res), refined_csv)
+    write_table(refined_table(paths, sha, voc, own, res=res), refined_csv)
     print(json.dumps(r, indent=1) if args.json else fit_report(r))
     return 0
 
@@ -232,7 +232,7 @@ def cmd_predict(args) -> int:
     clf = NearClassifier.from_pretrained(args.classifier, pretrained=args.pretrained, device=args.device)
     embedded = clf.embed_images(iset, batch_size=args.batch_size, progress=not (args.quiet or args.json))
     df = predict_table(clf, iset, args.top_k, embedded=embedded)
-    if args.budget is not None or args.threshold is not None: df = merge_cascade(args, clf, iset, df, embedded)
+    if args.budget is not None or args.threshold is not None: df = merge_cascade(args, clf, iset, df, embedded=embedded)
     write_table(df, out)
     added = []
     if grow is not None:

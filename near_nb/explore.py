@@ -99,7 +99,7 @@ def _neighbour_candidates(mllm:list, emb:np.ndarray, top:int) -> list:
     return out
 
 def label_view(ids:list, voc, own:list, # image keys; the `Vocabulary` and each image's own name ids (`answers_vocabulary`)
-               answers:list|None=None, paths:list|None=None, emb:np.ndarray|None=None,
+               answers:list|None=None, *, paths:list|None=None, emb:np.ndarray|None=None,
                result=None, # a `NearResult` for these images
                classifier=None, # a `NearClassifier` (confidence from its scores when `emb` is given)
                gt:list|None=None, top:int=5, # candidate names kept per image
@@ -146,7 +146,7 @@ def confidence_text(view:LabelView, i:int) -> str:
     ru = view.runner_up[i] if view.runner_up is not None else ''
     return f'{float(view.confidence[i]):.0%} sure' + (f' against {ru}' if ru else '')
 
-def card_html(view:LabelView, i:int, label:str, by:str='mllm', size:int=96, marked:set=frozenset()) -> str:
+def card_html(view:LabelView, i:int, label:str, by:str='mllm', *, size:int=96, marked:set=frozenset()) -> str:
     "One image's card: thumbnail, name (wrapped, escaped), MLLM name, confidence and flags."
     sub = []
     if by != 'mllm': sub.append(f'MLLM: {escape(view.mllm[i] or "-")}')
@@ -159,10 +159,10 @@ def card_html(view:LabelView, i:int, label:str, by:str='mllm', size:int=96, mark
             f'<b>{escape(label or "(no name)")}</b><br>{"<br>".join(sub)}</div>')
 
 def grid_html(view:LabelView, idx, # the images to show
-              by:str='mllm', max_images:int=48, size:int=96, marked:set=frozenset()) -> str:
+              by:str='mllm', max_images:int=48, *, size:int=96, marked:set=frozenset()) -> str:
     "An HTML grid of thumbnails with each image's name, MLLM name, confidence and flags."
     idx, labels = list(idx), view.labels(by)
-    cards = [f'<div style="margin:2px">{card_html(view, i, labels[i], by, size, marked)}</div>'
+    cards = [f'<div style="margin:2px">{card_html(view, i, labels[i], by, size=size, marked=marked)}</div>'
              for i in idx[:max_images]]
     more = f'<div>... and {len(idx) - max_images} more</div>' if len(idx) > max_images else ''
     return f'<div class="near-grid" style="display:flex;flex-wrap:wrap">{"".join(cards)}</div>{more}'
@@ -206,7 +206,7 @@ def tooltip_text(text:str, width:int=60, # characters per line
     if len(t) > max_chars: t = t[:max_chars].rsplit(' ', 1)[0] + ' ...'
     return '<br>'.join(escape(line) for line in textwrap.wrap(t, width))
 
-def _hover(view:LabelView, i:int, lab:str, by:str, answer_chars:int=160) -> str:
+def _hover(view:LabelView, i:int, lab:str, by:str, *, answer_chars:int=160) -> str:
     out = [f'<b>{escape(lab or "(no name)")}</b>']
     if by != 'mllm': out.append(f'MLLM: {escape(view.mllm[i] or "(no answer)")}')
     if view.confidence is not None: out.append(escape(confidence_text(view, i)))
@@ -218,6 +218,7 @@ def _hover(view:LabelView, i:int, lab:str, by:str, answer_chars:int=160) -> str:
 def map_traces(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
                by:str='mllm', # colour by 'mllm', 'refined' or 'gt'
                colours:dict|None=None, # `name_colours` (default: this view's `top` largest names)
+               *,
                top:int=20, answer_chars:int=160) -> list:
     "The map's scatter traces: the grey tail, one per coloured name (largest first), and the search hits on top."
     import plotly.graph_objects as go  # lazy: plotly is slow to import; only drawing a figure needs it
@@ -229,7 +230,7 @@ def map_traces(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
     def trace(idx, name, colour, rank):
         idx = np.asarray(idx, int)
         return go.Scattergl(x=xy[idx, 0], y=xy[idx, 1], mode='markers', name=name, customdata=idx, legendrank=rank,
-                            hovertext=[_hover(view, i, labels[i], by, answer_chars) for i in idx], hoverinfo='text',
+                            hovertext=[_hover(view, i, labels[i], by, answer_chars=answer_chars) for i in idx], hoverinfo='text',
                             marker=dict(size=7, color=colour, line=dict(width=0)))
     n_tail = len({labels[i] for i in tail})
     out = [trace(tail, f'{n_tail} other names, grey ({len(tail)})', TAIL, 10_000)]
@@ -251,10 +252,10 @@ def map_title(view:LabelView, by:str) -> str:
 
 def map_figure(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
                by:str='mllm', # colour by 'mllm', 'refined' or 'gt'
-               colours:dict|None=None, top:int=20, title:str|None=None, answer_chars:int=160):
+               colours:dict|None=None, *, top:int=20, title:str|None=None, answer_chars:int=160):
     "A plotly scatter of the images: the largest names coloured with a legend that toggles, the rest grey, hover cards."
     import plotly.graph_objects as go  # lazy: plotly is slow to import; only drawing a figure needs it
-    traces = map_traces(view, xy, by, colours, top, answer_chars)
+    traces = map_traces(view, xy, by, colours, top=top, answer_chars=answer_chars)
     return go.Figure(traces, layout=_map_layout(title or map_title(view, by)))
 
 # %% ../nbs/08_explore.ipynb #6696970d
@@ -263,7 +264,7 @@ def find_images(labels:list, query:str) -> np.ndarray:
     q = query.strip().lower()
     return np.array([i for i, n in enumerate(labels) if q and q in n.lower()], int)
 
-def highlight(fig, xy:np.ndarray, labels:list, colours:dict, idx, # the images to show on top (empty: restore the map)
+def highlight(fig, xy:np.ndarray, labels:list, colours:dict, *, idx, # the images to show on top (empty: restore the map)
              ):
     "Draw the images `idx` on top, in their colours with a black ring, and fade the other points."
     idx = np.asarray(idx, int)
@@ -354,6 +355,7 @@ class Explorer:
                  xy:np.ndarray|None=None, # (n, 2) map coordinates; None: `layout_2d` of the view's embeddings
                  edits:EditLog|None=None, # where edits go (None: edits are disabled)
                  layout:str='auto', # `layout_2d` method
+                 *,
                  max_images:int=48, # thumbnails per grid
                  top:int=20): # names coloured on the map (the rest are grey)
         if xy is None and view.emb is None: xy = np.zeros((len(view), 2), np.float32)  # names only: no map yet
@@ -450,7 +452,7 @@ def _draw_map(self:Explorer):
         t.on_click(lambda t, pts, st: self._gather(pts, t, 'click'))
         t.on_selection(lambda t, pts, st: self._gather(pts, t, 'lasso'))
     self.hits = find_images(self._labels(), self.search.value)
-    highlight(self.fig, self.xy, self._labels(), self.colours, self.hits)
+    highlight(self.fig, self.xy, self._labels(), self.colours, idx=self.hits)
 
 @patch
 def _gather(self:Explorer, pts, trace, kind:str):
@@ -464,7 +466,7 @@ def _gather(self:Explorer, pts, trace, kind:str):
 def hover(self:Explorer, i:int):
     "Show image `i`'s thumbnail, names, confidence and answer in the hover card."
     src = thumbnail(self.view.paths[i], 160) if self.view.paths else _GREY
-    self.hover_card.value = f'<img src="{src}" width="160"/><br>{_hover(self.view, i, self._labels()[i], self.by, 600)}'
+    self.hover_card.value = f'<img src="{src}" width="160"/><br>{_hover(self.view, i, self._labels()[i], self.by, answer_chars=600)}'
 
 @patch
 def find(self:Explorer, query:str):
@@ -474,7 +476,7 @@ def find(self:Explorer, query:str):
         return
     labels = self._labels()
     self.hits = find_images(labels, query)
-    highlight(self.fig, self.xy, labels, self.colours, self.hits)
+    highlight(self.fig, self.xy, labels, self.colours, idx=self.hits)
     n_names = len({labels[i] for i in self.hits})
     self.found.value = f'{len(self.hits)} images under {n_names} names' if query.strip() else ''
     self._fill_names()
@@ -502,7 +504,7 @@ def _fill_grid(self:Explorer, idx, header:str):
     for i in self.shown:
         t = w.ToggleButton(value=i in self.picked, description='select', icon='check', layout=w.Layout(width='104px'))
         t.observe(lambda c, i=i: self.pick([i], c['new']), 'value')
-        card = w.VBox([w.HTML(card_html(v, i, labels[i], self.by, 96, marked)), t],
+        card = w.VBox([w.HTML(card_html(v, i, labels[i], self.by, size=96, marked=marked)), t],
                       layout=w.Layout(width='112px', margin='3px'))
         card.add_class('near-card')
         cards.append(card)
@@ -735,7 +737,7 @@ _PAGE_JS = r"""(function () {
 
 def map_html(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
              by:str|None=None, # colour by 'mllm', 'refined' or 'gt' (default: the latest stage)
-             title:str|None=None, top:int=20, # names coloured
+             title:str|None=None, *, top:int=20, # names coloured
              thumb_size:int=96, max_thumbs:int=5000, # thumbnails inlined (past `max_thumbs` images: grey squares)
              max_images:int=200, # images listed per selection
              plotlyjs='inline', # 'inline' (offline), 'cdn', or a URL (see plotly's `include_plotlyjs`)
@@ -744,7 +746,7 @@ def map_html(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
     by = by or view.stages[0]
     colours = name_colours(*(view.labels(b) for b in view.stages), top=top)
     labels = view.labels(by)
-    fig = map_figure(view, xy, by, colours, top, title)
+    fig = map_figure(view, xy, by, colours, top=top, title=title)
     div = fig.to_html(full_html=False, include_plotlyjs=True if plotlyjs == 'inline' else plotlyjs, div_id='near-map',
                       config={'scrollZoom': True, 'displaylogo': False})
     paths = view.paths or []

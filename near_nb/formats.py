@@ -82,6 +82,7 @@ def from_hf_dataset(ds, # a `datasets.Dataset`, or a folder saved with `save_to_
                     out:str|Path, # folder the images are written to
                     image_col:str='image', # the `datasets.Image` column
                     label_col:str|None='label', # a `ClassLabel` or string column; None: no names
+                    *,
                     split:str='train', # the split, when `ds` is a `DatasetDict`
                    ) -> pd.DataFrame:
     "A labels table from a Hugging Face image dataset; its images are written into `out`."
@@ -112,6 +113,7 @@ def to_fiftyone(df:pd.DataFrame, # a named table (`path` and `name_col`)
                 out:str|Path, # the dataset folder to write
                 name_col:str='name', # the column with each image's name ('' for none)
                 score_col:str|None='score', # confidence column, if any
+                *,
                 attributes:tuple=('mllm', 'response', 'sha256'), # columns kept as label attributes, where present
                ) -> Path:
     "A FiftyOneImageClassificationDataset folder (`labels.json`, an empty `data/`) naming the images of `df`."

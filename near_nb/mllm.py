@@ -79,7 +79,7 @@ def _text(s:str|None) -> str|None:
     return s if s is None else s.encode('utf-8', 'backslashreplace').decode('utf-8')
 
 @patch
-def record(self:LabelStore, sha256:str, model:str, prompt_hash:str, sample:int, path:str, prompt:str,
+def record(self:LabelStore, sha256:str, model:str, prompt_hash:str, sample:int, *, path:str, prompt:str,
            response:str|None=None, error:str|None=None, prompt_tokens:int=0, completion_tokens:int=0,
            latency:float=0.0, attempts:int=1):
     "Store one answer (or one failure), release its claim, and commit; attempts add up over runs."
@@ -247,7 +247,7 @@ class OpenAILabeler:
     "An MLLM behind any OpenAI-compatible chat-completions server."
     def __init__(self, model:str, # the served model name, e.g. 'gpt-4o', 'Qwen/Qwen2.5-VL-7B-Instruct'
                  base_url:str|None=None, api_key:str|None=None, # default: OPENAI_BASE_URL / OPENAI_API_KEY
-                 max_side:int=768, temperature:float=0.0, max_tokens:int=300,
+                 max_side:int=768, *, temperature:float=0.0, max_tokens:int=300,
                  timeout:float=60.0, # seconds per request
                  max_attempts:int=5, backoff:float=1.0, max_backoff:float=60.0, # retry policy
                  max_retry_after:float=60.0, # longest wait a server's Retry-After gets (longer asks are capped, logged)
@@ -416,7 +416,7 @@ def prompt_hash(prompt:str, labeler) -> str:
     "The store's key for a prompt asked with this labeler's settings."
     return stable_hash({'prompt': prompt, **labeler.settings()})
 
-def _own_prompts(iset, hashes, prompts:list, labeler, store, samples:int) -> tuple:
+def _own_prompts(iset, hashes, prompts:list, labeler, *, store, samples:int) -> tuple:
     "(requests, pairs already answered) when every image has its own prompt (its own key in the store)."
     reqs, skipped, seen = [], 0, set()
     for i, (h, p) in enumerate(zip(hashes, prompts)):
@@ -430,7 +430,7 @@ def _own_prompts(iset, hashes, prompts:list, labeler, store, samples:int) -> tup
             else: reqs.append(Request(str(iset.files[i]), h, s, p, ph))
     return reqs, skipped
 
-def _todo(iset, hashes, done, samples, prompt):
+def _todo(iset, hashes, done, samples, *, prompt):
     seen, out = set(), []
     for i, h in enumerate(hashes):
         for s in range(samples):
@@ -464,7 +464,7 @@ def _record(job, req, a):
     run, model = job.run, job.labeler.model
     if isinstance(a, Answer):
         text, cut = cap_answer(a.response, job.max_chars)
-        job.store.record(req.sha256, model, req.prompt_hash or job.phash, req.sample, req.path, req.prompt, response=text,
+        job.store.record(req.sha256, model, req.prompt_hash or job.phash, req.sample, path=req.path, prompt=req.prompt, response=text,
                          prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens, latency=a.latency,
                          attempts=a.attempts)
         run.done += 1
@@ -472,7 +472,7 @@ def _record(job, req, a):
         run.prompt_tokens += a.prompt_tokens
         run.completion_tokens += a.completion_tokens
     else:
-        job.store.record(req.sha256, model, req.prompt_hash or job.phash, req.sample, req.path, req.prompt, error=str(a),
+        job.store.record(req.sha256, model, req.prompt_hash or job.phash, req.sample, path=req.path, prompt=req.prompt, error=str(a),
                          attempts=a.attempts)
         run.failed.append((req.path, req.sample, str(a)))
         job.bar.set_postfix(failed=len(run.failed))
@@ -540,6 +540,7 @@ def label_images(images, # an `ImageSet` or a list of paths
                  labeler:Labeler, # `OpenAILabeler`, `HFLabeler`, `ReplayLabeler`, or one of your own (`register_labeler`)
                  store:LabelStore|str|Path, # where answers go
                  prompt:str|list|None=None, # default: `make_prompt(domain)`; a list: one prompt per image
+                 *,
                  domain:str|None=None, # 'bird', 'flower', 'car'...
                  samples:int=1, # answers per image (use temperature > 0 for samples > 1)
                  concurrency:int=8, # requests in flight
@@ -559,12 +560,12 @@ def label_images(images, # an `ImageSet` or a list of paths
     if isinstance(prompt, list):  # each image its own question (re-ranking its own candidates): its own key
         if len(prompt) != len(iset): raise ValueError(f'{len(prompt)} prompts for {len(iset)} images')
         phash = 'per-image prompts'
-        reqs, skipped = _own_prompts(iset, hashes, prompt, labeler, store, samples)
+        reqs, skipped = _own_prompts(iset, hashes, prompt, labeler, store=store, samples=samples)
     else:
         prompt = prompt or make_prompt(domain)
         phash = prompt_hash(prompt, labeler)
         done = store.done(labeler.model, phash)
-        reqs = _todo(iset, hashes, done, samples, prompt)
+        reqs = _todo(iset, hashes, done, samples, prompt=prompt)
         skipped = len({(h, s) for h in hashes if h for s in range(samples)} & done)
     run = LabelRun(labeler.model, phash, unreadable=_unreadable(iset, hashes))
     run.requests, run.skipped = len(reqs), skipped
@@ -585,7 +586,7 @@ def label_images(images, # an `ImageSet` or a list of paths
 
 # %% ../nbs/03_mllm.ipynb #9706df64
 _CTRL = re.compile(r'[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')  # control characters other CSV readers choke on (the store keeps them)
-def export_labels(images, store:LabelStore, model:str, prompt_hash:str, out:str|Path, samples:int=1) -> pd.DataFrame:
+def export_labels(images, store:LabelStore, model:str, prompt_hash:str, *, out:str|Path, samples:int=1) -> pd.DataFrame:
     "Write LABELS.csv: one row per (image, sample), labeled or not, formulas escaped; return it."
     iset = images if isinstance(images, ImageSet) else ImageSet(list(images))
     got = store.frame(model, prompt_hash).drop(columns=['path']).set_index(['sha256', 'sample'])
@@ -612,7 +613,7 @@ class HFLabeler:
     "A local multimodal model through the transformers `image-text-to-text` pipeline."
     def __init__(self, model:str, # a Hub id or a local folder
                  device:str|None=None, dtype:str='auto', # 'auto': bfloat16 on a GPU that has it, else float32
-                 max_new_tokens:int=128, temperature:float=0.0, batch_size:int=4, max_side:int=768):
+                 max_new_tokens:int=128, *, temperature:float=0.0, batch_size:int=4, max_side:int=768):
         self.model, self.device, self.dtype = model, device, dtype
         self.max_new_tokens, self.temperature, self.batch_size, self.max_side = max_new_tokens, temperature, batch_size, max_side
         self.pipe = None

@@ -695,8 +695,8 @@ def answers_vocabulary(image_ids:list, # one id per image
                        names:list, # per image: the MLLM's names, most likely first (may be empty)
                        responses:list|None=None, # per image: the full answer text (synonyms, alternatives)
                        encode=None, # sentence encoder for `merge_similar`; None: stated synonyms only
-                       similar:float=0.9, # cosine for merging by sentence similarity
                        *,
+                       similar:float=0.9, # cosine for merging by sentence similarity
                        emb:np.ndarray|None=None, # (n, d) image embeddings: sentence merges need visual support
                        support:float|None=None, # see `visual_merges` (e.g. 0.25); None: no visual check (the default)
                        alternatives:bool=True, # add the alternatives the answers hedge between to each image's names
@@ -711,7 +711,7 @@ def answers_vocabulary(image_ids:list, # one id per image
     if encode is not None and similar:
         merged = voc.merge_similar(encode, similar)
         if emb is not None and support is not None:
-            merged = visual_merges(voc, merged, _first_ids(voc, image_ids), emb, support)
+            merged = visual_merges(voc, merged, _first_ids(voc, image_ids), emb, support=support)
         voc = merged
     ids = voc.image_names()
     return voc, [ids.get(str(img), []) for img in image_ids]
@@ -754,6 +754,7 @@ def visual_merges(before:Vocabulary, # the vocabulary the text merges start from
                   after:Vocabulary, # `before` plus text merges (`merge_similar`)
                   first:np.ndarray, # each image's first name id in `before`
                   emb:np.ndarray, # (n, d) L2-normalised image embeddings
+                  *,
                   support:float=0.25, # quantile of same-name image pairs' cosine that a merge must reach
                  ) -> Vocabulary:
     "`after` keeping only the merges whose images look as alike as one name's images usually do."

@@ -139,9 +139,9 @@ def gmm_clean(losses:np.ndarray, seed:int=0) -> np.ndarray:
     g = GaussianMixture(2, random_state=seed, reg_covar=1e-6).fit(l)
     return g.predict_proba(l)[:, int(np.argmin(g.means_.ravel()))]
 
-def update_targets(P:np.ndarray, # (n, C) current predicted probabilities
-                   Cw:np.ndarray, # (n, C) candidate weights
-                   Y:np.ndarray, # (n, C) own-name targets
+def update_targets(probs:np.ndarray, # (n, C) current predicted probabilities
+                   candidates:np.ndarray, # (n, C) candidate weights
+                   own_weights:np.ndarray, # (n, C) own-name targets
                    nn_idx:np.ndarray|None, # (n, k') neighbours, or None
                    *,
                    proden:bool=False, # re-weight the candidates by the predictions
@@ -152,28 +152,28 @@ def update_targets(P:np.ndarray, # (n, C) current predicted probabilities
                    seed:int=0, # the GMM's seed
                   ) -> tuple:
     "(new targets, clean flags) after one round of re-weighting, GMM split and refinement."
-    T = Cw * P if proden else Cw.copy()
+    T = candidates * probs if proden else candidates.copy()
     T = T / np.maximum(T.sum(1, keepdims=True), 1e-12)
-    clean = np.ones(len(P), bool)
+    clean = np.ones(len(probs), bool)
     if gmm:
-        has = Y.sum(1) > 0
-        loss = -np.log(np.maximum((P * Y).sum(1), 1e-12))
+        has = own_weights.sum(1) > 0
+        loss = -np.log(np.maximum((probs * own_weights).sum(1), 1e-12))
         clean = has & (gmm_clean(np.where(has, loss, loss[has].max() if has.any() else 0), seed) > 0.5)
         if refine == 'consensus' and nn_idx is not None and k:
-            R = P[nn_idx[:, :k]].mean(1) * (Cw > 0)
+            R = probs[nn_idx[:, :k]].mean(1) * (candidates > 0)
             R = np.where(R.sum(1, keepdims=True) > 0, R, T)
         elif refine in ('consensus', 'relax'):
-            R = (1 - relax) * T + relax * P
+            R = (1 - relax) * T + relax * probs
         else:
             raise ValueError(f"refine must be 'consensus' or 'relax', not {refine!r}")
         R = R / np.maximum(R.sum(1, keepdims=True), 1e-12)
-        T = np.where(clean[:, None], np.where(has[:, None], Y, T), R)
+        T = np.where(clean[:, None], np.where(has[:, None], own_weights, T), R)
     return T.astype(np.float32), clean
 
 # %% ../nbs/06_near.ipynb #41cd37f2
-def prototypes(X:np.ndarray, T:np.ndarray) -> np.ndarray:
+def prototypes(features:np.ndarray, weights:np.ndarray) -> np.ndarray:
     "(C, d) L2-normalised target-weighted means of the features: one prototype per name."
-    W = T.T @ X
+    W = weights.T @ features
     return (W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-8)).astype(np.float32)
 
 @dataclass
@@ -231,18 +231,18 @@ def soft_cross_entropy(logits:torch.Tensor, # (b, C)
 @dataclass(frozen=True)
 class PLLMethod:
     "A partial-label learning method: the loss of a batch, and the target update once per epoch after the warm-up."
-    update:Callable # update(P, Cw, Y, nn_idx, cfg) -> (targets (n, C), clean flags (n,)); P: the epoch's predictions
+    update:Callable # update(probs, candidates, own_weights, nn_idx, cfg) -> (targets (n, C), clean flags (n,))
     loss:Callable = soft_cross_entropy # loss(logits (b, C), targets (b, C)) -> a scalar tensor
 
-def proden_gmm(P:np.ndarray, Cw:np.ndarray, Y:np.ndarray, nn_idx, cfg:NearConfig) -> tuple:
+def proden_gmm(probs:np.ndarray, candidates:np.ndarray, own_weights:np.ndarray, nn_idx, cfg:NearConfig) -> tuple:
     "NeaR's update: `update_targets` with the config's switches (PRODEN, the GMM split, refinement)."
-    return update_targets(P, Cw, Y, nn_idx, proden=cfg.proden, gmm=cfg.gmm, refine=cfg.refine, k=cfg.k,
-                          relax=cfg.relax, seed=cfg.seed)
+    return update_targets(probs, candidates, own_weights, nn_idx, proden=cfg.proden, gmm=cfg.gmm,
+                          refine=cfg.refine, k=cfg.k, relax=cfg.relax, seed=cfg.seed)
 
 PLL_METHODS = {'proden-gmm': PLLMethod(proden_gmm)}
 
 def register_pll(name:str, # the key `NearConfig(pll=...)` names it by
-                 update:Callable, # update(P, Cw, Y, nn_idx, cfg) -> (targets, clean flags)
+                 update:Callable, # update(probs, candidates, own_weights, nn_idx, cfg) -> (targets, clean flags)
                  loss:Callable=soft_cross_entropy, # loss(logits, targets) -> a scalar tensor
                 ) -> PLLMethod:
     "Add a partial-label method to `PLL_METHODS`; `NearConfig(pll=name)` trains with it."
@@ -314,16 +314,22 @@ class NearConfig:
 def train_near(forward, # idx (LongTensor) -> (b, d) normalised features
                params:list, # parameters of `forward` to train (may be empty)
                W0:np.ndarray, # (C, d) initial classifier weights
-               Cw:np.ndarray, Y:np.ndarray, nn_idx, cfg:NearConfig, neighbour_weight:float=0.0, progress=None,
+               candidates:np.ndarray, # (n, C) candidate weights (`candidate_targets`)
+               *,
+               own_weights:np.ndarray, # (n, C) own-name targets (`own_targets`)
+               nn_idx:np.ndarray|None, # (n, k') neighbours, or None
+               cfg:NearConfig,
+               neighbour_weight:float=0.0, # the share of neighbours' names in the candidates, kept in the result
+               progress=None, # callable(epoch) after each epoch
                verified:np.ndarray|None=None, # (n,) bool: labels a person gave or checked; their targets never change
               ) -> tuple:
     "(trained classifier weights (C, d) as a tensor, `NearResult`)."
     seed_everything(cfg.seed)
-    n, C = Cw.shape
+    n, C = candidates.shape
     method = PLL_METHODS[cfg.pll]
     W = torch.nn.Parameter(torch.tensor(W0, dtype=torch.float32))
     opt = torch.optim.AdamW([W, *params], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    T, clean, hist = torch.tensor(Cw), np.ones(n, bool), []
+    T, clean, hist = torch.tensor(candidates), np.ones(n, bool), []
     g = torch.Generator().manual_seed(cfg.seed)
     for ep in range(cfg.epochs):
         t0, P, tot = time.perf_counter(), torch.zeros(n, C), 0.0
@@ -337,16 +343,16 @@ def train_near(forward, # idx (LongTensor) -> (b, d) normalised features
             P[b] = logits.detach().softmax(1)
             tot += loss.item() * len(b)
         if ep + 1 >= cfg.warmup:
-            Tn, clean = method.update(P.numpy(), Cw, Y, nn_idx, cfg)
-            if verified is not None: Tn[verified], clean[verified] = Cw[verified], True
+            Tn, clean = method.update(P.numpy(), candidates, own_weights, nn_idx, cfg)
+            if verified is not None: Tn[verified], clean[verified] = candidates[verified], True
             T = torch.tensor(Tn)
         hist.append({'epoch': ep, 'loss': tot / n, 'clean': float(clean.mean()), 'seconds': time.perf_counter() - t0})
         if progress is not None: progress(ep)
-    res, W = NearResult(T.numpy(), clean, Cw, neighbour_weight, hist), F.normalize(W.detach(), dim=1)
+    res, W = NearResult(T.numpy(), clean, candidates, neighbour_weight, hist), F.normalize(W.detach(), dim=1)
     W, res.tau = HEADS[cfg.head](W, res, forward, cfg)
     return W, res
 
-def _setup(emb:np.ndarray, own:list, n_names:int, cfg:NearConfig, text_emb=None, verified=None,
+def _setup(emb:np.ndarray, own:list, n_names:int, cfg:NearConfig, *, text_emb=None, verified=None,
            contrasts=None) -> tuple:
     "What every mode starts from: (own targets, neighbours, candidate weights, neighbour weight, initial head, relabel)."
     rl = None
@@ -382,6 +388,7 @@ def fit_near_head(emb:np.ndarray, # (n, d) L2-normalised image embeddings of the
                   own:list, # per image: its own name ids, first-ranked first (`answers_vocabulary`)
                   names:list, # the vocabulary's display names
                   cfg:NearConfig|None=None,
+                  *,
                   text_emb:np.ndarray|None=None, # (C, d) CLIP text embeddings of the names (initialises the head)
                   backbone=None, # kept with the classifier, for predicting images
                   progress=None, # callable(epoch) after each epoch
@@ -393,9 +400,9 @@ def fit_near_head(emb:np.ndarray, # (n, d) L2-normalised image embeddings of the
     if len(X) != len(own): raise ValueError(f'{len(X)} embeddings for {len(own)} images')
     verified = None if verified is None else np.asarray(verified, bool)
     C = len(names)
-    Y, nn_idx, Cw, a, W0, rl = _setup(X, own, C, cfg, text_emb, verified, contrasts)
+    Y, nn_idx, Cw, a, W0, rl = _setup(X, own, C, cfg, text_emb=text_emb, verified=verified, contrasts=contrasts)
     Xt = torch.tensor(X)
-    W, res = train_near(lambda b: Xt[b], [], W0, Cw, Y, nn_idx, cfg, a, progress, verified)
+    W, res = train_near(lambda b: Xt[b], [], W0, Cw, own_weights=Y, nn_idx=nn_idx, cfg=cfg, neighbour_weight=a, progress=progress, verified=verified)
     res.relabel = rl
     active = np.bincount(res.refined, minlength=C) > 0 if cfg.prune else None
     meta = {'mode': 'head', 'config': asdict(cfg), 'neighbour_weight': a, 'n_train': len(X)}

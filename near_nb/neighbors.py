@@ -15,6 +15,7 @@ def knn(emb:np.ndarray, # (n, d) L2-normalised embeddings
         k:int=10, # neighbours per image
         query:np.ndarray|None=None, # (m, d) queries; None: the images themselves (self excluded)
         index:str='flat', # 'flat' (exact) or 'ivf'
+        *,
         nlist:int|None=None, # IVF cells; None: about 4 sqrt(n)
         nprobe:int=8, # IVF cells searched per query
         seed:int=0,
@@ -38,7 +39,7 @@ def knn(emb:np.ndarray, # (n, d) L2-normalised embeddings
     return D, I
 
 # %% ../nbs/05_neighbors.ipynb #dce8c9bd
-def ivf_recall(emb:np.ndarray, k:int=10, nlist:int|None=None, nprobe:int=8, n_queries:int=1000, seed:int=0) -> float:
+def ivf_recall(emb:np.ndarray, k:int=10, nlist:int|None=None, nprobe:int=8, *, n_queries:int=1000, seed:int=0) -> float:
     "Recall@k of the IVF index against exact search, on a sample of queries."
     rng = np.random.default_rng(seed); q = rng.choice(len(emb), size=min(n_queries, len(emb)), replace=False)
     _, exact = knn(emb, k, query=emb[q]); _, approx = knn(emb, k, query=emb[q], index='ivf', nlist=nlist, nprobe=nprobe, seed=seed)
@@ -49,6 +50,7 @@ def candidate_sets(names:list, # per image: list of name ids from its answers (o
                    nn_idx:np.ndarray, # (n, k) neighbour indices (from `knn`)
                    nn_sim:np.ndarray, # (n, k) their similarities
                    n_names:int, # vocabulary size
+                   *,
                    k:int|None=None, # neighbours used (<= nn_idx.shape[1]); None: all
                    own_weight:float=1.0, # weight of each of the image's own names
                    weighting:str='similarity', # 'similarity', 'uniform' or 'agreement'

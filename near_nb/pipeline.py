@@ -178,7 +178,7 @@ def fit_embeddings(args, labels:pd.DataFrame, bb:Backbone) -> tuple:
     return e.emb[ok], [str(f) for f, v in zip(iset.files, ok) if v], [h for h, v in zip(e.sha256, ok) if v], e.errors
 
 # %% ../nbs/08b_pipeline.ipynb #7316c3af
-def fit_summary(voc, own:list, res, clf:NearClassifier, top:int=8) -> dict:
+def fit_summary(voc, own:list, res, clf:NearClassifier, *, top:int=8) -> dict:
     "What the vocabulary and the refinement did, as JSON-able figures."
     refined, first = res.refined, [o[0] if o else -1 for o in own]
     counts = pd.Series([voc.names[j] for j in refined]).value_counts()
@@ -188,7 +188,7 @@ def fit_summary(voc, own:list, res, clf:NearClassifier, top:int=8) -> dict:
             'changed': int(sum(f != j for f, j in zip(first, refined))), 'neighbour_weight': round(float(res.neighbour_weight), 3),
             'top_names': counts.head(top).to_dict()}
 
-def refined_table(paths:list, sha256:list, voc, own:list, res) -> pd.DataFrame:
+def refined_table(paths:list, sha256:list, voc, own:list, *, res) -> pd.DataFrame:
     "One row per training image: the MLLM's first name, NeaR's, whether it changed, clean flag, confidence."
     mllm = [voc.names[o[0]] if o else '' for o in own]
     near = [voc.names[j] for j in res.refined]
@@ -197,7 +197,7 @@ def refined_table(paths:list, sha256:list, voc, own:list, res) -> pd.DataFrame:
                          'confidence': res.targets.max(1).round(4)})
 
 # %% ../nbs/08b_pipeline.ipynb #97b9c4f1
-def predict_table(clf:NearClassifier, iset:ImageSet, top_k:int=5, batch_size:int=64, progress:bool=False,
+def predict_table(clf:NearClassifier, iset:ImageSet, top_k:int=5, batch_size:int=64, *, progress:bool=False,
                   embedded=None, # `clf.embed_images(iset)` when already computed
                  ) -> pd.DataFrame:
     "One row per image: path, sha256, name, score, margin, source, top names and scores, error."
@@ -213,7 +213,7 @@ def predict_table(clf:NearClassifier, iset:ImageSet, top_k:int=5, batch_size:int
                      'error': why.get(str(f), '' if p else 'not embedded')})
     return pd.DataFrame(rows)
 
-def merge_cascade(args, clf, iset, df, embedded) -> pd.DataFrame:
+def merge_cascade(args, clf, iset, df, *, embedded) -> pd.DataFrame:
     "The least confident images re-ranked by the MLLM (`cascade.cascade_predict`): name and source updated."
     if args.budget is not None and args.threshold is not None:
         raise NearError('give --budget (a share of the images) or --threshold (a margin), not both')
@@ -241,7 +241,7 @@ def loo_1nn_accuracy(emb:np.ndarray, # (n, d) L2-normalised embeddings
     np.fill_diagonal(sim, -np.inf)
     return float((np.asarray(labels)[sim.argmax(1)] == np.asarray(labels)).mean() * 100)
 
-def write_map(emb:np.ndarray, labels:list, hover:list, path:Path, title:str='',
+def write_map(emb:np.ndarray, labels:list, hover:list, path:Path, *, title:str='',
               paths:list|None=None, # image files for thumbnails; default: the `path` column of refined_labels.csv beside `path`
              ) -> Path:
     "The explorer's map (`explore.map_html`: its 2-D layout, colours, legend, name search, thumbnails) as one HTML page."
@@ -307,7 +307,7 @@ def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home
     step('map'); files = [str(f) for f, v in zip(s.images.files, ok) if v]
     pd.DataFrame({'path': files, 'mllm': raw, 'near': refined, 'clean': res.clean}).to_csv(out/'refined_labels.csv', index=False)
     write_map(e.emb[ok], refined, [f'{r} (MLLM: {m})' for r, m in zip(refined, raw)], out/'near_map.html',
-              'Shipped sample: CLIP ViT-B/16 embeddings (PCA), coloured by NeaR name'); bar.update(); bar.close()
+              title='Shipped sample: CLIP ViT-B/16 embeddings (PCA), coloured by NeaR name'); bar.update(); bar.close()
     r = {'images': len(s.images), 'classes': len(s.classnames), 'unusable_images': len(errors), 'labeled': run.done + run.skipped,
          'embedding': e.summary(), 'model': e.model_id, 'embeddings_source': 'precomputed OpenAI CLIP ViT-B/16 (RAR), served from the cache',
          'loo_1nn_accuracy': round(loo_1nn_accuracy(e.emb[ok], gt), 1), 'mllm': s.labels.mllm.iloc[0],

@@ -89,10 +89,10 @@ def pooled_ids(keysets:list) -> list:
 def _names_keys(voc, j):
     return {normalize_name(a) for a in voc.aliases(j)} or {voc.names[j]}
 
-def _near_labels(tb, idx, encode, similar, support, alternatives=True):
+def _near_labels(tb, idx, encode, similar, *, support, alternatives=True):
     "(vocabulary, own name ids, contrast ids) of the images `idx`, as NeaR builds them."
     lab = tb.labels.iloc[idx]
-    voc, own = answers_vocabulary(lab.image_id.tolist(), lab.names.tolist(), lab.response.tolist(), encode, similar,
+    voc, own = answers_vocabulary(lab.image_id.tolist(), lab.names.tolist(), lab.response.tolist(), encode, similar=similar,
                                   emb=tb.emb[idx], support=support, alternatives=alternatives)
     return voc, own, answer_contrasts(voc, lab.response.tolist())
 
@@ -137,7 +137,7 @@ def transductive(tb:TestBed, cfg=None, encode=None, *,
     u = sorted(set(raw))
     first = np.array([u.index(r) if r else -1 for r in raw])
     vote = knn_vote(tb.emb, first)
-    voc, own, against = _near_labels(tb, np.arange(len(tb.labels)), encode, similar, support, alternatives)
+    voc, own, against = _near_labels(tb, np.arange(len(tb.labels)), encode, similar, support=support, alternatives=alternatives)
     clf, res = fit_near_head(tb.emb, own, voc.names, cfg, contrasts=against)
     labels = {'mllm_top1': raw, 'knn_vote': [u[j] if j >= 0 else '' for j in vote],
               'near': [voc.names[j] for j in res.refined]}
@@ -165,7 +165,7 @@ def heldout(tb:TestBed, cfg=None, encode=None, *, similar:float=0.9, support:flo
         own = [[u.index(raw[i])] if raw[i] else [] for i in tr]
         ce, _ = fit_near_head(tb.emb[tr], own, u, _ce_config(cfg))
         pr, _ = fit_near_head(tb.emb[tr], own, u, replace(_ce_config(cfg), epochs=0, head='prototypes'))
-        voc, own_n, against = _near_labels(tb, tr, encode, similar, support, alternatives)
+        voc, own_n, against = _near_labels(tb, tr, encode, similar, support=support, alternatives=alternatives)
         nc, res = fit_near_head(tb.emb[tr], own_n, voc.names, cfg, contrasts=against)
         fold = _near_changes([raw[i] for i in tr], res, own_n, gt[tr])
         changes = fold if changes is None else _add_changes(changes, fold)
@@ -183,7 +183,7 @@ def heldout(tb:TestBed, cfg=None, encode=None, *, similar:float=0.9, support:flo
     return {'predictions': out, 'changes': changes, 'confidence': {'margin': margin, 'top': top}}
 
 # %% ../nbs/07a_testbed.ipynb #1dc39e01
-def _score(names, gt, gt_names, encode, ids=None):
+def _score(names, gt, gt_names, encode, *, ids=None):
     "cACC over `ids` (default: the names); sACC over every method's names written alike (`raw_name`)."
     r = {'cacc': cluster_acc(ids if ids is not None else names, gt), 'names': len(set(names))}
     if encode is not None: r['sacc'] = semantic_acc([raw_name([n]) if n else '' for n in names], gt_names, encode)
@@ -204,9 +204,9 @@ def _mean_changes(runs:list) -> dict:
 CASCADE_NOTE = ("held-out images escalated to the MLLM get its recorded answer for that image: it stands in for a "
                 "re-ranking call, which would also have seen the classifier's candidate names")
 
-def _cascade(ho:dict, gt, gtn, encode, seed:int) -> tuple:
+def _cascade(ho:dict, gt, gtn, encode, *, seed:int) -> tuple:
     "(cascade curve, random escalation at 0.3, NeaR's ECE) of one held-out run."
-    def score(mixed): return _score([m[0] for m in mixed], gt, gtn, encode, pooled_ids([m[1] for m in mixed]))
+    def score(mixed): return _score([m[0] for m in mixed], gt, gtn, encode, ids=pooled_ids([m[1] for m in mixed]))
     near, llm = list(zip(*ho['predictions']['near'])), list(zip(*ho['predictions']['mllm_top1']))
     conf = ho['confidence']
     curve = cascade_curve(score, near, llm, conf['margin'])
@@ -252,8 +252,8 @@ def bench_testbed(d, # a test-bed directory
         for m, names in tr['labels'].items(): T.setdefault(m, []).append(_score(names, gt, gtn, encode))
         ho = heldout(tb, cfg, encode, **kw)
         for m, (names, keys) in ho['predictions'].items():
-            H.setdefault(m, []).append(_score(names, gt, gtn, encode, pooled_ids(keys)))
-        curve, rand, ece = _cascade(ho, gt, gtn, encode, s)
+            H.setdefault(m, []).append(_score(names, gt, gtn, encode, ids=pooled_ids(keys)))
+        curve, rand, ece = _cascade(ho, gt, gtn, encode, seed=s)
         curves.append(curve)
         rands.append(rand)
         eces.append(ece)

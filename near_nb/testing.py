@@ -16,6 +16,7 @@ def tiny_clip_config(path:str|Path, # the .json file to write
                      image_size:int=32, # input side in pixels
                      width:int=64, # width of both towers
                      layers:int=2, # transformer blocks per tower
+                     *,
                      embed_dim:int=32, # size of the joint embedding
                     ) -> Path:
     "Write a tiny ViT CLIP config (random weights; tests and examples) to `path`; the path."

@@ -66,7 +66,7 @@ def wise_ft(zero_shot:dict, finetuned:dict, alpha:float) -> dict:
 # %% ../nbs/06c_tune.ipynb #c037dce3
 def fit_near_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
                    images, # the training images (`ImageSet` or paths), aligned with `own`
-                   own:list, names:list, cfg:NearConfig|None=None,
+                   own:list, names:list, *, cfg:NearConfig|None=None,
                    n_top:int|None=2, # mode 2: last blocks trained over cached activations; None: mode 3 (full fine-tuning)
                    text_emb:np.ndarray|None=None,
                    wise:float|None=None, # WiSE-FT alpha (None: the fine-tuned weights as they are)
@@ -85,14 +85,14 @@ def fit_near_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
     with torch.no_grad():
         emb = F.normalize((_top(visual, acts, start) if n_top is not None else visual(px)).float(), dim=1).numpy()
     C = len(names)
-    Y, nn_idx, Cw, a, W0, rl = _setup(emb, own, C, cfg, text_emb, verified, contrasts)
+    Y, nn_idx, Cw, a, W0, rl = _setup(emb, own, C, cfg, text_emb=text_emb, verified=verified, contrasts=contrasts)
     for p in visual.parameters(): p.requires_grad_(n_top is None)
     params = top_params(visual, n_top) if n_top is not None else list(visual.parameters())
     for p in params: p.requires_grad_(True)
     fwd = (lambda b: F.normalize(_top(visual, acts[b], start).float(), dim=1)) if n_top is not None else \
           (lambda b: F.normalize(visual(px[b]).float(), dim=1))
     visual.train()
-    try: W, res = train_near(fwd, params, W0, Cw, Y, nn_idx, cfg, a, progress, verified)
+    try: W, res = train_near(fwd, params, W0, Cw, own_weights=Y, nn_idx=nn_idx, cfg=cfg, neighbour_weight=a, progress=progress, verified=verified)
     finally:
         visual.eval()
         for p in visual.parameters(): p.requires_grad_(False)
