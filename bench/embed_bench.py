@@ -26,18 +26,24 @@ def peak_memory(fn):
     def sample():
         while not stop.is_set():
             m = [_mem(p) for p in [me] + me.children(recursive=True)]
-            peak[0] = max(peak[0], sum(x for x, _ in m)); peak_rss[0] = max(peak_rss[0], sum(x for _, x in m))
+            peak[0] = max(peak[0], sum(x for x, _ in m))
+            peak_rss[0] = max(peak_rss[0], sum(x for _, x in m))
             time.sleep(0.02)
-    t = threading.Thread(target=sample, daemon=True); t.start()
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
     try: out = fn()
-    finally: stop.set(); t.join()
+    finally:
+        stop.set()
+        t.join()
     return out, peak[0], peak_rss[0]
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--images', default=str(ROOT.parent/'shared'/'data'/'pool'/'cub50-test'/'manifest.csv'))
-    ap.add_argument('--model', default='ViT-B-32'); ap.add_argument('--batch-size', type=int, default=64)
-    ap.add_argument('--workers', type=int, default=None); ap.add_argument('--repeats', type=int, default=2)
+    ap.add_argument('--model', default='ViT-B-32')
+    ap.add_argument('--batch-size', type=int, default=64)
+    ap.add_argument('--workers', type=int, default=None)
+    ap.add_argument('--repeats', type=int, default=2)
     ap.add_argument('--out', default=str(ROOT/'bench'/'results'/'embed.json'))
     a = ap.parse_args()
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -57,18 +63,27 @@ def main():
     def bare():
         with torch.inference_mode():
             for i in range(0, n, a.batch_size):
-                f = bb.model.encode_image(x[i:i+a.batch_size]); torch.nn.functional.normalize(f, dim=-1)
+                f = bb.model.encode_image(x[i:i+a.batch_size])
+                torch.nn.functional.normalize(f, dim=-1)
     def full(): bb.embed_images(iset, cache=False, batch_size=a.batch_size, num_workers=a.workers, progress=False)
     bare_t, full_t = [], []
     for _ in range(a.repeats):  # interleaved, best of each
-        t = time.perf_counter(); bare(); bare_t.append(time.perf_counter() - t)
-        t = time.perf_counter(); full(); full_t.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        bare()
+        bare_t.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        full()
+        full_t.append(time.perf_counter() - t)
 
     # the cache: first run into an empty cache, second run over the same images (a fresh Backbone: no weights loaded)
     db = Path(tempfile.mkdtemp())/'cache.sqlite'
-    t = time.perf_counter(); bb.embed_images(iset, cache=db, batch_size=a.batch_size, num_workers=a.workers, progress=False); first = time.perf_counter() - t
+    t = time.perf_counter()
+    bb.embed_images(iset, cache=db, batch_size=a.batch_size, num_workers=a.workers, progress=False)
+    first = time.perf_counter() - t
     iset2 = ImageSet(iset.files)  # no hashes remembered: the second run hashes every file again
-    t = time.perf_counter(); e2 = Backbone(a.model, None, random_init=True).embed_images(iset2, cache=db, progress=False); second = time.perf_counter() - t
+    t = time.perf_counter()
+    e2 = Backbone(a.model, None, random_init=True).embed_images(iset2, cache=db, progress=False)
+    second = time.perf_counter() - t
     assert e2.n_cached == n and e2.n_computed == 0
 
     r = {'images': n, 'image_source': a.images, 'model': f'{a.model} (random weights)', 'batch_size': a.batch_size,
@@ -81,7 +96,8 @@ def main():
          'machine': f'{platform.machine()}, {psutil.cpu_count()} cores, {round(psutil.virtual_memory().total / 2**30)} GiB, '
                     f'Python {platform.python_version()}, torch {torch.__version__}',
          'date': time.strftime('%Y-%m-%d')}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True); Path(a.out).write_text(json.dumps(r, indent=2))
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(r, indent=2))
     print(json.dumps(r, indent=2))
     print(f"\n| measure | value | target |\n|---|---|---|\n"
           f"| bare open_clip encode_image | {r['bare_encode_image_img_s']} img/s | |\n"

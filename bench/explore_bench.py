@@ -12,19 +12,27 @@ import numpy as np
 from near_nb.explore import LabelView, layout_2d, map_figure, map_html, cluster_table, Explorer
 
 def data(n, names=500, d=512, seed=0):
-    rng = np.random.default_rng(seed); c = rng.integers(names, size=n)
-    C = rng.normal(size=(names, d)); X = C[c] + rng.normal(size=(n, d)) * 0.8; X /= np.linalg.norm(X, axis=1, keepdims=True)
-    nm = [f'Species number {j}' for j in c]; ref = [f'Species number {j if rng.random() > 0.2 else (j + 1) % names}' for j in c]
+    rng = np.random.default_rng(seed)
+    c = rng.integers(names, size=n)
+    C = rng.normal(size=(names, d))
+    X = C[c] + rng.normal(size=(n, d)) * 0.8
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    nm = [f'Species number {j}' for j in c]
+    ref = [f'Species number {j if rng.random() > 0.2 else (j + 1) % names}' for j in c]
     ans = [f'The bird in the image is a {x}, recognisable by its plumage. ' * 5 for x in nm]
     cand = [[(r, 0.7), (m, 0.3)] for r, m in zip(ref, nm)]
     return LabelView([f'img{i}' for i in range(n)], nm, ans, None, X.astype(np.float32), ref, rng.random(n).astype(np.float32),
                      rng.random(n) > 0.1, cand, None)
 
 def timed(f):
-    t = time.perf_counter(); r = f(); return r, round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    r = f()
+    return r, round(time.perf_counter() - t, 3)
 
 def main():
-    ap = argparse.ArgumentParser(); ap.add_argument('--out', default='bench/results/explore.json'); a = ap.parse_args()
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--out', default='bench/results/explore.json')
+    a = ap.parse_args()
     rows = []
     for n in (1000, 5000, 10000):
         v = data(n)
@@ -43,6 +51,7 @@ def main():
                      'page_mb': round(len(page.encode()) / 1e6, 2), 'map_traces': len(fig.data)})
         print(json.dumps(rows[-1]), flush=True)
     r = {'cores': os.cpu_count(), 'data': 'synthetic (see the docstring)', 'rows': rows}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True); Path(a.out).write_text(json.dumps(r, indent=1))
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(r, indent=1))
 
 if __name__ == '__main__': main()

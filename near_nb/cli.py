@@ -321,7 +321,10 @@ def cmd_bench(args) -> int:
                 f"{'$' + format(v['usd'], '.2f') if v['usd'] is not None else 'no prices given'}, {v['seconds']:.0f}s"
                 if v['prompt_tokens'] is not None else 'tokens and time not measured (--costs-from STORE)')
         print(f"per 1,000 new images at budget {b}: {v['mllm_calls']} MLLM calls; {bill}")
-    if args.json: Path(args.json).parent.mkdir(parents=True, exist_ok=True); Path(args.json).write_text(json.dumps(r, indent=1)); print(f'wrote {args.json}')
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(r, indent=1))
+        print(f'wrote {args.json}')
     return 0
 
 # %% ../nbs/09_cli.ipynb #a980ad8a

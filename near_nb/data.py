@@ -137,7 +137,9 @@ def load_image(src:str|Path|bytes, # a path or the file's bytes
 # %% ../nbs/01_data.ipynb #761c6025
 def _png_header_only(w:int, h:int) -> bytes:
     "A PNG whose header claims `w`x`h` pixels but holds only one: a decompression-bomb stand-in for tests."
-    buf = io.BytesIO(); Image.new('1', (1, 1)).save(buf, 'PNG'); b = bytearray(buf.getvalue())
+    buf = io.BytesIO()
+    Image.new('1', (1, 1)).save(buf, 'PNG')
+    b = bytearray(buf.getvalue())
     b[16:24] = struct.pack('>II', w, h)
     b[29:33] = struct.pack('>I', zlib.crc32(bytes(b[12:29])))
     return bytes(b)
@@ -307,7 +309,8 @@ def check(self:ImageSet, max_pixels:int|None=DEFAULT_MAX_PIXELS, # as in `load_i
     for f in bar:
         try: load_image(f, max_pixels)
         except ImageLoadError as e:
-            errors.append(LoadError(str(f), str(e))); bar.set_postfix(skipped=len(errors))
+            errors.append(LoadError(str(f), str(e)))
+            bar.set_postfix(skipped=len(errors))
     return errors
 
 # %% ../nbs/01_data.ipynb #8bd6081e

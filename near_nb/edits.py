@@ -24,7 +24,8 @@ class EditLog:
     "A person's label edits, journaled in SQLite (a `LabelStore`'s file, or any path); each can be undone."
     kinds = ('rename', 'merge', 'move', 'wrong')
     def __init__(self, path): # a database file, or a `LabelStore` (its file)
-        self.path = Path(getattr(path, 'path', path)); self.con = open_sqlite(self.path, _EDITS)
+        self.path = Path(getattr(path, 'path', path))
+        self.con = open_sqlite(self.path, _EDITS)
     def add(self, kind:str, a:str|None=None, b:str|None=None, image:str|None=None) -> int:
         "Journal one edit; its id."
         if kind not in self.kinds: raise ValueError(f'kind must be one of {self.kinds}, not {kind!r}')
@@ -84,13 +85,16 @@ def edit_view(view, # an `explore.LabelView`
         if e['kind'] in ('rename', 'merge'):
             a, b = normalize_name(e['a']), e['b']
             if e['kind'] == 'merge':  # shown under the name that already has more images
-                cnt = Counter(normalize_name(n) for n in (v.refined or v.mllm)); a, b = (a, b) if cnt[a] <= cnt[normalize_name(b)] else (normalize_name(b), e['a'])
+                cnt = Counter(normalize_name(n) for n in (v.refined or v.mllm))
+                a, b = (a, b) if cnt[a] <= cnt[normalize_name(b)] else (normalize_name(b), e['a'])
             ren = lambda n: b if normalize_name(n) == a else n
             v.mllm = [ren(n) for n in v.mllm]
             if v.refined is not None: v.refined = [ren(n) for n in v.refined]
             if v.candidates is not None: v.candidates = [[(ren(n), w) for n, w in c] for c in v.candidates]
         elif e['image'] in pos:
             i = pos[e['image']]
-            if e['kind'] == 'move': (v.refined if v.refined is not None else v.mllm)[i] = e['b']; flags[e['image']] = 'moved'
+            if e['kind'] == 'move':
+                (v.refined if v.refined is not None else v.mllm)[i] = e['b']
+                flags[e['image']] = 'moved'
             else: flags[e['image']] = 'wrong'
     return v, flags

@@ -43,7 +43,8 @@ def semantic_acc(pred_names:list, # predicted name per image
     "Mean cosine similarity ×100 between predicted and true names (each distinct string embedded once)."
     if len(pred_names) != len(gt_names): raise ValueError(f'{len(pred_names)} predictions for {len(gt_names)} names')
     uniq = sorted(set(map(str, pred_names)) | set(map(str, gt_names)))
-    E = np.asarray(encode(uniq), dtype=np.float32); pos = {s: i for i, s in enumerate(uniq)}
+    E = np.asarray(encode(uniq), dtype=np.float32)
+    pos = {s: i for i, s in enumerate(uniq)}
     a, b = E[[pos[str(s)] for s in pred_names]], E[[pos[str(s)] for s in gt_names]]
     return float((a * b).sum(1).mean() * 100)
 
@@ -63,7 +64,9 @@ def evaluate(pred_names:list, # predicted name per image (strings)
 class Report:
     "Metrics of several methods on one dataset; prints as a table."
     def __init__(self, dataset:str='', sentence_model:str=''): self.dataset, self.sentence_model, self.rows = dataset, sentence_model, {}
-    def add(self, method:str, metrics:dict) -> Report: self.rows[method] = metrics; return self
+    def add(self, method:str, metrics:dict) -> Report:
+        self.rows[method] = metrics
+        return self
     @property
     def frame(self) -> pd.DataFrame: return pd.DataFrame(self.rows).T
     def __repr__(self):

@@ -179,7 +179,9 @@ class Answer:
 
 class LabelError(Exception):
     "The labeler gave up on a request; `attempts` and the message say why."
-    def __init__(self, msg, attempts=1): super().__init__(msg); self.attempts = attempts
+    def __init__(self, msg, attempts=1):
+        super().__init__(msg)
+        self.attempts = attempts
 
 @runtime_checkable
 class Labeler(Protocol):
@@ -275,7 +277,9 @@ class OpenAILabeler:
                                                           timeout=self.timeout, **kw), loop
         return self._client
     async def aclose(self):
-        if self._client is not None: await self._client.close(); self._client = self._loop = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = self._loop = None
     def settings(self) -> dict: return {'max_side': self.max_side, 'temperature': self.temperature, 'max_tokens': self.max_tokens}
     def __repr__(self): return f'OpenAILabeler({self.model!r}, base_url={self.base_url!r})'  # never the key
     def scrub(self, text:str|None) -> str|None: return scrub_secrets(text, (self._key,))
@@ -637,8 +641,10 @@ def answer_batch(self:HFLabeler, reqs:list) -> list:
     out, msgs, idx = [None] * len(reqs), [], []
     for i, r in enumerate(reqs):
         try:
-            img = load_image(r.path); img.thumbnail((self.max_side, self.max_side))
-            msgs.append([{'role': 'user', 'content': [{'type': 'image', 'image': img}, {'type': 'text', 'text': r.prompt}]}]); idx.append(i)
+            img = load_image(r.path)
+            img.thumbnail((self.max_side, self.max_side))
+            msgs.append([{'role': 'user', 'content': [{'type': 'image', 'image': img}, {'type': 'text', 'text': r.prompt}]}])
+            idx.append(i)
         except ImageLoadError as e: out[i] = LabelError(f'unusable image: {e}')
     gen = {'max_new_tokens': self.max_new_tokens, 'do_sample': self.temperature > 0}
     if self.temperature > 0: gen['temperature'] = self.temperature
@@ -686,7 +692,8 @@ def tiny_vlm(path:str|Path) -> Path:
                         vision_start_token_id=i['<|vision_start|>'], vision_end_token_id=i['<|vision_end|>'], **special)
     import torch  # lazy: torch takes seconds to import; only this call needs it
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0); Qwen2VLForConditionalGeneration(cfg).save_pretrained(path)
+        torch.manual_seed(0)
+        Qwen2VLForConditionalGeneration(cfg).save_pretrained(path)
     proc.save_pretrained(path)
     return Path(path)
 

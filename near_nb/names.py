@@ -378,7 +378,9 @@ class _Reader:
         for n in self.refined + self.alts: order += [n] + [b for a, b in self.syns if a == n]
         names, seen = [], set()
         for n in order:
-            if n.lower() not in seen: names.append(n); seen.add(n.lower())
+            if n.lower() not in seen:
+                names.append(n)
+                seen.add(n.lower())
         alts = [n for n in dict.fromkeys(self.alts) if n.lower() != (self.primary or '').lower()]
         cons = [n for n in dict.fromkeys(self.cons) if n.lower() not in seen]
         refusal = not names and bool(_REFUSAL.search(self.text))
@@ -524,7 +526,9 @@ def _build(self:Vocabulary):
     keys = sorted({normalize_name(m.raw) for m in self.mentions} - {''})
     parent = {k: k for k in keys}
     def find(k):
-        while parent[k] != k: parent[k] = parent[parent[k]]; k = parent[k]
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
         return k
     shown, renamed = {}, {}  # a rename's new key -> the key it names; the displayed names it sets
     for m in self.merges:
@@ -541,7 +545,9 @@ def _build(self:Vocabulary):
     for m in self.mentions:
         k = normalize_name(m.raw)
         if not k: continue
-        r = root_of[k]; images[r].add(m.image); alias[r][clean_name(m.raw)] += 1
+        r = root_of[k]
+        images[r].add(m.image)
+        alias[r][clean_name(m.raw)] += 1
         if m.rank == 0: top1[r] += 1
     roots = sorted(images, key=lambda r: (-top1[r], -len(images[r]), r))
     self._rid = {r: i for i, r in enumerate(roots)}
@@ -619,7 +625,8 @@ def merge_stated(self:Vocabulary, min_support:int=1, # answers that must state t
         if ra == rb: continue
         sa, sb = groups.get(ra, sci(a)), groups.get(rb, sci(b))
         if one_binomial and sa and sb and sa != sb: continue  # e.g. two orchid species named as one "moth orchid"
-        parent[ra] = rb; groups[rb] = sa | sb
+        parent[ra] = rb
+        groups[rb] = sa | sb
         new.append(Merge(a, b, 'stated', n))
     return Vocabulary(self.mentions, self.stated, self.merges + new, self.prefer_common)
 
@@ -661,7 +668,8 @@ def merge_similar(self:Vocabulary, encode, # names -> L2-normalised embeddings (
                  ) -> Vocabulary:
     "Merge names whose embeddings are similar (complete linkage: a group joins only if all its pairs pass)."
     if len(self) < 2: return self
-    E = np.asarray(encode(self.names), dtype=np.float32); S = E @ E.T
+    E = np.asarray(encode(self.names), dtype=np.float32)
+    S = E @ E.T
     if contrast:  # the display names stand for their groups; any pair of aliases that contrasts blocks the merge
         for i, j in np.argwhere(np.triu(S, 1) >= threshold):
             if any(contrasting(x, y) for x in self.aliases(i) for y in self.aliases(j)): S[i, j] = S[j, i] = -1

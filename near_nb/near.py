@@ -28,7 +28,9 @@ def own_targets(own:list, n_names:int) -> np.ndarray:
     "(n, n_names): each image's own names, weight halving per rank, rows summing to 1 (zero rows for no names)."
     Y = np.zeros((len(own), n_names), np.float32)
     for i, ns in enumerate(own):
-        if ns: w = 0.5 ** np.arange(len(ns)); Y[i, ns] = w / w.sum()
+        if ns:
+            w = 0.5 ** np.arange(len(ns))
+            Y[i, ns] = w / w.sum()
     return Y
 
 def first_names(own:list) -> np.ndarray:
@@ -396,7 +398,8 @@ def fit_near_head(emb:np.ndarray, # (n, d) L2-normalised image embeddings of the
                   contrasts:list|None=None, # per image: name ids its answer rules out (`answer_contrasts`)
                  ) -> tuple:
     "(`NearClassifier`, `NearResult`): NeaR in mode 1 (a head over the vocabulary on fixed features)."
-    cfg = cfg or NearConfig(); X = np.ascontiguousarray(emb, np.float32)
+    cfg = cfg or NearConfig()
+    X = np.ascontiguousarray(emb, np.float32)
     if len(X) != len(own): raise ValueError(f'{len(X)} embeddings for {len(own)} images')
     verified = None if verified is None else np.asarray(verified, bool)
     C = len(names)

@@ -21,12 +21,15 @@ def knn(emb:np.ndarray, # (n, d) L2-normalised embeddings
         seed:int=0,
        ) -> tuple:
     "(similarities, indices), each (m, k), most similar first."
-    x = np.ascontiguousarray(emb, dtype=np.float32); d = x.shape[1]
+    x = np.ascontiguousarray(emb, dtype=np.float32)
+    d = x.shape[1]
     if index == 'flat': ix = faiss.IndexFlatIP(d)
     elif index == 'ivf':
         nlist = nlist or max(1, min(len(x) // 39, int(4 * np.sqrt(len(x)))))
         ix = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        ix.cp.seed = seed; ix.train(x); ix.nprobe = min(nprobe, nlist)
+        ix.cp.seed = seed
+        ix.train(x)
+        ix.nprobe = min(nprobe, nlist)
     else: raise ValueError(f"index must be 'flat' or 'ivf', not {index!r}")
     ix.add(x)
     self_q = query is None
@@ -35,14 +38,17 @@ def knn(emb:np.ndarray, # (n, d) L2-normalised embeddings
     D, I = ix.search(q, kk)
     if self_q:  # drop each row's own index (wherever it landed), keep k
         keep = I != np.arange(len(q))[:, None]
-        D = np.stack([r[m][:k] for r, m in zip(D, keep)]); I = np.stack([r[m][:k] for r, m in zip(I, keep)])
+        D = np.stack([r[m][:k] for r, m in zip(D, keep)])
+        I = np.stack([r[m][:k] for r, m in zip(I, keep)])
     return D, I
 
 # %% ../nbs/05_neighbors.ipynb #dce8c9bd
 def ivf_recall(emb:np.ndarray, k:int=10, nlist:int|None=None, nprobe:int=8, *, n_queries:int=1000, seed:int=0) -> float:
     "Recall@k of the IVF index against exact search, on a sample of queries."
-    rng = np.random.default_rng(seed); q = rng.choice(len(emb), size=min(n_queries, len(emb)), replace=False)
-    _, exact = knn(emb, k, query=emb[q]); _, approx = knn(emb, k, query=emb[q], index='ivf', nlist=nlist, nprobe=nprobe, seed=seed)
+    rng = np.random.default_rng(seed)
+    q = rng.choice(len(emb), size=min(n_queries, len(emb)), replace=False)
+    _, exact = knn(emb, k, query=emb[q])
+    _, approx = knn(emb, k, query=emb[q], index='ivf', nlist=nlist, nprobe=nprobe, seed=seed)
     return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(exact, approx)]))
 
 # %% ../nbs/05_neighbors.ipynb #d666ff33

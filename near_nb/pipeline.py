@@ -277,10 +277,13 @@ def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home
     out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=6, desc='near demo', disable=not progress, bar_format='{l_bar}{bar:20}| {n}/{total} {postfix}')
     step = lambda what: (bar.set_postfix_str(what), bar.update(0))
-    step('answers'); s = seed_sample_cache(sample()); errors = s.images.check(progress=False)
+    step('answers')
+    s = seed_sample_cache(sample())
+    errors = s.images.check(progress=False)
     store = LabelStore(out/'labels.sqlite')
     run = label_images(s.images, ReplayLabeler(s.images.root/'labels.csv'), store, domain='flower', progress=False)
-    rows = store.frame(run.model, run.prompt_hash).set_index('path'); bar.update()
+    rows = store.frame(run.model, run.prompt_hash).set_index('path')
+    bar.update()
     step('embeddings')
     bb = Backbone(s.model_name, s.pretrained)  # the sample's embeddings are in the cache: no weights needed
     e = bb.embed_images(s.images, progress=False)
@@ -297,17 +300,23 @@ def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home
     clf, res = fit_near_head(e.emb[ok], own, voc.names, cfg or NearConfig(), backbone=bb, contrasts=answer_contrasts(voc, texts))
     clf.save_pretrained(out/'classifier')
     bar.update()
-    step('evaluation'); gt, gtn = np.array(s.images.gt_class)[ok], list(np.array(s.images.gt_name)[ok])
-    raw = [raw_name(n) for n in names]; u = sorted(set(raw))
+    step('evaluation')
+    gt, gtn = np.array(s.images.gt_class)[ok], list(np.array(s.images.gt_name)[ok])
+    raw = [raw_name(n) for n in names]
+    u = sorted(set(raw))
     vote = knn_vote(e.emb[ok], np.array([u.index(r) if r else -1 for r in raw]))
     refined = [voc.names[j] for j in res.refined]
     rep = Report('flower102 (shipped sample)', enc.model_name)
     rep.add('MLLM top-1 (first name, lower-cased)', evaluate(raw, gt, gtn, enc)).add('kNN vote (k=5)', evaluate([u[j] for j in vote], gt, gtn, enc))
-    rep.add('NeaR refined', evaluate(refined, gt, gtn, enc)); bar.update()
-    step('map'); files = [str(f) for f, v in zip(s.images.files, ok) if v]
+    rep.add('NeaR refined', evaluate(refined, gt, gtn, enc))
+    bar.update()
+    step('map')
+    files = [str(f) for f, v in zip(s.images.files, ok) if v]
     pd.DataFrame({'path': files, 'mllm': raw, 'near': refined, 'clean': res.clean}).to_csv(out/'refined_labels.csv', index=False)
     write_map(e.emb[ok], refined, [f'{r} (MLLM: {m})' for r, m in zip(refined, raw)], out/'near_map.html',
-              title='Shipped sample: CLIP ViT-B/16 embeddings (PCA), coloured by NeaR name'); bar.update(); bar.close()
+              title='Shipped sample: CLIP ViT-B/16 embeddings (PCA), coloured by NeaR name')
+    bar.update()
+    bar.close()
     r = {'images': len(s.images), 'classes': len(s.classnames), 'unusable_images': len(errors), 'labeled': run.done + run.skipped,
          'embedding': e.summary(), 'model': e.model_id, 'embeddings_source': 'precomputed OpenAI CLIP ViT-B/16 (RAR), served from the cache',
          'loo_1nn_accuracy': round(loo_1nn_accuracy(e.emb[ok], gt), 1), 'mllm': s.labels.mllm.iloc[0],

@@ -57,7 +57,8 @@ def raw_name(names:list) -> str:
 def knn_vote(emb:np.ndarray, first:np.ndarray, # first name id per image (-1: none)
              k:int=5) -> np.ndarray:
     "Per image: the name with the most similarity-weighted votes among itself (weight 1) and its k neighbours."
-    S, I = knn(emb, k); out = first.copy()
+    S, I = knn(emb, k)
+    out = first.copy()
     for i in range(len(first)):
         v = {} if first[i] < 0 else {first[i]: 1.0}
         for j, s in zip(I[i], S[i]):
@@ -70,7 +71,8 @@ def zero_shot_names(emb:np.ndarray, # (n, d) L2-normalised image embeddings
                     encode_text, # names -> (C, d) CLIP text embeddings (`Backbone.embed_text`, prompt templates averaged)
                    ) -> list:
     "Zero-shot CLIP over the discovered names: per image, the name whose text embedding is closest."
-    T = np.asarray(encode_text(list(names)), np.float32); T /= np.maximum(np.linalg.norm(T, axis=1, keepdims=True), 1e-12)
+    T = np.asarray(encode_text(list(names)), np.float32)
+    T /= np.maximum(np.linalg.norm(T, axis=1, keepdims=True), 1e-12)
     return [names[j] for j in (np.asarray(emb, np.float32) @ T.T).argmax(1)]
 
 # %% ../nbs/07a_testbed.ipynb #be86768f
@@ -78,7 +80,9 @@ def pooled_ids(keysets:list) -> list:
     "One id per prediction: predictions whose alias key sets overlap (transitively) share an id."
     parent = {}
     def find(a):
-        while parent.setdefault(a, a) != a: parent[a] = parent[parent[a]]; a = parent[a]
+        while parent.setdefault(a, a) != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
         return a
     for ks in keysets:
         ks = sorted(ks)

@@ -46,7 +46,9 @@ def pixels(backbone, images, # an `ImageSet` or paths
     iset = images if isinstance(images, ImageSet) else ImageSet([Path(p) for p in images])
     bb, xs, ok, errs = backbone.load(), [], [], []
     for i, f in enumerate(iset.files):
-        try: xs.append(bb.preprocess(load_image(f))); ok.append(i)
+        try:
+            xs.append(bb.preprocess(load_image(f)))
+            ok.append(i)
         except ImageLoadError as e: errs.append(LoadError(str(f), str(e)))
     if errs: logging.getLogger('near_nb').warning(f'pixels: skipped {len(errs)} image(s): ' + '; '.join(map(str, errs[:5])))
     dtype = next(bb.model.parameters()).dtype
@@ -76,8 +78,10 @@ def fit_near_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
                   ) -> tuple:
     "(`NearClassifier` with a fine-tuned tower, `NearResult` over the readable images)."
     cfg = cfg or NearConfig(batch_size=32, lr=1e-5)
-    bb = backbone.load(); visual = bb.model.visual
-    px, ok, errs = pixels(bb, images); own = [own[i] for i in ok]
+    bb = backbone.load()
+    visual = bb.model.visual
+    px, ok, errs = pixels(bb, images)
+    own = [own[i] for i in ok]
     contrasts = None if contrasts is None else [contrasts[i] for i in ok]
     verified = None if verified is None else np.asarray(verified, bool)[ok]
     zs = {k: v.detach().clone() for k, v in visual.state_dict().items()}
@@ -99,7 +103,8 @@ def fit_near_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
     res.relabel = rl
     state = {k: v.detach().clone() for k, v in visual.state_dict().items()}
     if wise is not None:
-        state = wise_ft(zs, state, wise); W = F.normalize((1 - wise) * torch.tensor(W0) + wise * W, dim=1)
+        state = wise_ft(zs, state, wise)
+        W = F.normalize((1 - wise) * torch.tensor(W0) + wise * W, dim=1)
     visual.load_state_dict(zs)  # the backbone itself stays zero-shot; the classifier carries the tuned tower
     active = np.bincount(res.refined, minlength=C) > 0 if cfg.prune else None
     meta = {'mode': 'top' if n_top is not None else 'full', 'n_top': n_top, 'wise': wise, 'config': asdict(cfg),

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def photos(tmp_path):
     "A folder of small real-looking RGB photos (noise with structure), sorted names 00.jpg .. 11.jpg."
     rng = np.random.default_rng(0)
-    d = tmp_path/'photos'; d.mkdir()
+    d = tmp_path/'photos'
+    d.mkdir()
     for i in range(12):
         a = (rng.random((60 + i, 80, 3)) * 255).astype(np.uint8)
         Image.fromarray(a).save(d/f'{i:02d}.jpg', quality=90)
@@ -31,4 +32,5 @@ def kill_when(proc, db, sql, at_least, sig, timeout=120):
             if n >= at_least: break
         time.sleep(0.02)
     assert proc.poll() is None, 'the run finished before it could be killed'
-    proc.send_signal(sig); proc.wait(timeout=30)
+    proc.send_signal(sig)
+    proc.wait(timeout=30)

@@ -26,7 +26,8 @@ def test_offline_pretrained_tag_gives_clear_error(tmp_path):
 def test_local_checkpoint_file(tmp_path, photos):
     cfg = tiny_clip_config(tmp_path/'tinyck.json')
     rnd = Backbone(str(cfg), None, random_init=True, seed=5).load()
-    ck = tmp_path/'tiny.pt'; torch.save(rnd.model.state_dict(), ck)
+    ck = tmp_path/'tiny.pt'
+    torch.save(rnd.model.state_dict(), ck)
     fromfile = Backbone(str(cfg), pretrained=str(ck))
     assert fromfile.model_id.startswith('tinyck-') and '/file-' in fromfile.model_id and not fromfile.loaded
     a = rnd.embed_images(ImageSet.from_folder(photos), cache=False, progress=False, num_workers=0)
@@ -51,7 +52,8 @@ print('finished')
 def test_killed_embedding_run_resumes(tmp_path):
     "SIGKILL half-way: every finished batch is in the cache, the re-run embeds only the rest, results identical."
     rng = np.random.default_rng(1)
-    d = tmp_path/'imgs'; d.mkdir()
+    d = tmp_path/'imgs'
+    d.mkdir()
     for i in range(80): Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(d/f'{i:03d}.png')
     cfg, db = tiny_clip_config(tmp_path/'tinykill.json'), tmp_path/'cache.sqlite'
     p = subprocess.Popen([sys.executable, '-c', KILL_SCRIPT, str(cfg), str(d), str(db)], stdout=subprocess.PIPE, text=True)
@@ -87,7 +89,8 @@ def test_cli_demo_offline(tmp_path):
     assert rep['images'] == 306 and rep['unusable_images'] == 0 and rep['labeled'] == 306
     assert rep['embedding'] == '306 images: 306 from cache, 0 embedded, 0 skipped'
     assert 60 < rep['loo_1nn_accuracy'] < 95
-    t = rep['table']; raw, near_ = t['MLLM top-1 (first name, lower-cased)'], t['NeaR refined']
+    t = rep['table']
+    raw, near_ = t['MLLM top-1 (first name, lower-cased)'], t['NeaR refined']
     assert near_['cacc'] > raw['cacc'] + 5 and near_['sacc'] > raw['sacc'] and near_['names'] < raw['names']
     assert 'NeaR refined' in r.stdout and 'sACC with all-MiniLM-L6-v2' in r.stdout and 'near_map.html' in r.stdout
     html = (tmp_path/'demo'/'near_map.html').read_text()

@@ -9,7 +9,8 @@ from conftest import ROOT, kill_when
 NEAR = [sys.executable, '-c', 'import sys; from near_nb.cli import main; sys.exit(main())']
 
 def make_images(d, n, size=40, seed=0):
-    d.mkdir(parents=True, exist_ok=True); rng = np.random.default_rng(seed)
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
     for i in range(n): Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(d/f'{i:03d}.png')
     return sorted(d.glob('*.png'))
 

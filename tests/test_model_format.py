@@ -92,7 +92,8 @@ def test_newer_format_and_bad_folders_are_refused(tmp_path):
     cfg = json.loads((d/'config.json').read_text())
     (d/'config.json').write_text(json.dumps({**cfg, 'format_version': FORMAT_VERSION + 1}))
     with pytest.raises(NearError, match='newer near_nb'): NearClassifier.from_pretrained(d)
-    (tmp_path/'other').mkdir(); (tmp_path/'other'/'notes.txt').write_text('mine')
+    (tmp_path/'other').mkdir()
+    (tmp_path/'other'/'notes.txt').write_text('mine')
     with pytest.raises(NearError, match='already holds other files'): NearClassifier(['a'], np.eye(1, 4)).save_pretrained(tmp_path/'other')
     with pytest.raises(NearError, match='no readable config.json'): NearClassifier.from_pretrained(tmp_path/'other')
 

@@ -11,7 +11,8 @@ def test_modules_match_notebooks(tmp_path):
     "nbdev_export of the committed notebooks reproduces the committed modules (nobody hand-edited near_nb/*.py)."
     for f in ['settings.ini', 'setup.py']: shutil.copy(ROOT/f, tmp_path/f)
     shutil.copytree(ROOT/'nbs', tmp_path/'nbs')
-    (tmp_path/'near_nb').mkdir(); shutil.copy(ROOT/'near_nb'/'__init__.py', tmp_path/'near_nb'/'__init__.py')
+    (tmp_path/'near_nb').mkdir()
+    shutil.copy(ROOT/'near_nb'/'__init__.py', tmp_path/'near_nb'/'__init__.py')
     r = subprocess.run([str(Path(sys.executable).parent/'nbdev_export')], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     mods = sorted(p.name for p in (ROOT/'near_nb').glob('*.py') if p.name != '_modidx.py')
