@@ -280,7 +280,8 @@ class OpenAILabeler:
         if self._client is not None:
             await self._client.close()
             self._client = self._loop = None
-    def settings(self) -> dict: return {'max_side': self.max_side, 'temperature': self.temperature, 'max_tokens': self.max_tokens}
+    def settings(self) -> dict:
+        return {'max_side': self.max_side, 'temperature': self.temperature, 'max_tokens': self.max_tokens}
     def __repr__(self): return f'OpenAILabeler({self.model!r}, base_url={self.base_url!r})'  # never the key
     def scrub(self, text:str|None) -> str|None: return scrub_secrets(text, (self._key,))
     def cost(self, prompt_tokens:int, completion_tokens:int) -> float|None:
@@ -468,7 +469,8 @@ def _record(job, req, a):
     run, model = job.run, job.labeler.model
     if isinstance(a, Answer):
         text, cut = cap_answer(a.response, job.max_chars)
-        job.store.record(req.sha256, model, req.prompt_hash or job.phash, req.sample, path=req.path, prompt=req.prompt, response=text,
+        job.store.record(req.sha256, model, req.prompt_hash or job.phash, req.sample, path=req.path, prompt=req.prompt,
+                         response=text,
                          prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens, latency=a.latency,
                          attempts=a.attempts)
         run.done += 1
@@ -476,7 +478,8 @@ def _record(job, req, a):
         run.prompt_tokens += a.prompt_tokens
         run.completion_tokens += a.completion_tokens
     else:
-        job.store.record(req.sha256, model, req.prompt_hash or job.phash, req.sample, path=req.path, prompt=req.prompt, error=str(a),
+        job.store.record(req.sha256, model, req.prompt_hash or job.phash, req.sample, path=req.path, prompt=req.prompt,
+                         error=str(a),
                          attempts=a.attempts)
         run.failed.append((req.path, req.sample, str(a)))
         job.bar.set_postfix(failed=len(run.failed))
@@ -541,7 +544,7 @@ def _unreadable(iset:ImageSet, hashes:list) -> list:
     return out
 
 def label_images(images, # an `ImageSet` or a list of paths
-                 labeler:Labeler, # `OpenAILabeler`, `HFLabeler`, `ReplayLabeler`, or one of your own (`register_labeler`)
+                 labeler:Labeler, # `OpenAILabeler`, `HFLabeler`, `ReplayLabeler` or your own (`register_labeler`)
                  store:LabelStore|str|Path, # where answers go
                  prompt:str|list|None=None, # default: `make_prompt(domain)`; a list: one prompt per image
                  *,
@@ -552,7 +555,7 @@ def label_images(images, # an `ImageSet` or a list of paths
                  max_answer_chars:int=32_768, # longer answers are cut, with a marker, and counted
                  lease:float=900.0, # seconds a claim holds if this run dies on another host (see `LabelStore.claim`)
                 ) -> LabelRun:
-    "Label every image (and sample) not yet in the store; return what happened. Raises `NearError` if the server is unreachable."
+    "Label every image (and sample) not in the store yet; return what happened (`NearError`: server unreachable)."
     if not isinstance(labeler, Labeler):
         raise NearError(f'{type(labeler).__name__} is not a labeler: give it .model, .settings() and .answer(req)')
     if concurrency < 1 or samples < 1:
@@ -619,7 +622,8 @@ class HFLabeler:
                  device:str|None=None, dtype:str='auto', # 'auto': bfloat16 on a GPU that has it, else float32
                  max_new_tokens:int=128, *, temperature:float=0.0, batch_size:int=4, max_side:int=768):
         self.model, self.device, self.dtype = model, device, dtype
-        self.max_new_tokens, self.temperature, self.batch_size, self.max_side = max_new_tokens, temperature, batch_size, max_side
+        self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        self.batch_size, self.max_side = batch_size, max_side
         self.pipe = None
     def settings(self) -> dict:
         return {'max_new_tokens': self.max_new_tokens, 'temperature': self.temperature, 'max_side': self.max_side}
@@ -728,5 +732,6 @@ def get_labeler(spec:str, # 'SCHEME:ARG', e.g. 'openai:gpt-4o', 'hf:MODEL_ID_OR_
     known = ', '.join(f'{k}:...' for k in LABELERS)
     if not arg: raise NearError(f'bad --mllm spec {spec!r}: use SCHEME:ARG with a scheme of {known}')
     if scheme not in LABELERS:
-        raise NearError(f'unknown labeler scheme {scheme!r} in {spec!r}: use {known} (or add one with register_labeler)')
+        raise NearError(f'unknown labeler scheme {scheme!r} in {spec!r}: use {known} '
+                        '(or add one with register_labeler)')
     return LABELERS[scheme](arg, **options)

@@ -187,7 +187,7 @@ class NearResult:
     neighbour_weight:float
     history:list = field(default_factory=list) # per epoch: loss, clean share, seconds
     relabel:Relabel|None = None # what leave-one-out relabelling changed before training
-    tau:float|None = None # the class-mean head's calibrated temperature (`calibrate.fit_calibration`); None: the training one
+    tau:float|None = None # the class-mean head's calibrated temperature (`calibrate.fit_calibration`); None: training's
     @property
     def refined(self) -> np.ndarray: return self.targets.argmax(1)
 
@@ -278,10 +278,10 @@ class NearConfig:
     neighbour_weight:float|str='auto' # share of neighbours' names in a candidate set; 'auto': measured name agreement
     proden:bool=False # re-weight candidates by the model's own beliefs after the warm-up (PRODEN)
     gmm:bool=False # two-component GMM on per-sample losses after the warm-up splits clean from noisy
-    refine:str='consensus' # noisy targets: 'consensus' (neighbours' predictions) or 'relax' (towards the whole vocabulary)
+    refine:str='consensus' # noisy targets: 'consensus' (neighbours' predictions) or 'relax' (towards all names)
     relax:float=0.1 # weight of the whole vocabulary when refine='relax'
     prune:bool=True # names no image ends up with are not predicted
-    head:str='prototypes' # final classifier, a key of `HEADS`: 'prototypes' (mean feature of each name's images), 'trained'
+    head:str='prototypes' # final classifier, a key of `HEADS`: 'prototypes' (class means) or 'trained'
     pll:str='proden-gmm' # partial-label method, a key of `PLL_METHODS`
     warmup:int=5 # epochs before re-weighting and the GMM split
     epochs:int=30
@@ -356,7 +356,7 @@ def train_near(forward, # idx (LongTensor) -> (b, d) normalised features
 
 def _setup(emb:np.ndarray, own:list, n_names:int, cfg:NearConfig, *, text_emb=None, verified=None,
            contrasts=None) -> tuple:
-    "What every mode starts from: (own targets, neighbours, candidate weights, neighbour weight, initial head, relabel)."
+    "What every mode starts from: (own targets, neighbours, candidates, neighbour weight, initial head, relabel)."
     rl = None
     if not cfg.contrasts: contrasts = None
     if cfg.relabel:
@@ -394,7 +394,7 @@ def fit_near_head(emb:np.ndarray, # (n, d) L2-normalised image embeddings of the
                   text_emb:np.ndarray|None=None, # (C, d) CLIP text embeddings of the names (initialises the head)
                   backbone=None, # kept with the classifier, for predicting images
                   progress=None, # callable(epoch) after each epoch
-                  verified:np.ndarray|None=None, # (n,) bool: labels a person gave (`edits.apply_edits`); kept as they are
+                  verified:np.ndarray|None=None, # (n,) bool: labels a person gave (`edits.apply_edits`); kept
                   contrasts:list|None=None, # per image: name ids its answer rules out (`answer_contrasts`)
                  ) -> tuple:
     "(`NearClassifier`, `NearResult`): NeaR in mode 1 (a head over the vocabulary on fixed features)."
@@ -405,7 +405,8 @@ def fit_near_head(emb:np.ndarray, # (n, d) L2-normalised image embeddings of the
     C = len(names)
     Y, nn_idx, Cw, a, W0, rl = _setup(X, own, C, cfg, text_emb=text_emb, verified=verified, contrasts=contrasts)
     Xt = torch.tensor(X)
-    W, res = train_near(lambda b: Xt[b], [], W0, Cw, own_weights=Y, nn_idx=nn_idx, cfg=cfg, neighbour_weight=a, progress=progress, verified=verified)
+    W, res = train_near(lambda b: Xt[b], [], W0, Cw, own_weights=Y, nn_idx=nn_idx, cfg=cfg, neighbour_weight=a,
+                        progress=progress, verified=verified)
     res.relabel = rl
     active = np.bincount(res.refined, minlength=C) > 0 if cfg.prune else None
     meta = {'mode': 'head', 'config': asdict(cfg), 'neighbour_weight': a, 'n_train': len(X)}

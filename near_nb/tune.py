@@ -96,7 +96,9 @@ def fit_near_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
     fwd = (lambda b: F.normalize(_top(visual, acts[b], start).float(), dim=1)) if n_top is not None else \
           (lambda b: F.normalize(visual(px[b]).float(), dim=1))
     visual.train()
-    try: W, res = train_near(fwd, params, W0, Cw, own_weights=Y, nn_idx=nn_idx, cfg=cfg, neighbour_weight=a, progress=progress, verified=verified)
+    try:
+        W, res = train_near(fwd, params, W0, Cw, own_weights=Y, nn_idx=nn_idx, cfg=cfg, neighbour_weight=a,
+                            progress=progress, verified=verified)
     finally:
         visual.eval()
         for p in visual.parameters(): p.requires_grad_(False)
