@@ -31,9 +31,9 @@ def test_bench_prices_the_budgets_from_a_real_run(tmp_path):
     from near_nb.mllm import LabelStore
     store = LabelStore(tmp_path/'run.sqlite')
     for i, (pt, ct, s) in enumerate([(900, 120, 2.0), (1100, 80, 4.0)]):
-        store.record(f'{i:064x}', 'vlm-a', 'p', 0, f'img{i}.jpg', 'name it', response='A Rose.', prompt_tokens=pt,
+        store.record(f'{i:064x}', 'vlm-a', 'p', 0, path=f'img{i}.jpg', prompt='name it', response='A Rose.', prompt_tokens=pt,
                      completion_tokens=ct, latency=s)
-    store.record('f' * 64, 'vlm-b', 'p', 0, 'other.jpg', 'name it', response='A Lily.', prompt_tokens=10**6,
+    store.record('f' * 64, 'vlm-b', 'p', 0, path='other.jpg', prompt='name it', response='A Lily.', prompt_tokens=10**6,
                  completion_tokens=10**6, latency=99.0)
     out = tmp_path/'bench.json'
     r = near('bench', 'testbed', str(_sample_dir()), '--seeds', '1', '--json', str(out), '-q',
