@@ -141,6 +141,7 @@ def test_output_errors_are_one_line_before_any_work(fitted, capsys, tmp_path):
 def test_input_errors(fitted, capsys, tmp_path):
     d, cfg = fitted
     (tmp_path/'bad.json').write_text('{"kk": 1}')
+    (tmp_path/'head.json').write_text('{"head": "mean"}')
     pd.DataFrame({'path': ['/nowhere/x.jpg'], 'names': ['["x"]']}).to_csv(tmp_path/'other.csv', index=False)
     pred = ['predict', SAMPLE/'images', '--out', tmp_path/'p.csv', '-q', '--classifier']
     cases = [(pred + ['/nowhere/clf'], 'no such classifier folder'),
@@ -149,6 +150,8 @@ def test_input_errors(fitted, capsys, tmp_path):
              (['fit', tmp_path/'nope.csv', '--out', tmp_path/'c'], 'no such labels file'),
              (['fit', LABELS, '--out', tmp_path/'c', '--embeddings', d/'emb.npz', '--mode', 'top'], 'give images, not --embeddings'),
              (['fit', LABELS, '--out', tmp_path/'c', '--config', tmp_path/'bad.json'], "unknown NeaR option(s) ['kk']"),
+             (['fit', LABELS, '--out', tmp_path/'c', '--config', tmp_path/'head.json'],
+              "NearConfig.head must be one of 'prototypes', 'trained' (add one with register_head), not 'mean'"),
              (['fit', LABELS, '--out', tmp_path/'c', '--embeddings', d/'emb.npz'],
               f"holds {Backbone(str(cfg), None, random_init=True).model_id} embeddings, but --model/--pretrained say ViT-B-16/openai"),
              (['fit', tmp_path/'other.csv', '--out', tmp_path/'c', '--embeddings', d/'emb.npz', '--model', cfg, '--random-init'],
