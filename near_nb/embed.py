@@ -366,19 +366,36 @@ def _jpeg_pixels(self:Backbone, datas:list, # JPEG byte tensors
     return ok, x, fallback
 
 @patch
-def _encode_new(self:Backbone, meta:list, pix, jpegs:list, errors:dict) -> tuple:
-    "Encode one batch's decoded images; the sha256 of each encoded row and the vectors."
-    hs = [h for _, h, kind, _ in meta if kind == 'pixels']
+def _batch_pixels(self:Backbone, meta:list, pix, jpegs:list, errors:dict) -> tuple:
+    "One reader batch as preprocessed float32 pixels on the model's device: (image indices, (b, 3, h, w) tensor or None)."
+    idx = [i for i, _, kind, _ in meta if kind == 'pixels']
     xs = [pix.to(self.device, non_blocking=True)] if pix is not None else []
     if jpegs:
-        jh = [(i, h) for i, h, kind, _ in meta if kind == 'jpeg']
+        ji = [i for i, _, kind, _ in meta if kind == 'jpeg']
         ok, x, fallback = self._jpeg_pixels(jpegs)
-        if x is not None: xs.append(x); hs += [jh[j][1] for j in ok]
+        if x is not None:
+            xs.append(x)
+            idx += [ji[j] for j in ok]
         for j, r in fallback.items():
-            if isinstance(r, str): errors[jh[j][0]] = r
-            else: xs.append(r[None].to(self.device)); hs.append(jh[j][1])
-    if not xs: return [], None
-    return hs, self.encode_batch(torch.cat([x.to(self.device) for x in xs]))
+            if isinstance(r, str): errors[ji[j]] = r
+            else:
+                xs.append(r[None].to(self.device))
+                idx.append(ji[j])
+    return idx, (torch.cat(xs) if xs else None)
+
+@patch
+def pixel_batches(self:Backbone, images, # an `ImageSet` or a list of paths
+                  batch_size:int=64, # images per batch
+                  num_workers:int|None=None, # reading and decoding workers; None: cores - 1 (at most 4)
+                  decode:str='auto', # see `decoder`
+                  max_pixels:int|None=DEFAULT_MAX_PIXELS, # larger images are refused (see `load_image`)
+                 ):
+    "Preprocessed images a batch at a time, on the model's device: (indices, (b, 3, h, w) float32 or None, {index: reason})."
+    iset = images if isinstance(images, ImageSet) else ImageSet(list(images))
+    for meta, pix, jpegs in self._reader(iset.files, None, decode, batch_size, num_workers, max_pixels):
+        errors = {i: r for i, _, kind, r in meta if kind == 'error'}
+        idx, x = self._batch_pixels(meta, pix, jpegs, errors)
+        yield idx, x, errors
 
 # %% ../nbs/04_embed.ipynb #0097241b
 @patch
@@ -395,10 +412,14 @@ def _encode_stream(self:Backbone, dl, n:int, cache, ids:tuple, progress:bool) ->
             got = cache.get(*ids, hits)
             found.update(got)
             cached.update(got)
-        hs, v = self._encode_new(meta, pix, jpegs, errors)
-        if hs:
-            if cache is not None: cache.put(*ids, hs, v)
-            found.update(zip(hs, v))
+        idx, x = self._batch_pixels(meta, pix, jpegs, errors)
+        rows = {}  # first row of each content not embedded yet (copies of one file are encoded once)
+        for r, i in enumerate(idx):
+            if hashes[i] not in found: rows.setdefault(hashes[i], r)
+        if rows:
+            v = self.encode_batch(x if len(rows) == len(idx) else x[list(rows.values())])
+            if cache is not None: cache.put(*ids, list(rows), v)
+            found.update(zip(rows, v))
         bar.update(len(meta))
         if errors: bar.set_postfix(skipped=len(errors))
     bar.close()
