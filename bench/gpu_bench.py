@@ -112,9 +112,9 @@ def bare_pil_pool(bb, files:list, batch:int, processes:int) -> float:
 
 
 def tune_epochs(bb, files:list, n_top:int|None, batch:int) -> dict:
-    "Seconds per epoch of `near_fit_tower` (mode 2 with n_top blocks, or mode 3): two runs, 1 and 3 epochs."
-    try: from near_nb.tune import near_fit_tower
-    except ImportError: from near_nb.near import near_fit_tower
+    "Seconds per epoch of `fit_near_tower` (mode 2 with n_top blocks, or mode 3): two runs, 1 and 3 epochs."
+    try: from near_nb.tune import fit_near_tower
+    except ImportError: from near_nb.near import near_fit_tower as fit_near_tower  # before the tune module
     from near_nb.near import NearConfig
     rng = np.random.default_rng(0)
     names = [f'name {k}' for k in range(20)]
@@ -124,7 +124,7 @@ def tune_epochs(bb, files:list, n_top:int|None, batch:int) -> dict:
         cfg = NearConfig(epochs=epochs, warmup=0, batch_size=batch, lr=1e-5)
         sync(bb.device)
         t = time.perf_counter()
-        near_fit_tower(bb, files, own, names, cfg=cfg, n_top=n_top, progress=False)
+        fit_near_tower(bb, files, own, names, cfg=cfg, n_top=n_top)
         sync(bb.device)
         times[epochs] = time.perf_counter() - t
     return {'images': len(files), 'seconds_per_epoch': round((times[3] - times[1]) / 2, 2),

@@ -34,6 +34,7 @@ def _report(failures, what:str, e:Exception):
 # %% ../nbs/12_distributed.ipynb #9862bb07
 class EmbedBatches:
     "A Ray Data worker: one `Backbone` per actor; image paths in, sha256 + embedding + error out."
+    uses_gpu = True # `run_batches` gives each actor a GPU where the cluster has them
     def __init__(self, spec:dict, # `classifier.backbone_spec(bb)`: rebuilt on the worker, weights loaded once
                  device:str|None=None, # torch device on the worker; None: its GPU if Ray gave it one
                  precision:str|None=None, # 'fp32', 'fp16', 'bf16'; None: the backbone's default
@@ -88,6 +89,7 @@ class PredictBatches(EmbedBatches):
 # %% ../nbs/12_distributed.ipynb #c23d2c90
 class LabelBatches:
     "A Ray Data worker: image paths in, the MLLM's answers out (one row per image and sample)."
+    uses_gpu = False # the MLLM runs on its own server
     def __init__(self, mllm:str, # 'openai:MODEL' (or 'replay:FILE')
                  base_url:str|None=None, # the server, e.g. http://vllm-host:8000/v1
                  prompt:str|None=None, # default: `make_prompt(domain)`
@@ -167,7 +169,7 @@ def run_batches(worker:type, # `EmbedBatches`, `PredictBatches`, `LabelBatches` 
                 out:str|Path, # output folder of Parquet files (created; appended to)
                 address:str|None=None, # see `connect`
                 actors:int=1, # actors in the pool (one per GPU for embedding and prediction)
-                num_gpus:float=0, # GPUs per actor
+                num_gpus:float|None=None, # GPUs per actor; None: 1 for a model (`worker.uses_gpu`) where the cluster has GPUs
                 num_cpus:float=1, # CPUs per actor
                 batch_size:int=256, # paths per block that an actor gets at a time
                 retries:int=2, # times Ray retries a failed batch
@@ -183,6 +185,7 @@ def run_batches(worker:type, # `EmbedBatches`, `PredictBatches`, `LabelBatches` 
     todo = [(i, str(f)) for i, f in enumerate(iset.files) if str(f) not in done]
     summary = {'images': len(iset), 'already_done': len(iset) - len(todo), 'written': 0, 'out': str(out), 'failures': []}
     if not todo: return summary
+    if num_gpus is None: num_gpus = 1 if worker.uses_gpu and ray.cluster_resources().get('GPU', 0) else 0
     log = ray.remote(num_cpus=0)(_FailureLog).remote()
     DataContext.get_current().actor_task_retry_on_errors = True
     table = pa.table({'index': [i for i, _ in todo], 'path': [p for _, p in todo]})
