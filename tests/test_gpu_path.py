@@ -8,7 +8,8 @@ from PIL import Image
 import near_nb.embed as embed
 from near_nb.classifier import NearClassifier
 from near_nb.data import ImageSet, load_image, sample
-from near_nb.embed import Backbone, input_dtype, register_tiny_clip
+from near_nb.embed import Backbone, input_dtype
+from near_nb.testing import register_tiny_clip
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU (none on this machine)')
 # Tolerances, as cosine similarity between L2-normalised embeddings of the same image:
@@ -25,7 +26,7 @@ def tiny224():
 @pytest.fixture(scope='module')
 def photos():
     "40 real photographs (JPEG, about 500x500) of the shipped sample."
-    return sample(seed_cache=False).images.files[:40]
+    return sample().images.files[:40]
 
 
 def cosines(a, b): return (a * b).sum(1)

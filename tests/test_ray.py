@@ -11,7 +11,8 @@ ray = pytest.importorskip('ray', reason="Ray is an optional extra: pip install '
 from near_nb.classifier import NearClassifier, backbone_spec
 from near_nb.core import NearError
 from near_nb.distributed import EmbedBatches, LabelBatches, PredictBatches, connect, read_results, run_batches
-from near_nb.embed import Backbone, register_tiny_clip
+from near_nb.embed import Backbone
+from near_nb.testing import register_tiny_clip
 from near_nb.fakeserver import FakeChatServer
 from near_nb.mllm import LabelStore, OpenAILabeler, export_labels, label_images
 
