@@ -1,6 +1,5 @@
 """Devices, precisions and decoders (issue 15). CI has no GPU: the casting code runs in bf16 on the CPU and the GPU
 decoder's tensor path runs with CPU tensors; the CUDA tests run where a GPU is present and are skipped otherwise."""
-import io
 import numpy as np
 import pytest
 import torch
@@ -9,7 +8,9 @@ import near_nb.embed as embed
 from near_nb.classifier import NearClassifier
 from near_nb.data import ImageSet, load_image, sample
 from near_nb.embed import Backbone, input_dtype
+from near_nb.near import NearConfig
 from near_nb.testing import register_tiny_clip
+from near_nb.tune import fit_near_tower, tower_features
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU (none on this machine)')
 # Tolerances, as cosine similarity between L2-normalised embeddings of the same image:
@@ -138,3 +139,46 @@ def test_cuda_classifier_predicts(tiny224, photos):
     emb = bb.embed_images(photos[:4], cache=False, progress=False).emb
     clf = NearClassifier(['a', 'b', 'c', 'd'], emb, backbone=bb)
     assert [p[0][0] for p in clf.predict(photos[:4])] == ['a', 'b', 'c', 'd']
+
+
+def test_tower_modes_and_wise_ft_in_bf16_on_cpu(tiny224, photos):
+    "Modes 2 and 3 and WiSE-FT with a bf16 backbone on the CPU run the casting and autocast code that CUDA runs."
+    bb = Backbone(tiny224, None, random_init=True, precision='bf16')
+    train = photos[:16]
+    names = [f'name {k}' for k in range(4)]
+    own = [[k % 4] for k in range(len(train))]
+    cfg = NearConfig(epochs=2, warmup=1, batch_size=8, lr=1e-3)
+    for n_top in (1, None):
+        clf, res = fit_near_tower(bb, train, own, names, cfg=cfg, n_top=n_top, wise=0.5)
+        assert len(res.refined) == len(train) and clf.visual_state is not None
+        tuned = clf.visual_state['conv1.weight'] if n_top is None else clf.visual_state['proj']
+        zero_shot = bb.model.visual.state_dict()['conv1.weight' if n_top is None else 'proj']
+        assert (tuned.float() - zero_shot.float()).abs().max() > 0  # the tower was trained
+        assert input_dtype(bb.model.visual) == torch.bfloat16  # and the backbone is back as it was
+        assert all(len(p) == 1 for p in clf.predict(photos[16:20]))
+
+
+def test_tower_features_stream_the_pixels(tiny224, photos, monkeypatch):
+    "Mode 2's setup streams batches: never more than one batch of pixels, activations for every readable image."
+    bb = Backbone(tiny224, None, random_init=True).load()
+    seen = []
+    real = Backbone.pixel_batches
+    def spy(self, *a, **k):
+        for idx, x, bad in real(self, *a, **k):
+            seen.append(len(x))
+            yield idx, x, bad
+    monkeypatch.setattr(Backbone, 'pixel_batches', spy)
+    emb, acts, ok, errs = tower_features(bb, photos[:20], n_top=1, batch_size=8)
+    assert seen == [8, 8, 4] and len(ok) == 20 and errs == []
+    assert acts.shape[0] == 20 and emb.shape == (20, bb.model.visual.output_dim)
+
+
+@CUDA
+@pytest.mark.parametrize('precision', ['fp16', 'bf16'])
+def test_cuda_tower_modes(tiny224, photos, precision):
+    bb = Backbone(tiny224, None, random_init=True, device='cuda', precision=precision)
+    names = [f'name {k}' for k in range(4)]
+    own = [[k % 4] for k in range(16)]
+    for n_top in (1, None):
+        clf, _ = fit_near_tower(bb, photos[:16], own, names, cfg=NearConfig(epochs=2, warmup=1, batch_size=8), n_top=n_top, wise=0.5)
+        assert all(len(p) == 1 for p in clf.predict(photos[16:20]))
