@@ -1,5 +1,6 @@
 """Embedding, prediction and labeling on a local Ray cluster (issue 15): the Parquet output equals the in-process
 result, a batch that fails is retried and reported, and a job that dies keeps what it wrote."""
+import json
 import os
 from pathlib import Path
 import numpy as np
@@ -12,7 +13,8 @@ from near_nb.classifier import NearClassifier, backbone_spec
 from near_nb.core import NearError
 from near_nb.distributed import EmbedBatches, LabelBatches, PredictBatches, connect, read_results, run_batches
 from near_nb.embed import Backbone
-from near_nb.testing import register_tiny_clip
+from near_nb.testing import register_tiny_clip, tiny_clip_config
+from near_nb.cli import main
 from near_nb.fakeserver import FakeChatServer
 from near_nb.mllm import LabelStore, OpenAILabeler, export_labels, label_images
 
@@ -127,3 +129,24 @@ def test_label_on_ray_against_an_openai_compatible_server(cluster, images, tmp_p
     assert ref.done == 40 and df.path.tolist() == [str(p) for p in sample]
     assert df.names.tolist() == expected.names.tolist() and df.names[:40].str.contains('Specimen').all()
     assert (df.status[:40] == 'done').all() and df.status.iloc[40] == expected.status.iloc[40] != 'done'
+
+
+def test_cli_embed_and_predict_with_ray(cluster, images, tmp_path, capsys):
+    "`near embed --ray` and `near predict --ray` against the running cluster: the in-process results, in Parquet."
+    cfg = tiny_clip_config(tmp_path/'tinycli.json')
+    folder, out = str(images[0].parent), tmp_path/'emb.parquet'
+    assert main(['embed', folder, '--model', str(cfg), '--random-init', '--ray', '--out', str(out), '-q']) == 0
+    assert 'zz_truncated.jpg' in capsys.readouterr().out
+    bb = Backbone(str(cfg), None, random_init=True)
+    ref = bb.embed_images(images, cache=False, progress=False, num_workers=0)
+    df = read_results(out)
+    assert df.path.tolist() == [str(p) for p in images]
+    np.testing.assert_allclose(embedding_matrix(df)[:N], ref.emb[:N], atol=1e-5)
+    clf_dir = NearClassifier(['a', 'b', 'c'], ref.emb[:3], backbone=bb).save_pretrained(tmp_path/'clf')
+    preds = tmp_path/'preds.parquet'
+    assert main(['predict', folder, '--classifier', str(clf_dir), '--out', str(preds), '--ray', '--json']) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report['rows'], report['unreadable'], report['written']) == (N + 1, 1, N + 1)
+    assert read_results(preds).name[:3].tolist() == ['a', 'b', 'c']
+    assert main(['embed', folder, '--model', str(cfg), '--random-init', '--ray', '--out', str(tmp_path/'e.npz')]) == 1
+    assert 'name a .parquet folder' in capsys.readouterr().err
