@@ -19,6 +19,7 @@ with a small shift so that every file is distinct (distinct content hashes, as i
 """
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import tempfile
@@ -102,7 +103,8 @@ def _pil_pixels(args):
 def bare_pil_pool(bb, files:list, batch:int, processes:int) -> float:
     "Pillow with draft mode in a process pool, then encode, batch by batch."
     cfg = bb.preprocess_cfg
-    with ProcessPoolExecutor(processes) as pool:
+    spawn = multiprocessing.get_context('spawn')  # fork after torch's thread pools start can deadlock the children
+    with ProcessPoolExecutor(processes, mp_context=spawn) as pool:
         list(pool.map(_pil_pixels, [(files[0], cfg)] * processes))  # warm-up: imports in every process
         def run():
             for i in range(0, len(files), batch):
