@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from .core import NearError
-from .classifier import NearClassifier, backbone_from_spec, backbone_spec
+from .classifier import NearClassifier, backbone_from_spec
 from .data import ImageSet, display_path
 from .mllm import LabelStore, export_labels, label_images, labeler_from_spec, make_prompt
 
