@@ -38,6 +38,7 @@ POOL = ROOT.parent/'shared'/'data'/'pool'/'cub50-test'
 def make_jpegs(src:Path, n:int, out:Path) -> list:
     "`n` distinct JPEGs from the photographs under `src`: copy k of a photo is shifted by k pixels and re-encoded."
     photos = sorted(p for p in src.rglob('*') if p.suffix.lower() in ('.jpg', '.jpeg'))
+    if not photos: raise SystemExit(f'no JPEG photographs under {src}: pass --images FOLDER')
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for i in range(n):
