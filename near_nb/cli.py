@@ -13,9 +13,10 @@ from tqdm.auto import tqdm
 import near_nb
 from .core import NearError
 from .cascade import call_costs, grow_classifier
-from .classifier import NearClassifier
+from .classifier import NearClassifier, backbone_spec
 from .data import display_path
-from .embed import Backbone, BackboneLoadError, EmbeddingCache
+from .distributed import EmbedBatches, PredictBatches, read_results, run_batches
+from .embed import Backbone, BackboneLoadError, DECODERS, EmbeddingCache, PRECISIONS
 from .formats import EXPORTERS, read_table, write_table
 from .mllm import LabelStore, label_images, get_labeler, export_labels, make_prompt
 from .names import sentence_encoder, answers_vocabulary, answer_contrasts
@@ -27,9 +28,10 @@ from .tune import fit_near_tower
 
 # %% auto #0
 __all__ = ['NOISY_LOGGERS', 'quiet_third_party', 'error_line', 'at_least', 'share', 'price_pair', 'cmd_check', 'cmd_embed',
-           'cmd_label', 'Given', 'GivenBool', 'cmd_fit', 'fit_report', 'cmd_predict', 'cmd_export', 'cmd_demo',
-           'cmd_bench', 'HelpFormatter', 'backbone_arguments', 'fit_arguments', 'predict_arguments', 'export_arguments',
-           'parser', 'main']
+           'ray_out', 'ray_report', 'cmd_embed_ray', 'cmd_label', 'Given', 'GivenBool', 'cmd_fit', 'fit_report',
+           'cmd_predict', 'cmd_predict_ray', 'cmd_export', 'cmd_demo', 'cmd_bench', 'HelpFormatter',
+           'backbone_arguments', 'fit_arguments', 'predict_arguments', 'ray_arguments', 'export_arguments', 'parser',
+           'main']
 
 # %% ../nbs/09_cli.ipynb #66362a4c
 NOISY_LOGGERS = ('huggingface_hub', 'sentence_transformers', 'transformers', 'open_clip', 'datasets', 'httpx', 'urllib3', 'filelock')
@@ -110,12 +112,14 @@ def cmd_check(args) -> int:
 
 # %% ../nbs/09_cli.ipynb #8255a8c6
 def cmd_embed(args) -> int:
+    if args.ray is not None: return cmd_embed_ray(args)
     out = check_out(args.out if str(args.out).endswith('.npz') else f'{args.out}.npz')  # np.savez adds .npz
     iset = open_images(args.images, args.allow_outside)
     cache = EmbeddingCache(args.cache) if args.cache else EmbeddingCache()
-    bb = Backbone(args.model, None if args.random_init else args.pretrained, random_init=args.random_init, device=args.device)
+    bb = Backbone(args.model, None if args.random_init else args.pretrained, random_init=args.random_init,
+                  device=args.device, precision=args.precision)
     e = bb.embed_images(iset, cache=cache, batch_size=args.batch_size, num_workers=args.workers,
-                        progress=not (args.quiet or args.json))
+                        progress=not (args.quiet or args.json), decode=args.decode)
     np.savez(out, emb=e.emb, path=np.array([display_path(f) for f in iset.files]),
              sha256=np.array([h or '' for h in e.sha256]), valid=e.valid, model_id=e.model_id, prep_id=e.prep_id)
     if args.json:
@@ -126,6 +130,39 @@ def cmd_embed(args) -> int:
     for err in iset.ignored + e.errors: print(f'skipped {err}')
     print(f'{e.summary()}; wrote {display_path(out)}')
     return 0
+
+# %% ../nbs/09_cli.ipynb #c66983c1
+def ray_out(path:str|Path, # --out of a --ray run
+           ) -> Path:
+    "The folder of Parquet files a --ray run appends to."
+    out = Path(path)
+    if out.suffix.lower() != '.parquet':
+        raise NearError(f'--out {display_path(out)}: with --ray, name a .parquet folder (Ray writes a Parquet file per block)')
+    if out.is_file(): raise NearError(f'{display_path(out)} is a file: with --ray the output is a folder of Parquet files')
+    return out
+
+def ray_report(args, what:str, r:dict) -> int:
+    "Print a --ray run's summary (`run_batches`'s, with the unreadable images in the output folder)."
+    df = read_results(r['out'])
+    bad = df[df.error != '']
+    r.update(rows=len(df), unreadable=len(bad))
+    if args.json:
+        print(json.dumps(r, indent=1))
+        return 0
+    for _, b in bad.iterrows(): print(f'skipped {display_path(b.path)}: {b.error}')
+    retried = f"; {len(r['failures'])} failed batch(es) retried: " + '; '.join(r['failures'][:3]) if r['failures'] else ''
+    print(f"near {what} --ray: {r['images']} images, {r['already_done']} already in the output, {r['written']} done now, "
+          f"{len(bad)} unreadable{retried}; wrote {display_path(r['out'])}/")
+    return 0
+
+def cmd_embed_ray(args) -> int:
+    out = ray_out(args.out)
+    iset = open_images(args.images, args.allow_outside)
+    bb = Backbone(args.model, None if args.random_init else args.pretrained, random_init=args.random_init)
+    kw = {'spec': backbone_spec(bb), 'device': args.device, 'precision': args.precision, 'decode': args.decode,
+          'batch_size': args.batch_size, 'num_workers': args.workers or 0}
+    r = run_batches(EmbedBatches, kw, iset, out, address=args.ray or None, actors=args.actors, num_gpus=args.gpus_per_actor)
+    return ray_report(args, 'embed', r)
 
 # %% ../nbs/09_cli.ipynb #fc9c7549
 def cmd_label(args) -> int:
@@ -221,6 +258,7 @@ def fit_report(r:dict) -> str:
 
 # %% ../nbs/09_cli.ipynb #90ab4f68
 def cmd_predict(args) -> int:
+    if args.ray is not None: return cmd_predict_ray(args)
     t0 = time.time()
     out = check_output(args.out, args.force)
     grow = check_output(args.grow, args.force) if args.grow else None
@@ -253,6 +291,18 @@ def cmd_predict(args) -> int:
           f"{r['distinct_names']} distinct names ({', '.join(f'{k}: {v}' for k, v in r['sources'].items())}); "
           f"wrote {out}" + (f"; {len(added)} new names added, classifier saved to {grow}" if grow else ''))
     return 0 if bad.error.str.startswith('not embedded').sum() == 0 else 1
+
+# %% ../nbs/09_cli.ipynb #98ff11a0
+def cmd_predict_ray(args) -> int:
+    if args.budget is not None or args.threshold is not None:
+        raise NearError('--budget/--threshold (the MLLM cascade) run in-process only: leave out --ray')
+    out = ray_out(args.out)
+    iset = open_images(args.images)
+    clf = Path(args.classifier).expanduser()
+    kw = {'classifier': str(clf.resolve()) if clf.is_dir() else args.classifier, 'pretrained': args.pretrained,
+          'device': args.device, 'batch_size': args.batch_size}
+    r = run_batches(PredictBatches, kw, iset, out, address=args.ray or None, actors=args.actors, num_gpus=args.gpus_per_actor)
+    return ray_report(args, 'predict', r)
 
 # %% ../nbs/09_cli.ipynb #b9e388b4
 def cmd_export(args) -> int:
@@ -375,7 +425,7 @@ def predict_arguments(r:argparse.ArgumentParser) -> argparse.ArgumentParser:
     "`near predict`'s arguments."
     r.add_argument('images', help='a folder or a manifest CSV')
     r.add_argument('--classifier', required=True, help='a classifier folder (near fit, near demo) or a Hub repo id user/name')
-    r.add_argument('--out', required=True, help='PREDICTIONS.csv or .parquet')
+    r.add_argument('--out', required=True, help='PREDICTIONS.csv or .parquet (with --ray: a folder NAME.parquet)')
     r.add_argument('--top-k', type=int, default=5, help='names (with scores) kept per image')
     r.add_argument('--pretrained', default=None, help="local checkpoint of the classifier's backbone (default: its saved weights)")
     r.add_argument('--device', default=None, help='torch device (default: cuda, else mps, else cpu)')
@@ -394,7 +444,16 @@ def predict_arguments(r:argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument('--max-side', type=at_least(32), default=768, help='images are downscaled to this longer side')
     g.add_argument('--grow', default=None, metavar='DIR',
                    help="save a copy of the classifier with a class for each new name the MLLM gave (provenance kept)")
+    ray_arguments(r)
     return r
+
+def ray_arguments(p:argparse.ArgumentParser):
+    "--ray [ADDRESS], --actors, --gpus-per-actor: run on a Ray cluster (see `distributed`)."
+    g = p.add_argument_group('Ray: past one machine (pip install near_nb[ray])')
+    g.add_argument('--ray', nargs='?', const='', default=None, metavar='ADDRESS',
+                   help="run on Ray: alone, a Ray on this machine; 'auto', the cluster of this node; or ray://HEAD:10001")
+    g.add_argument('--actors', type=at_least(1), default=1, help='model replicas (one per GPU)')
+    g.add_argument('--gpus-per-actor', type=at_least(0.0, float), default=None, help='default: 1 where the cluster has GPUs')
 
 def export_arguments(x:argparse.ArgumentParser) -> argparse.ArgumentParser:
     "`near export`'s arguments."
@@ -422,14 +481,17 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument('images', help='a folder or a manifest CSV')
     e = sub.add_parser('embed', help='embed images with an open_clip model (cached)')
     e.add_argument('images', help='a folder or a manifest CSV')
-    e.add_argument('--out', required=True, help='output .npz')
+    e.add_argument('--out', required=True, help='output .npz (with --ray: a folder NAME.parquet)')
     e.add_argument('--model', default='ViT-B-16', help='open_clip model name')
     e.add_argument('--pretrained', default='openai', help='open_clip tag or local checkpoint file')
     e.add_argument('--random-init', action='store_true', help='random weights (tests, timing)')
     e.add_argument('--device', default=None)
+    e.add_argument('--precision', choices=PRECISIONS, default=None, help='default: fp16 on CUDA, else fp32')
+    e.add_argument('--decode', choices=DECODERS, default='auto', help="'gpu': JPEGs decoded on the model's device")
     e.add_argument('--batch-size', type=at_least(1), default=64)
     e.add_argument('--workers', type=at_least(0), default=None, help='decoding workers (default: cores - 1)')
     e.add_argument('--cache', default=None, help='embedding cache file (default: $NEAR_NB_HOME/embeddings.sqlite)')
+    ray_arguments(e)
     l = sub.add_parser('label', help='name images with a multimodal LLM, resumably')
     l.add_argument('images', help='a folder or a manifest CSV')
     l.add_argument('--mllm', required=True, help='openai:MODEL, hf:MODEL_ID_OR_PATH or replay:FILE')

@@ -113,6 +113,7 @@ def load_image(src:str|Path|bytes, # a path or the file's bytes
                max_pixels:int|None=DEFAULT_MAX_PIXELS, # refuse larger images (decompression bombs); None: Pillow's limit
                background:tuple=(255, 255, 255), # colour behind transparent pixels
                max_bytes:int|None=DEFAULT_MAX_BYTES, # refuse larger files before reading them (see `read_file`)
+               draft:int|None=None, # JPEG only: decode at 1/2, 1/4 or 1/8 scale while both sides stay >= `draft` px
               ) -> Image.Image:
     "Load an image as upright 8-bit RGB, or raise `ImageLoadError` with the reason."
     data = bytes(src) if isinstance(src, (bytes, bytearray)) else read_file(src, max_bytes)
@@ -127,6 +128,7 @@ def load_image(src:str|Path|bytes, # a path or the file's bytes
     w, h = img.size
     if max_pixels is not None and w * h > max_pixels:
         raise ImageLoadError(f'image too large: {w}x{h} = {w*h:,} pixels > max_pixels={max_pixels:,} (decompression bomb?)')
+    if draft and img.format == 'JPEG': img.draft(img.mode, (draft, draft))  # libjpeg's DCT scaling: far less work
     try: img.load()
     except Exception as e: raise ImageLoadError(f'truncated or corrupt image data: {e}') from None
     try: img = ImageOps.exif_transpose(img)

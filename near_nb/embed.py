@@ -4,20 +4,25 @@
 
 # %% ../nbs/04_embed.ipynb #5cd6293c
 from __future__ import annotations
-import logging, os, sqlite3, time
+import io, logging, os, sqlite3, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 import torch
+import torchvision.transforms.v2.functional as TF
 from fastcore.basics import patch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 from .core import NearError, near_home, get_device, sha256_bytes, sha256_file, stable_hash, open_sqlite
-from .data import ImageSet, LoadError, ImageLoadError, load_image, DEFAULT_MAX_PIXELS, display_path
+from .data import ImageSet, LoadError, ImageLoadError, load_image, read_file, DEFAULT_MAX_PIXELS, display_path
 
 log = logging.getLogger('near_nb')
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_TEMPLATES', 'EmbeddingCache', 'BackboneLoadError', 'Backbone', 'register_config', 'Embeddings',
+__all__ = ['log', 'PRECISIONS', 'DECODERS', 'DEFAULT_TEMPLATES', 'EmbeddingCache', 'BackboneLoadError', 'Backbone',
+           'register_config', 'Embeddings', 'input_dtype', 'decode_jpegs', 'tensor_path_ok', 'tensor_preprocess',
            'prompt_templates']
 
 # %% ../nbs/04_embed.ipynb #d07de734
@@ -81,13 +86,15 @@ def _oc():
     import open_clip
     return open_clip
 
+PRECISIONS = ('fp32', 'fp16', 'bf16')
+
 class Backbone:
     "A lazily loaded open_clip model with image/text embedding and a content-keyed cache."
     def __init__(self, model_name:str='ViT-B-16', # an open_clip model name (`open_clip.list_models()`) or a config .json
                  pretrained:str|Path|None='openai', # an open_clip tag, or a local checkpoint file
                  random_init:bool=False, # random weights instead (tests, timing); needs pretrained=None
                  device:str|None=None, # torch device; None: cuda > mps > cpu
-                 precision:str|None=None, # 'fp32', 'fp16', 'bf16'; None: fp16 on cuda, else fp32
+                 precision:str|None=None, # 'fp32', 'fp16', 'bf16' (`PRECISIONS`); None: fp16 on cuda, else fp32
                  seed:int=0, # seed of the random weights
                  cache_dir:str|None=None, # where open_clip keeps downloaded weights
                 ):
@@ -101,6 +108,7 @@ class Backbone:
         self.pretrained = str(Path(pretrained).expanduser()) if pretrained and Path(str(pretrained)).expanduser().is_file() else pretrained
         self.device = get_device(device)
         self.precision = precision or ('fp16' if self.device.startswith('cuda') else 'fp32')
+        if self.precision not in PRECISIONS: raise ValueError(f'precision={precision!r}: pass one of {PRECISIONS}')
         self.model = self.preprocess = self.tokenizer = None
         self._model_id = None
     @property
@@ -207,104 +215,242 @@ class Embeddings:
                 f'{len(self.errors)} skipped' + (' (see .errors)' if self.errors else ''))
     def __repr__(self): return f'Embeddings({self.summary()}, dim={self.emb.shape[1]}, model={self.model_id})'
 
-# %% ../nbs/04_embed.ipynb #22ac3de3
+# %% ../nbs/04_embed.ipynb #c672be05
+def input_dtype(module:torch.nn.Module, # a model or its image tower
+               ) -> torch.dtype:
+    "The dtype of the layer images enter: the first convolution's weight, else the first floating parameter."
+    conv = next((m for m in module.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if conv is not None: return conv.weight.dtype
+    return next(p.dtype for p in module.parameters() if p.is_floating_point())
+
+@patch
+def encode_batch(self:Backbone, x:torch.Tensor, # a preprocessed (b, 3, h, w) batch, on any device
+                ) -> np.ndarray:
+    "L2-normalised float32 image embeddings of a preprocessed batch."
+    self.load()
+    with torch.inference_mode():
+        x = x.to(self.device, dtype=input_dtype(self.model.visual), non_blocking=True)
+        return torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1).cpu().numpy()
+
+# %% ../nbs/04_embed.ipynb #c0cc913e
+class _CacheProbe:
+    "Answers `sha256 in probe` from the cache file, over one read connection per process (DataLoader workers)."
+    def __init__(self, path:Path, model_id:str, prep_id:str): self.path, self.ids, self._con = path, (model_id, prep_id), None
+    def __getstate__(self): return {**self.__dict__, '_con': None}
+    def __contains__(self, h:str) -> bool:
+        if self._con is None: self._con = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+        q = 'SELECT 1 FROM emb WHERE model_id=? AND prep_id=? AND sha256=?'
+        return self._con.execute(q, (*self.ids, h)).fetchone() is not None
+
+@patch
+def probe(self:EmbeddingCache, model_id:str, prep_id:str) -> _CacheProbe:
+    "A picklable membership test for one model's vectors, for worker processes."
+    return _CacheProbe(self.path, model_id, prep_id)
+
+# %% ../nbs/04_embed.ipynb #3cd4eb24
+def _plain_jpeg(data:bytes, max_pixels:int|None) -> bool:
+    "Whether torchvision decodes `data` as `load_image` would: a JPEG, RGB or grey, upright, not too large."
+    if data[:3] != b'\xff\xd8\xff': return False
+    try: img = Image.open(io.BytesIO(data))
+    except Exception: return False
+    w, h = img.size
+    if max_pixels is not None and w * h > max_pixels: return False
+    return img.format == 'JPEG' and img.mode in ('RGB', 'L') and img.getexif().get(0x0112, 1) == 1
+
 class _ImageFiles(torch.utils.data.Dataset):
-    "Decode and preprocess files in DataLoader workers; a bad file yields its reason instead of a tensor."
-    def __init__(self, files, transform, max_pixels): self.files, self.transform, self.max_pixels = files, transform, max_pixels
+    "Per file: (index, sha256, kind, payload); kind 'cached', 'jpeg' (bytes), 'pixels' or 'error' (the reason)."
+    def __init__(self, files, transform, max_pixels, draft=None, raw_jpeg=False, probe=None):
+        self.files, self.transform, self.max_pixels = files, transform, max_pixels
+        self.draft, self.raw_jpeg, self.probe = draft, raw_jpeg, probe
     def __len__(self): return len(self.files)
     def __getitem__(self, i):
-        try: return i, self.transform(load_image(self.files[i], self.max_pixels)), ''
-        except ImageLoadError as e: return i, None, str(e)
-        except Exception as e: return i, None, f'preprocessing failed: {e}'
+        try: data = read_file(self.files[i])
+        except ImageLoadError as e: return i, None, 'error', str(e)
+        h = sha256_bytes(data)
+        if self.probe is not None and h in self.probe: return i, h, 'cached', None
+        if self.raw_jpeg and _plain_jpeg(data, self.max_pixels):
+            return i, h, 'jpeg', torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        try: return i, h, 'pixels', self.transform(load_image(data, self.max_pixels, draft=self.draft))
+        except ImageLoadError as e: return i, h, 'error', str(e)
+        except Exception as e: return i, h, 'error', f'preprocessing failed: {e}'
 
 def _collate(items):
-    ok = [(i, x) for i, x, _ in items if x is not None]
-    return ([i for i, _ in ok], torch.stack([x for _, x in ok]) if ok else None,
-            [(i, r) for i, x, r in items if x is None])
+    "A batch: (index, sha256, kind, reason) per file, the stacked pixels, and the list of JPEG byte tensors."
+    meta = [(i, h, kind, x if kind == 'error' else '') for i, h, kind, x in items]
+    pix = [x for _, _, kind, x in items if kind == 'pixels']
+    return meta, (torch.stack(pix) if pix else None), [x for _, _, kind, x in items if kind == 'jpeg']
 
 def _worker_init(_): torch.set_num_threads(1)
 
 def _default_workers() -> int: return min(4, max(1, (os.cpu_count() or 1) - 1))
 
-# %% ../nbs/04_embed.ipynb #da7f89c0
-@patch
-def encode_batch(self:Backbone, x:torch.Tensor, # a preprocessed (b, 3, h, w) batch
-                ) -> np.ndarray:
-    "L2-normalised float32 image embeddings of a preprocessed batch."
-    self.load()
-    with torch.inference_mode():
-        f = self.model.encode_image(x.to(self.device, dtype=next(self.model.parameters()).dtype))
-        return torch.nn.functional.normalize(f.float(), dim=-1).cpu().numpy()
+@patch(as_prop=True)
+def transform(self:Backbone):
+    "open_clip's inference preprocessing for this model, built from `preprocess_cfg` without loading weights."
+    if self.preprocess is not None: return self.preprocess
+    return _oc().transform.image_transform_v2(_oc().transform.PreprocessCfg(**self.preprocess_cfg), is_train=False)
 
-# %% ../nbs/04_embed.ipynb #0b328c48
-def _hash_all(iset:ImageSet, progress:bool):
-    "Content hash of every image (None where unreadable), and the reason for each unreadable one."
-    hashes, errors = [], {}
-    for i in tqdm(range(len(iset)), desc='hashing', disable=not progress or len(iset) < 2000):
-        hashes.append(iset.sha256(i))
-        if hashes[-1] is None:
-            try: load_image(iset.files[i]); errors[i] = 'cannot read file'
-            except ImageLoadError as e: errors[i] = str(e)
-    return hashes, errors
+# %% ../nbs/04_embed.ipynb #43d2d78e
+def decode_jpegs(datas:list, # 1-D uint8 CPU tensors, each a JPEG file's bytes
+                 device:str='cpu', # where to decode ('cuda': nvjpeg, batched)
+                ) -> list:
+    "(3, h, w) uint8 RGB tensors on `device`, None for a file that cannot be decoded."
+    try: return list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError: pass
+    out = []
+    for d in datas:
+        try: out.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError: out.append(None)
+    return out
 
+def tensor_path_ok(cfg:dict, # a `Backbone.preprocess_cfg`
+                  ) -> bool:
+    "Whether `tensor_preprocess` reproduces this preprocessing recipe."
+    h, w = cfg['size']
+    return cfg.get('interpolation', 'bicubic') in ('bicubic', 'bilinear') and \
+           (cfg.get('resize_mode', 'shortest') == 'squash' or (cfg.get('resize_mode', 'shortest') == 'shortest' and h == w))
+
+def tensor_preprocess(imgs:list, # (3, h, w) uint8 RGB tensors of any sizes, on one device
+                      cfg:dict, # a `Backbone.preprocess_cfg`
+                     ) -> torch.Tensor:
+    "open_clip's inference preprocessing on tensors: a normalised (b, 3, H, W) float32 batch."
+    h, w = cfg['size']
+    interp = InterpolationMode.BILINEAR if cfg.get('interpolation') == 'bilinear' else InterpolationMode.BICUBIC
+    squash = cfg.get('resize_mode') == 'squash'
+    out = []
+    for img in imgs:
+        x = TF.resize(img.float(), [h, w] if squash else [h], interpolation=interp, antialias=True)
+        out.append(x if squash else TF.center_crop(x, [h, w]))
+    x = torch.stack(out).clamp_(0, 255).round_().div_(255)  # Pillow rounds and clips to 8 bits after resizing
+    return TF.normalize(x, mean=list(cfg['mean']), std=list(cfg['std']))
+
+# %% ../nbs/04_embed.ipynb #3c755619
 def _as_cache(cache):
     if cache is True or cache is None: return EmbeddingCache()
     if cache is False: return None
     return cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(cache)
 
+DECODERS = ('auto', 'pil', 'gpu')
+
+@patch
+def decoder(self:Backbone, decode:str='auto', # 'auto', 'pil' or 'gpu'
+           ) -> str:
+    "The decoding path `decode` means for this backbone: 'pil' or 'gpu'."
+    if decode not in DECODERS: raise ValueError(f'decode={decode!r}: pass one of {DECODERS}')
+    if decode == 'auto': decode = 'gpu' if self.device.startswith('cuda') else 'pil'
+    return decode if tensor_path_ok(self.preprocess_cfg) else 'pil'
+
+@patch
+def _reader(self:Backbone, files:list, probe, decode:str, batch_size:int, num_workers:int|None, max_pixels):
+    "The DataLoader that reads, hashes and decodes `files` in workers (pinned memory on CUDA)."
+    nw = _default_workers() if num_workers is None else num_workers
+    ds = _ImageFiles(files, self.transform, max_pixels, draft=max(self.preprocess_cfg['size']),
+                     raw_jpeg=self.decoder(decode) == 'gpu', probe=probe)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=nw, collate_fn=_collate,
+                                       pin_memory=self.device.startswith('cuda'),
+                                       worker_init_fn=_worker_init if nw else None)
+
+# %% ../nbs/04_embed.ipynb #219d1672
+@patch
+def _jpeg_pixels(self:Backbone, datas:list, # JPEG byte tensors
+                ) -> tuple:
+    "Decode and preprocess JPEGs on the model's device: positions decoded, their pixels, and what to do with the rest."
+    dev = self.device if self.device.startswith('cuda') else 'cpu'
+    imgs = decode_jpegs([d.cpu() for d in datas], device=dev)
+    ok = [j for j, im in enumerate(imgs) if im is not None]
+    x = tensor_preprocess([imgs[j] for j in ok], self.preprocess_cfg) if ok else None
+    fallback = {}  # position: Pillow's pixels, or the reason the robust loader gives
+    for j in (j for j, im in enumerate(imgs) if im is None):
+        try: fallback[j] = self.transform(load_image(datas[j].numpy().tobytes()))
+        except ImageLoadError as e: fallback[j] = str(e)
+    return ok, x, fallback
+
+@patch
+def _batch_pixels(self:Backbone, meta:list, pix, jpegs:list, errors:dict) -> tuple:
+    "One reader batch as preprocessed float32 pixels on the model's device: (image indices, (b, 3, h, w) tensor or None)."
+    idx = [i for i, _, kind, _ in meta if kind == 'pixels']
+    xs = [pix.to(self.device, non_blocking=True)] if pix is not None else []
+    if jpegs:
+        ji = [i for i, _, kind, _ in meta if kind == 'jpeg']
+        ok, x, fallback = self._jpeg_pixels(jpegs)
+        if x is not None:
+            xs.append(x)
+            idx += [ji[j] for j in ok]
+        for j, r in fallback.items():
+            if isinstance(r, str): errors[ji[j]] = r
+            else:
+                xs.append(r[None].to(self.device))
+                idx.append(ji[j])
+    return idx, (torch.cat(xs) if xs else None)
+
+@patch
+def pixel_batches(self:Backbone, images, # an `ImageSet` or a list of paths
+                  batch_size:int=64, # images per batch
+                  num_workers:int|None=None, # reading and decoding workers; None: cores - 1 (at most 4)
+                  decode:str='auto', # see `decoder`
+                  max_pixels:int|None=DEFAULT_MAX_PIXELS, # larger images are refused (see `load_image`)
+                 ):
+    "Preprocessed images a batch at a time, on the model's device: (indices, (b, 3, h, w) float32 or None, {index: reason})."
+    iset = images if isinstance(images, ImageSet) else ImageSet(list(images))
+    for meta, pix, jpegs in self._reader(iset.files, None, decode, batch_size, num_workers, max_pixels):
+        errors = {i: r for i, _, kind, r in meta if kind == 'error'}
+        idx, x = self._batch_pixels(meta, pix, jpegs, errors)
+        yield idx, x, errors
+
+# %% ../nbs/04_embed.ipynb #0097241b
+@patch
+def _encode_stream(self:Backbone, dl, n:int, cache, ids:tuple, progress:bool) -> tuple:
+    "Consume the reader: every image's sha256, the errors, {sha256: vector} and the hashes served by the cache."
+    hashes, errors, found, cached = [None] * n, {}, {}, set()
+    bar = tqdm(total=n, desc=f'embedding ({self.model_name})', unit='img', disable=not progress)
+    for meta, pix, jpegs in dl:
+        for i, h, kind, reason in meta:
+            hashes[i] = h
+            if kind == 'error': errors[i] = reason
+        hits = [h for _, h, kind, _ in meta if kind == 'cached' and h not in found]
+        if hits:
+            got = cache.get(*ids, hits)
+            found.update(got)
+            cached.update(got)
+        idx, x = self._batch_pixels(meta, pix, jpegs, errors)
+        rows = {}  # first row of each content not embedded yet (copies of one file are encoded once)
+        for r, i in enumerate(idx):
+            if hashes[i] not in found: rows.setdefault(hashes[i], r)
+        if rows:
+            v = self.encode_batch(x if len(rows) == len(idx) else x[list(rows.values())])
+            if cache is not None: cache.put(*ids, list(rows), v)
+            found.update(zip(rows, v))
+        bar.update(len(meta))
+        if errors: bar.set_postfix(skipped=len(errors))
+    bar.close()
+    return hashes, errors, found, cached
+
+# %% ../nbs/04_embed.ipynb #cc0963a3
 @patch
 def embed_images(self:Backbone, images, # an `ImageSet` or a list of paths
                  cache=True, # True: the default cache; a path or an `EmbeddingCache`; False: none
                  batch_size:int=64, # images per forward pass
-                 num_workers:int|None=None, # decoding workers; None: cores - 1 (at most 4)
+                 num_workers:int|None=None, # reading and decoding workers; None: cores - 1 (at most 4)
                  max_pixels:int|None=DEFAULT_MAX_PIXELS, # larger images are refused (see `load_image`)
                  progress:bool=True, # progress bars
+                 decode:str='auto', # 'pil', 'gpu' (decode JPEGs on the model's device) or 'auto' (see `decoder`)
                 ) -> Embeddings:
     "Embed images, serving what the cache holds and caching what it computes, batch by batch."
     iset = images if isinstance(images, ImageSet) else ImageSet(list(images))
     cache, n = _as_cache(cache), len(iset)
-    hashes, errors = _hash_all(iset, progress)
     ids = (self.model_id, self.prep_id)
-    found = cache.get(*ids, hashes) if cache is not None else {}
-    cached = set(found)
-    todo = {}  # first image index of each hash still to embed
-    for i, h in enumerate(hashes):
-        if h and h not in found: todo.setdefault(h, i)
-    if todo:
-        self.load()
-        if cache is not None and (self.model_id, self.prep_id) != ids:
-            ids = (self.model_id, self.prep_id); found = cache.get(*ids, hashes); cached = set(found)
-        found.update(self._encode_files(iset, [i for h, i in todo.items() if h not in found], hashes, errors,
-                                        cache, ids, batch_size, num_workers, max_pixels, progress))
+    probe = cache.probe(*ids) if cache is not None else None
+    dl = self._reader(iset.files, probe, decode, batch_size, num_workers, max_pixels)
+    hashes, errors, found, cached = self._encode_stream(dl, n, cache, ids, progress)
     dim = len(next(iter(found.values()))) if found else (self.model.visual.output_dim if self.loaded else 0)
     emb = np.full((n, dim), np.nan, dtype=np.float32)
     for i, h in enumerate(hashes):
         if h in found: emb[i] = found[h]
-        elif i not in errors and h in todo: errors[i] = errors.get(todo[h], 'could not be embedded')
+        elif i not in errors: errors[i] = 'could not be embedded'
     out = Embeddings(emb, hashes, [LoadError(str(iset.files[i]), r) for i, r in sorted(errors.items())],
-                     n_cached=sum(h in cached for h in hashes), n_computed=sum(h in found and h not in cached for h in hashes),
-                     model_id=ids[0], prep_id=ids[1])
+                     n_cached=sum(h in cached for h in hashes),
+                     n_computed=sum(h in found and h not in cached for h in hashes), model_id=ids[0], prep_id=ids[1])
     if out.errors: log.warning(f'embed_images: skipped {len(out.errors)} image(s): ' + '; '.join(map(str, out.errors[:5])))
-    return out
-
-# %% ../nbs/04_embed.ipynb #768e85d0
-@patch
-def _encode_files(self:Backbone, iset, idx, hashes, errors, cache, ids, batch_size, num_workers, max_pixels, progress) -> dict:
-    "Decode and encode `iset.files[idx]` batch by batch; cache each batch; record failures in `errors`."
-    nw = _default_workers() if num_workers is None else num_workers
-    ds = _ImageFiles([iset.files[i] for i in idx], self.preprocess, max_pixels)
-    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=nw, collate_fn=_collate,
-                                     worker_init_fn=_worker_init if nw else None)
-    out, bar = {}, tqdm(total=len(idx), desc=f'embedding ({self.model_name})', unit='img', disable=not progress)
-    for js, x, bad in dl:
-        for j, reason in bad: errors[idx[j]] = reason
-        if x is not None:
-            v = self.encode_batch(x); hs = [hashes[idx[j]] for j in js]
-            if cache is not None: cache.put(*ids, hs, v)
-            out.update(zip(hs, v))
-        bar.update(len(js) + len(bad))
-        if errors: bar.set_postfix(skipped=len(errors))
-    bar.close()
     return out
 
 # %% ../nbs/04_embed.ipynb #c18e036c

@@ -204,7 +204,7 @@ def prototype_head(W:torch.Tensor, # (C, d) the trained classifier's weights, L2
     "Nearest class mean over the (possibly tuned) features of each name's refined images, and its calibrated tau."
     n, C = res.targets.shape
     with torch.no_grad():
-        X = torch.cat([forward(b) for b in torch.arange(n).split(cfg.batch_size or n)]).float().numpy()
+        X = torch.cat([forward(b).float().cpu() for b in torch.arange(n).split(cfg.batch_size or n)]).numpy()
     H = np.eye(C, dtype=np.float32)[res.refined] * (res.targets.sum(1, keepdims=True) > 0)  # no candidate: no vote
     W = torch.where(torch.tensor(H.sum(0) > 0)[:, None], torch.tensor(prototypes(X, H)), W)
     return W, _calibrated_tau(X, np.where(H.sum(1) > 0, res.refined, -1), C)
@@ -329,28 +329,30 @@ def train_near(forward, # idx (LongTensor) -> (b, d) normalised features
     seed_everything(cfg.seed)
     n, C = candidates.shape
     method = PLL_METHODS[cfg.pll]
-    W = torch.nn.Parameter(torch.tensor(W0, dtype=torch.float32))
+    dev = params[0].device if params else torch.device('cpu')  # where `forward`'s features are
+    W = torch.nn.Parameter(torch.tensor(W0, dtype=torch.float32, device=dev))
     opt = torch.optim.AdamW([W, *params], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    T, clean, hist = torch.tensor(candidates), np.ones(n, bool), []
+    T, clean, hist = torch.tensor(candidates, device=dev), np.ones(n, bool), []
     g = torch.Generator().manual_seed(cfg.seed)
     for ep in range(cfg.epochs):
         t0, P, tot = time.perf_counter(), torch.zeros(n, C), 0.0
         order = torch.randperm(n, generator=g) if cfg.batch_size else torch.arange(n)
         for b in order.split(cfg.batch_size or n):
             logits = forward(b) @ F.normalize(W, dim=1).T / cfg.tau
-            loss = method.loss(logits, T[b])
+            loss = method.loss(logits, T[b.to(dev)])
             opt.zero_grad()
             loss.backward()
             opt.step()
-            P[b] = logits.detach().softmax(1)
+            P[b] = logits.detach().float().softmax(1).cpu()
             tot += loss.item() * len(b)
         if ep + 1 >= cfg.warmup:
             Tn, clean = method.update(P.numpy(), candidates, own_weights, nn_idx, cfg)
             if verified is not None: Tn[verified], clean[verified] = candidates[verified], True
-            T = torch.tensor(Tn)
+            T = torch.tensor(Tn, device=dev)
         hist.append({'epoch': ep, 'loss': tot / n, 'clean': float(clean.mean()), 'seconds': time.perf_counter() - t0})
         if progress is not None: progress(ep)
-    res, W = NearResult(T.numpy(), clean, candidates, neighbour_weight, hist), F.normalize(W.detach(), dim=1)
+    res = NearResult(T.cpu().numpy(), clean, candidates, neighbour_weight, hist)
+    W = F.normalize(W.detach(), dim=1).cpu()
     W, res.tau = HEADS[cfg.head](W, res, forward, cfg)
     return W, res
 

@@ -5,17 +5,22 @@
 # %% ../nbs/06c_tune.ipynb #41964b9e
 from __future__ import annotations
 import logging
+from dataclasses import asdict
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from open_clip.model import convert_weights_to_lp
 from .classifier import NearClassifier
-from .data import ImageSet, ImageLoadError, LoadError, load_image
-from dataclasses import asdict
+from .core import NearError
+from .data import ImageSet, LoadError
+from .embed import input_dtype
 from .near import NearConfig, train_near, _calibration_meta, _setup
 
+log = logging.getLogger('near_nb')
+
 # %% auto #0
-__all__ = ['top_params', 'pixels', 'trunk_cache', 'wise_ft', 'fit_near_tower']
+__all__ = ['log', 'top_params', 'tower_features', 'wise_ft', 'fit_near_tower']
 
 # %% ../nbs/06c_tune.ipynb #7e0e1180
 def _trunk(visual, x:torch.Tensor, start:int) -> torch.Tensor:
@@ -40,30 +45,77 @@ def top_params(visual, n_top:int) -> list:
     return ps + ([visual.proj] if isinstance(visual.proj, torch.nn.Parameter) else [])
 
 # %% ../nbs/06c_tune.ipynb #017b095c
-def pixels(backbone, images, # an `ImageSet` or paths
-           ) -> tuple:
-    "(preprocessed (m, 3, h, w) tensor of the readable images, their indices, the `LoadError`s)."
-    iset = images if isinstance(images, ImageSet) else ImageSet([Path(p) for p in images])
-    bb, xs, ok, errs = backbone.load(), [], [], []
-    for i, f in enumerate(iset.files):
-        try:
-            xs.append(bb.preprocess(load_image(f)))
-            ok.append(i)
-        except ImageLoadError as e: errs.append(LoadError(str(f), str(e)))
-    if errs: logging.getLogger('near_nb').warning(f'pixels: skipped {len(errs)} image(s): ' + '; '.join(map(str, errs[:5])))
-    dtype = next(bb.model.parameters()).dtype
-    return (torch.stack(xs).to(dtype) if xs else torch.zeros(0)), np.array(ok, int), errs
+def _autocast(bb):
+    "bf16 autocast for a backbone that runs in fp16/bf16, where the device has bf16 (disabled otherwise)."
+    dev = 'cuda' if bb.device.startswith('cuda') else 'cpu'
+    low = bb.precision != 'fp32' and (dev == 'cpu' or torch.cuda.is_bf16_supported())
+    return torch.autocast(dev, dtype=torch.bfloat16, enabled=low)
 
-def trunk_cache(visual, px:torch.Tensor, n_top:int, batch_size:int=32) -> torch.Tensor:
-    "Token activations below the last `n_top` blocks, computed once (no gradients)."
-    start = len(visual.transformer.resblocks) - n_top
-    with torch.no_grad(): return torch.cat([_trunk(visual, px[i:i + batch_size], start) for i in range(0, len(px), batch_size)])
+def tower_features(backbone, # an `embed.Backbone` (loaded on demand)
+                   images, # an `ImageSet` or paths
+                   n_top:int|None, # mode 2: also keep the activations below the last `n_top` blocks; None: mode 3
+                   batch_size:int=32, # images per batch
+                   num_workers:int|None=None, # reading and decoding workers
+                  ) -> tuple:
+    "Stream the images once: (features (m, d), trunk activations on the host or None, readable indices, `LoadError`s)."
+    bb = backbone.load()
+    visual = bb.model.visual
+    iset = images if isinstance(images, ImageSet) else ImageSet([Path(p) for p in images])
+    start = len(visual.transformer.resblocks) - n_top if n_top is not None else 0
+    feats, acts, ok, errs = [], [], [], {}
+    with torch.no_grad(), _autocast(bb):
+        for idx, x, bad in bb.pixel_batches(iset, batch_size=batch_size, num_workers=num_workers):
+            errs.update(bad)
+            if x is None: continue
+            x = x.to(input_dtype(visual))
+            h = _trunk(visual, x, start) if n_top is not None else None
+            f = _top(visual, h, start) if n_top is not None else visual(x)
+            feats.append(F.normalize(f.float(), dim=1).cpu())
+            if h is not None: acts.append(h.cpu())
+            ok += idx
+    errors = [LoadError(str(iset.files[i]), r) for i, r in sorted(errs.items())]
+    if errors: log.warning(f'tower_features: skipped {len(errors)} image(s): ' + '; '.join(map(str, errors[:5])))
+    emb = torch.cat(feats).numpy() if feats else np.zeros((0, visual.output_dim), np.float32)
+    return emb, (torch.cat(acts) if acts else None), np.array(ok, int), errors
+
+def _pixels_of(bb, files:list) -> torch.Tensor:
+    "Preprocessed pixels of `files`, in order, on the model's device (mode 3 reads each training batch again)."
+    idx, x, bad = next(bb.pixel_batches(files, batch_size=len(files), num_workers=0))
+    if bad: raise NearError(f'{len(bad)} training image(s) could no longer be read (changed during training?): '
+                            f'{files[min(bad)]}: {bad[min(bad)]}')
+    return x[torch.argsort(torch.tensor(idx)).to(x.device)]
 
 # %% ../nbs/06c_tune.ipynb #bbac938b
 def wise_ft(zero_shot:dict, finetuned:dict, alpha:float) -> dict:
     "Weight-space interpolation `(1 - alpha) * zero_shot + alpha * finetuned` of two state dicts."
     if zero_shot.keys() != finetuned.keys(): raise ValueError('the two state dicts hold different parameters')
     return {k: (1 - alpha) * zero_shot[k] + alpha * finetuned[k] if torch.is_floating_point(finetuned[k]) else finetuned[k] for k in finetuned}
+
+# %% ../nbs/06c_tune.ipynb #45c474d4
+def _train_tower(bb, n_top, acts, files:list, W0, Cw, Y, nn_idx, cfg:NearConfig, a:float, progress, verified) -> tuple:
+    "Train the top blocks (over `acts`) or the whole tower (reading `files` again): (`NearResult`, head, tuned state)."
+    visual = bb.model.visual
+    low = input_dtype(visual)
+    if low != torch.float32: visual.float()  # float32 master weights; autocast runs the arithmetic in bf16
+    start = len(visual.transformer.resblocks) - n_top if n_top is not None else 0
+    def forward(b):
+        with _autocast(bb):
+            if n_top is not None: f = _top(visual, acts[b].to(bb.device, torch.float32, non_blocking=True), start)
+            else: f = visual(_pixels_of(bb, [files[i] for i in b.tolist()]).float())
+        return F.normalize(f.float(), dim=1)
+    for p in visual.parameters(): p.requires_grad_(n_top is None)
+    params = top_params(visual, n_top) if n_top is not None else list(visual.parameters())
+    for p in params: p.requires_grad_(True)
+    visual.train()
+    try:
+        W, res = train_near(forward, params, W0, Cw, own_weights=Y, nn_idx=nn_idx, cfg=cfg, neighbour_weight=a,
+                            progress=progress, verified=verified)
+    finally:
+        visual.eval()
+        for p in visual.parameters(): p.requires_grad_(False)
+        state = {k: v.detach().clone() for k, v in visual.state_dict().items()}
+        if low != torch.float32: convert_weights_to_lp(visual, low)  # the backbone's own precision again
+    return res, W, state
 
 # %% ../nbs/06c_tune.ipynb #c037dce3
 def fit_near_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
@@ -80,30 +132,16 @@ def fit_near_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
     cfg = cfg or NearConfig(batch_size=32, lr=1e-5)
     bb = backbone.load()
     visual = bb.model.visual
-    px, ok, errs = pixels(bb, images)
+    iset = images if isinstance(images, ImageSet) else ImageSet([Path(p) for p in images])
+    emb, acts, ok, errs = tower_features(bb, iset, n_top, batch_size=cfg.batch_size or 32)
     own = [own[i] for i in ok]
     contrasts = None if contrasts is None else [contrasts[i] for i in ok]
     verified = None if verified is None else np.asarray(verified, bool)[ok]
     zs = {k: v.detach().clone() for k, v in visual.state_dict().items()}
-    if n_top is not None: acts, start = trunk_cache(visual, px, n_top), len(visual.transformer.resblocks) - n_top
-    with torch.no_grad():
-        emb = F.normalize((_top(visual, acts, start) if n_top is not None else visual(px)).float(), dim=1).numpy()
     C = len(names)
     Y, nn_idx, Cw, a, W0, rl = _setup(emb, own, C, cfg, text_emb=text_emb, verified=verified, contrasts=contrasts)
-    for p in visual.parameters(): p.requires_grad_(n_top is None)
-    params = top_params(visual, n_top) if n_top is not None else list(visual.parameters())
-    for p in params: p.requires_grad_(True)
-    fwd = (lambda b: F.normalize(_top(visual, acts[b], start).float(), dim=1)) if n_top is not None else \
-          (lambda b: F.normalize(visual(px[b]).float(), dim=1))
-    visual.train()
-    try:
-        W, res = train_near(fwd, params, W0, Cw, own_weights=Y, nn_idx=nn_idx, cfg=cfg, neighbour_weight=a,
-                            progress=progress, verified=verified)
-    finally:
-        visual.eval()
-        for p in visual.parameters(): p.requires_grad_(False)
+    res, W, state = _train_tower(bb, n_top, acts, [iset.files[i] for i in ok], W0, Cw, Y, nn_idx, cfg, a, progress, verified)
     res.relabel = rl
-    state = {k: v.detach().clone() for k, v in visual.state_dict().items()}
     if wise is not None:
         state = wise_ft(zs, state, wise)
         W = F.normalize((1 - wise) * torch.tensor(W0) + wise * W, dim=1)
