@@ -1,6 +1,7 @@
-"""Build the documentation site from the repository: the README as the home page, one API page per module of
-near_nb (its exports, their signatures with the docments beside each parameter, their docstrings), the tutorials
-executed at build time (offline, on the shipped sample), and a page on how the site is made.
+"""Build the documentation site from the repository: the README as the home page, the pages in docs/ (the design,
+the results, the reliability promises, how the site is made), one API page per module of near_nb (its exports,
+their signatures with the docments beside each parameter, their docstrings), and the tutorials executed at build
+time (offline, on the shipped sample).
 
     python docs/build.py [--out _docs] [--tutorials 01_sample ...]   # the site in OUT/html; sources in OUT/src
 
@@ -14,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = {'_modidx'}
 TUTORIALS = 'tutorials'
+PAGES = ['design', 'about']  # docs/<page>.md, in the order of the site's Reference menu
 
 def settings() -> configparser.SectionProxy:
     ini = configparser.ConfigParser(interpolation=None)
@@ -71,8 +73,10 @@ def home_page(git_url:str, built:list) -> str:
     def link(m):
         target = m.group(1)
         if re.match(r'^(https?:|mailto:|#)', target): return m.group(0)
-        stem = Path(target).stem
-        if target.startswith(f'nbs/{TUTORIALS}/') and stem in built: return f'](tutorials/{stem}.ipynb)'
+        path, _, anchor = target.partition('#')
+        stem = Path(path).stem
+        if path.startswith(f'nbs/{TUTORIALS}/') and stem in built: return f'](tutorials/{stem}.ipynb)'
+        if path.startswith('docs/') and stem in PAGES: return f']({stem}.md' + (f'#{anchor})' if anchor else ')')
         return f']({git_url}/blob/main/{target})'
     return re.sub(r'\]\(([^)\s]+)\)', link, text)
 
@@ -86,7 +90,7 @@ def layout(src:Path, only:list|None=None):
     if src.exists(): shutil.rmtree(src)
     (src/'api').mkdir(parents=True)
     shutil.copy(ROOT/'docs'/'conf.py', src/'conf.py')
-    shutil.copy(ROOT/'docs'/'about.md', src/'about.md')
+    for page in PAGES: shutil.copy(ROOT/'docs'/f'{page}.md', src/f'{page}.md')
     (src/TUTORIALS).symlink_to(ROOT/'nbs'/TUTORIALS, target_is_directory=True)
     stems = [p.stem for p in sorted((ROOT/'nbs'/TUTORIALS).glob('*.ipynb'))]
     unknown = set(only or []) - set(stems)
@@ -100,7 +104,7 @@ def layout(src:Path, only:list|None=None):
     (src/'api'/'index.md').write_text(f'# API\n\nOne page per module, in the order data flows through them.\n\n'
                                       f'| module | what it holds |\n|---|---|\n{rows}\n\n' + toctree('Modules', names), encoding='utf-8')
     home = home_page(cfg['git_url'], [t.split('/')[-1] for t in tutorials])
-    nav = toctree('Tutorials', tutorials) + toctree('Reference', ['api/index', 'about'])
+    nav = toctree('Tutorials', tutorials) + toctree('Reference', [*PAGES[:-1], 'api/index', PAGES[-1]])
     (src/'index.md').write_text(home + '\n' + nav, encoding='utf-8')
 
 def main(argv=None) -> int:
