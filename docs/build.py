@@ -71,14 +71,15 @@ def home_page(git_url:str, built:list) -> str:
     "The README, its repository-relative links pointing at the site's pages (tutorials `built`) or at the repository."
     text = (ROOT/'README.md').read_text(encoding='utf-8')
     def link(m):
-        target = m.group(1)
+        label, target = m.groups()
         if re.match(r'^(https?:|mailto:|#)', target): return m.group(0)
         path, _, anchor = target.partition('#')
         stem = Path(path).stem
-        if path.startswith(f'nbs/{TUTORIALS}/') and stem in built: return f'](tutorials/{stem}.ipynb)'
-        if path.startswith('docs/') and stem in PAGES: return f']({stem}.md' + (f'#{anchor})' if anchor else ')')
-        return f']({git_url}/blob/main/{target})'
-    return re.sub(r'\]\(([^)\s]+)\)', link, text)
+        # a tutorial by its document name: a path would resolve through the tutorials' symlink, out of the site
+        if path.startswith(f'nbs/{TUTORIALS}/') and stem in built: return f'{{doc}}`{label} <{TUTORIALS}/{stem}>`'
+        if path.startswith('docs/') and stem in PAGES: return f'[{label}]({stem}.md' + (f'#{anchor})' if anchor else ')')
+        return f'[{label}]({git_url}/blob/main/{target})'
+    return re.sub(r'\[([^\]]*)\]\(([^)\s]+)\)', link, text)
 
 def toctree(caption:str, entries:list, hidden:bool=True) -> str:
     opts = [f':caption: {caption}', ':maxdepth: 1'] + ([':hidden:'] if hidden else [])
