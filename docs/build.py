@@ -77,7 +77,8 @@ def home_page(git_url:str, built:list) -> str:
         stem = Path(path).stem
         # a tutorial by its document name: a path would resolve through the tutorials' symlink, out of the site
         if path.startswith(f'nbs/{TUTORIALS}/') and stem in built: return f'{{doc}}`{label} <{TUTORIALS}/{stem}>`'
-        if path.startswith('docs/') and stem in PAGES: return f'[{label}]({stem}.md' + (f'#{anchor})' if anchor else ')')
+        if path.startswith('docs/') and stem in PAGES:
+            return f'[{label}]({stem}.md' + (f'#{anchor})' if anchor else ')')
         return f'[{label}]({git_url}/blob/main/{target})'
     return re.sub(r'\[([^\]]*)\]\(([^)\s]+)\)', link, text)
 
@@ -90,7 +91,7 @@ def layout(src:Path, only:list|None=None):
     cfg, mods = settings(), module_notebooks()
     if src.exists(): shutil.rmtree(src)
     (src/'api').mkdir(parents=True)
-    shutil.copy(ROOT/'docs'/'conf.py', src/'conf.py')
+    for f in ('conf.py', 'nbreader.py'): shutil.copy(ROOT/'docs'/f, src/f)
     for page in PAGES: shutil.copy(ROOT/'docs'/f'{page}.md', src/f'{page}.md')
     (src/TUTORIALS).symlink_to(ROOT/'nbs'/TUTORIALS, target_is_directory=True)
     stems = [p.stem for p in sorted((ROOT/'nbs'/TUTORIALS).glob('*.ipynb'))]

@@ -1,5 +1,6 @@
 """The answer parser against the published parses of the test bed's bird and car answers (the flower sample is
-checked in nbs/02_names.ipynb). Needs `../shared/data/testbed` beside the checkout; skipped, saying so, without it."""
+checked in nbs/02_names.ipynb). Needs `../shared/data/testbed` beside the checkout; skipped, saying so,
+without it."""
 import json
 import pandas as pd
 import pytest
@@ -11,7 +12,8 @@ TESTBED = ROOT.parent/'shared'/'data'/'testbed'
 def _agreement(ds:str) -> dict:
     "`parse_agreement` on one test-bed data set's raw answers and published names (skips when it is absent)."
     labels = TESTBED/ds/'labels.csv'
-    if not labels.exists(): pytest.skip(f'{labels} is not beside this checkout (the test bed sits in ../shared/data)')
+    if not labels.exists():
+        pytest.skip(f'{labels} is not beside this checkout (the test bed sits in ../shared/data)')
     df = pd.read_csv(labels, keep_default_na=False)
     return parse_agreement(df.response, df.names.map(json.loads))
 

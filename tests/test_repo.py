@@ -71,4 +71,4 @@ def test_printed_tables_match_their_json(page, monkeypatch):
     for code, shown in pairs:
         out = io.StringIO()
         with contextlib.redirect_stdout(out): exec(code, ns)
-        assert out.getvalue().rstrip() == shown.rstrip(), f'{page}: the table under\n{code[:200]}\nis not what it prints'
+        assert out.getvalue().rstrip() == shown.rstrip(), f'{page}: a table differs from what its code prints now'
