@@ -40,3 +40,6 @@ nb_merge_streams = True
 nb_mime_priority_overrides = [('html', 'application/vnd.jupyter.widget-view+json', None),
                               ('html', 'application/vnd.jupyter.widget-state+json', None)]
 nb_ipywidgets_js = {}
+# A plotly figure returned by a cell is drawn as HTML with plotly.js inlined (offline, no CDN); plotly's JSON-only
+# output has no renderer on a static page.
+os.environ.setdefault('PLOTLY_RENDERER', 'notebook')
