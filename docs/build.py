@@ -1,6 +1,7 @@
-"""Build the documentation site from the repository: the README as the home page, one API page per module of
-near_nb (its exports, their signatures with the docments beside each parameter, their docstrings), the tutorials
-executed at build time (offline, on the shipped sample), and a page on how the site is made.
+"""Build the documentation site from the repository: the README as the home page, the pages in docs/ (the design,
+the results, the reliability promises, how the site is made), one API page per module of near_nb (its exports,
+their signatures with the docments beside each parameter, their docstrings), and the tutorials executed at build
+time (offline, on the shipped sample).
 
     python docs/build.py [--out _docs] [--tutorials 01_sample ...]   # the site in OUT/html; sources in OUT/src
 
@@ -14,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = {'_modidx'}
 TUTORIALS = 'tutorials'
+PAGES = ['design', 'results', 'reliability', 'gpu', 'about']  # docs/<page>.md, in the order of the site's Reference menu
 
 def settings() -> configparser.SectionProxy:
     ini = configparser.ConfigParser(interpolation=None)
@@ -69,12 +71,16 @@ def home_page(git_url:str, built:list) -> str:
     "The README, its repository-relative links pointing at the site's pages (tutorials `built`) or at the repository."
     text = (ROOT/'README.md').read_text(encoding='utf-8')
     def link(m):
-        target = m.group(1)
+        label, target = m.groups()
         if re.match(r'^(https?:|mailto:|#)', target): return m.group(0)
-        stem = Path(target).stem
-        if target.startswith(f'nbs/{TUTORIALS}/') and stem in built: return f'](tutorials/{stem}.ipynb)'
-        return f']({git_url}/blob/main/{target})'
-    return re.sub(r'\]\(([^)\s]+)\)', link, text)
+        path, _, anchor = target.partition('#')
+        stem = Path(path).stem
+        # a tutorial by its document name: a path would resolve through the tutorials' symlink, out of the site
+        if path.startswith(f'nbs/{TUTORIALS}/') and stem in built: return f'{{doc}}`{label} <{TUTORIALS}/{stem}>`'
+        if path.startswith('docs/') and stem in PAGES:
+            return f'[{label}]({stem}.md' + (f'#{anchor})' if anchor else ')')
+        return f'[{label}]({git_url}/blob/main/{target})'
+    return re.sub(r'\[([^\]]*)\]\(([^)\s]+)\)', link, text)
 
 def toctree(caption:str, entries:list, hidden:bool=True) -> str:
     opts = [f':caption: {caption}', ':maxdepth: 1'] + ([':hidden:'] if hidden else [])
@@ -85,8 +91,8 @@ def layout(src:Path, only:list|None=None):
     cfg, mods = settings(), module_notebooks()
     if src.exists(): shutil.rmtree(src)
     (src/'api').mkdir(parents=True)
-    shutil.copy(ROOT/'docs'/'conf.py', src/'conf.py')
-    shutil.copy(ROOT/'docs'/'about.md', src/'about.md')
+    for f in ('conf.py', 'nbreader.py'): shutil.copy(ROOT/'docs'/f, src/f)
+    for page in PAGES: shutil.copy(ROOT/'docs'/f'{page}.md', src/f'{page}.md')
     (src/TUTORIALS).symlink_to(ROOT/'nbs'/TUTORIALS, target_is_directory=True)
     stems = [p.stem for p in sorted((ROOT/'nbs'/TUTORIALS).glob('*.ipynb'))]
     unknown = set(only or []) - set(stems)
@@ -100,7 +106,7 @@ def layout(src:Path, only:list|None=None):
     (src/'api'/'index.md').write_text(f'# API\n\nOne page per module, in the order data flows through them.\n\n'
                                       f'| module | what it holds |\n|---|---|\n{rows}\n\n' + toctree('Modules', names), encoding='utf-8')
     home = home_page(cfg['git_url'], [t.split('/')[-1] for t in tutorials])
-    nav = toctree('Tutorials', tutorials) + toctree('Reference', ['api/index', 'about'])
+    nav = toctree('Tutorials', tutorials) + toctree('Reference', [*PAGES[:-1], 'api/index', PAGES[-1]])
     (src/'index.md').write_text(home + '\n' + nav, encoding='utf-8')
 
 def main(argv=None) -> int:

@@ -1,5 +1,5 @@
 """Sphinx configuration of the near_nb site; `python docs/build.py` lays out the pages and runs Sphinx with it."""
-import configparser, os
+import configparser, os, sys
 from pathlib import Path
 
 ROOT = Path(os.environ.get('NEAR_DOCS_ROOT', Path(__file__).resolve().parent.parent))
@@ -28,6 +28,9 @@ suppress_warnings = ['myst.header']  # the README starts at level 1 and the gene
 # The tutorials run at build time, offline, on the shipped sample: every output on the site is one the code
 # produced in this build (a cell that raises fails the build). The cache skips notebooks that did not change.
 nb_execution_mode = os.environ.get('NEAR_DOCS_EXECUTE', 'cache')
+# notebooks are read as nbdev runs them: a `#| eval: false` cell (a server, a key, your files) is shown, not run
+sys.path.insert(0, str(Path(__file__).parent))
+nb_custom_formats = {'.ipynb': 'nbreader.read_nbdev'}
 nb_execution_timeout = 900
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
@@ -37,3 +40,6 @@ nb_merge_streams = True
 nb_mime_priority_overrides = [('html', 'application/vnd.jupyter.widget-view+json', None),
                               ('html', 'application/vnd.jupyter.widget-state+json', None)]
 nb_ipywidgets_js = {}
+# A plotly figure returned by a cell is drawn as HTML with plotly.js inlined (offline, no CDN); plotly's JSON-only
+# output has no renderer on a static page.
+os.environ.setdefault('PLOTLY_RENDERER', 'notebook')

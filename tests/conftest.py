@@ -1,5 +1,5 @@
 "Tests are offline and never touch the user's caches."
-import os, tempfile
+import os, shutil, tempfile
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 if 'NEAR_NB_HOME' not in os.environ: os.environ['NEAR_NB_HOME'] = tempfile.mkdtemp(prefix='near_nb_test_')
@@ -9,6 +9,16 @@ import numpy as np, pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+# the system Chromium the browser tests drive (Playwright's own browsers are never downloaded)
+CHROMIUM = os.environ.get('NEAR_CHROMIUM') or shutil.which('chromium') or shutil.which('chromium-browser')
+CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+                  '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage']
+
+def launch_chromium(playwright):
+    "Start the system Chromium headless, or fail the test with the reason it did not start."
+    from playwright.sync_api import Error as PlaywrightError
+    try: return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    except PlaywrightError as e: pytest.fail(f'Chromium ({CHROMIUM}) did not start: {e}', pytrace=False)
 
 @pytest.fixture
 def photos(tmp_path):

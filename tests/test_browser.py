@@ -7,14 +7,11 @@ Playwright browsers are never downloaded: the system Chromium is used). Skips, s
 import os, secrets, shutil, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
+from conftest import CHROMIUM, ROOT, launch_chromium
 
-ROOT = Path(__file__).resolve().parents[1]
 ART = Path(os.environ.get('NEAR_TEST_ARTIFACTS', ROOT/'artifacts'))
-CHROMIUM = os.environ.get('NEAR_CHROMIUM') or shutil.which('chromium') or shutil.which('chromium-browser')
 TITLES = "[...document.querySelectorAll('.js-plotly-plot .gtitle')].map(e => e.textContent)"
 LAST_MAP = "[...document.querySelectorAll('.js-plotly-plot')].filter(p => p.querySelector('.gtitle')?.textContent.includes('coloured by')).pop()"
-FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-         '--disable-sync', '--no-first-run', '--disable-dev-shm-usage']
 
 def _missing() -> str|None:
     if not CHROMIUM: return 'no Chromium on this machine (Debian: apt-get install chromium)'
@@ -59,7 +56,8 @@ def test_tutorial_renders_and_reacts(lab, tmp_path):
     url, token = lab
     ART.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = launch_chromium(p)
+        page = None
         try:
             page = browser.new_page(viewport={'width': 1400, 'height': 1000})
             page.goto(f'{url}/lab/tree/01_sample.ipynb?token={token}', timeout=60_000)
@@ -116,8 +114,10 @@ def test_tutorial_renders_and_reacts(lab, tmp_path):
             page.locator('.near-card').first.scroll_into_view_if_needed()
             page.screenshot(path=str(ART/'browser_tutorial1.png'), full_page=False)
         except Exception:
-            page.screenshot(path=str(ART/'browser_tutorial1_failed.png'), full_page=True)
-            (ART/'browser_tutorial1_failed.txt').write_text('\n---\n'.join(page.locator('.jp-OutputArea-output').all_inner_texts()))
+            if page is not None:  # the page opened: keep what it showed (else the exception says why it did not)
+                page.screenshot(path=str(ART/'browser_tutorial1_failed.png'), full_page=True)
+                outputs = page.locator('.jp-OutputArea-output').all_inner_texts()
+                (ART/'browser_tutorial1_failed.txt').write_text('\n---\n'.join(outputs))
             raise
         finally:
             browser.close()

@@ -147,8 +147,9 @@ def test_key_echoed_by_the_server_is_scrubbed(tmp_path, key):
         r, _ = label(tmp_path/'imgs', srv, tmp_path, '--max-attempts', '2', key=key)
     assert r.returncode == 1 and 'HTTP 500' in r.stderr and '***' in r.stderr
     assert any(f'Bearer {key}' in str(h) for h in srv.headers_seen)             # the server really echoed it
-    for f in tmp_path.rglob('*'):
-        if f.is_file(): assert key.encode() not in f.read_bytes(), f
+    written = [f for f in tmp_path.rglob('*') if f.is_file()]
+    assert 's.sqlite' in {f.name for f in written}, written                      # the store was searched
+    for f in written: assert key.encode() not in f.read_bytes(), f
     assert key not in r.stdout + r.stderr
 
 def test_formulas_escaped_and_huge_answers_cut(tmp_path):

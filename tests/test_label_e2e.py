@@ -82,19 +82,31 @@ def test_api_key_never_written(tmp_path):
                            env={**os.environ, 'OPENAI_API_KEY': key, 'OPENAI_LOG': 'debug', 'PYTHONWARNINGS': 'always'})
         assert r.returncode == 0, r.stderr
         assert any({k.lower(): v for k, v in h.items()}.get('authorization') == f'Bearer {key}' for h in srv.headers_seen)   # the key was really used
-    for f in tmp_path.rglob('*'):
-        if f.is_file(): assert key.encode() not in f.read_bytes(), f'the API key reached {f}'
+    written = [f for f in tmp_path.rglob('*') if f.is_file()]
+    assert {'s.sqlite', 'labels.csv'} <= {f.name for f in written}, written   # the store and the CSV were searched
+    for f in written: assert key.encode() not in f.read_bytes(), f'the API key reached {f}'
     assert key not in r.stdout
     # the SDK's own debug log prints request options; the key must not be among them
     assert key not in r.stderr
 
+# anything shaped like an API key: `sk-` and at least 12 more characters (a 15-character key), or a bearer token
+KEY_SHAPE = re.compile(r'(\bsk-[A-Za-z0-9_-]{12,}|Bearer\s+(?!\*\*\*)\S{8,})')
+
+def test_key_shape_catches_short_keys():
+    "KEY_SHAPE finds a 15-character key and a short bearer token, and leaves a scrubbed header alone."
+    key = 'sk-' + 'a1B2c3D4e5F6'
+    assert len(key) == 15
+    for text in [f'"api_key": "{key}"', 'Authorization: Bearer k1k2k3k4k5k6k7k']:
+        assert KEY_SHAPE.search(text), text
+    for text in ['Authorization: Bearer ***', 'risk-averse', 'sk-short']:
+        assert not KEY_SHAPE.search(text), text
+
 def test_notebooks_carry_no_secrets():
     "No committed notebook output holds anything shaped like an API key."
-    pat = re.compile(r'(sk-[A-Za-z0-9_-]{16,}|Bearer\s+\S{12,})')
     for nb in list((ROOT/'nbs').rglob('*.ipynb')) + [ROOT/'index.ipynb']:
         for c in json.loads(nb.read_text())['cells']:
             out = json.dumps(c.get('outputs', []))
-            assert not pat.search(out), f'{nb.name}: output looks like a credential'
+            assert not KEY_SHAPE.search(out), f'{nb.name}: output looks like a credential'
 
 def test_label_hf_tiny_model_cli(tmp_path):
     "`near label --mllm hf:PATH` with a tiny random-weight Qwen2-VL built from a config, offline."

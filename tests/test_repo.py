@@ -1,6 +1,7 @@
 "The repository's own invariants: README generated from index.ipynb, modules exported from the notebooks, index.ipynb runs."
-import shutil, subprocess, sys
+import contextlib, io, re, shutil, subprocess, sys
 from pathlib import Path
+import pytest
 from conftest import ROOT
 
 def test_readme_matches_index():
@@ -58,3 +59,16 @@ def test_import_check_finds_problems(tmp_path):
     cycles, inside = _import_problems(tmp_path)
     assert [sorted(c) for c in cycles] == [['a', 'a', 'b']]
     assert sorted(inside) == ['b -> a', 'b -> c']
+
+@pytest.mark.parametrize('page', ['README.md', 'docs/results.md'])
+def test_printed_tables_match_their_json(page, monkeypatch):
+    "Each table a page prints from bench/results/*.json is what its code prints now: figures copied, never typed."
+    pairs = re.findall(r'```python\n(.*?)```\n\n```\n(.*?)```', (ROOT/page).read_text(encoding='utf-8'), re.S)
+    pairs = [(code, shown) for code, shown in pairs if 'bench/results' in code]
+    assert pairs, f'{page} prints no table from bench/results'
+    monkeypatch.chdir(ROOT)
+    ns = {}
+    for code, shown in pairs:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out): exec(code, ns)
+        assert out.getvalue().rstrip() == shown.rstrip(), f'{page}: a table differs from what its code prints now'
