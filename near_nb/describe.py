@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import time
+from pathlib import Path
 from collections import Counter
 from fastcore.basics import patch
 from tqdm.auto import tqdm
@@ -16,7 +17,7 @@ from .mllm import (LabelRun, LabelStore, OpenAILabeler, ReplayLabeler, Request, 
                    prompt_hash, _Job, _ask_all, _ask_batches, _run_coro, _read_rows)
 
 # %% auto #0
-__all__ = ['describe_prompt', 'parse_descriptors', 'name_key', 'OpenAIDescriber', 'ReplayDescriber', 'HFDescriber',
+__all__ = ['describe_prompt', 'parse_descriptors', 'name_key', 'OpenAIDescriber', 'ReplayDescriber', 'HFDescriber', 'tiny_llm',
            'describer_from_spec', 'stored_descriptors', 'describe', 'answer_phrases', 'mined_descriptors',
            'descriptions_frame']
 
@@ -53,13 +54,13 @@ def _clean(item:str) -> str:
 def parse_descriptors(text:str|None, # an LLM's answer
                       max_words:int=12, # longer items are sentences, not descriptors: dropped
                      ) -> list:
-    "The visual descriptors an answer lists (JSON, a markdown or numbered list, or semicolon-separated)."
+    "The visual descriptors an answer lists (JSON, a markdown or numbered list, or semicolon-separated); no control characters."
     if not isinstance(text, str) or not text.strip(): return []
     items = _json_items(text)
     if items is None: items = _ITEM.findall(text) or re.split(r'[;\n]', text)
     out = []
     for s in map(_clean, items):
-        if s and len(s.split()) <= max_words and s not in out: out.append(s)
+        if s and s.isprintable() and len(s.split()) <= max_words and s not in out: out.append(s)
     return out
 
 # %% ../nbs/13_describe.ipynb #a7c7cbd2
@@ -113,6 +114,28 @@ def answer_batch(self:HFDescriber, reqs:list) -> list:
     except Exception as e: return [LabelError(f'generation failed: {type(e).__name__}: {e}') for _ in reqs]
     dt = (time.perf_counter() - t0) / max(1, len(reqs))
     return [Answer(str(r[0]['generated_text']), latency=dt) for r in res]
+
+# %% ../nbs/13_describe.ipynb #845fd896
+def tiny_llm(path:str|Path, # the folder to write
+            ) -> Path:
+    "Write a tiny random-weight Qwen2 chat model (model, tokenizer with a chat template) to `path`; for tests."
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import Qwen2Config, Qwen2ForCausalLM, PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}, merges=[]))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tok.add_special_tokens(['<|endoftext|>', '<|im_start|>', '<|im_end|>'])
+    ft = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token='<|im_end|>', pad_token='<|endoftext|>')
+    ft.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    cfg = Qwen2Config(vocab_size=len(ft), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, max_position_embeddings=1024, eos_token_id=ft.eos_token_id,
+                      pad_token_id=ft.pad_token_id, bos_token_id=ft.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        Qwen2ForCausalLM(cfg).save_pretrained(path)
+    ft.save_pretrained(path)
+    return Path(path)
 
 # %% ../nbs/13_describe.ipynb #153d7913
 def describer_from_spec(spec:str, # 'openai:MODEL', 'hf:MODEL_ID_OR_PATH' or 'replay:FILE'

@@ -87,9 +87,14 @@ _COLOURS = ('red', 'orange', 'yellow', 'green', 'blue', 'purple', 'white', 'blac
 _PARTS = ('petals', 'wings', 'crest', 'tail', 'stripes', 'spots', 'beak', 'leaves', 'grille', 'edges')
 
 def _descriptors(fp:str, n:int=5) -> str:
-    "A describing answer fixed by the prompt: `n` colour-part phrases as JSON (one prompt in three: in a json code fence)."
+    "A describing answer fixed by the prompt: `n` distinct colour-part phrases as JSON (one prompt in three: fenced)."
+    items, i = [], 0
+    while len(items) < n:
+        h = int(hashlib.sha256(f'{fp}:{i}'.encode()).hexdigest()[:8], 16)
+        d = f'{_COLOURS[h % 10]} {_PARTS[(h // 10) % 10]}'
+        if d not in items: items.append(d)
+        i += 1
     k = int(fp, 16)
-    items = [f'{_COLOURS[(k >> 8 * i) % 10]} {_PARTS[(k >> (8 * i + 4)) % 10]}' for i in range(n)]
     text = json.dumps({'descriptors': items})
     return f'```json\n{text}\n```' if k % 3 == 2 else text
 
