@@ -17,7 +17,7 @@ from .mllm import (LabelRun, LabelStore, OpenAILabeler, ReplayLabeler, Request, 
                    prompt_hash, _Job, _ask_all, _ask_batches, _run_coro, _read_rows)
 
 # %% auto #0
-__all__ = ['describe_prompt', 'parse_descriptors', 'name_key', 'OpenAIDescriber', 'ReplayDescriber', 'HFDescriber', 'tiny_llm',
+__all__ = ['describe_prompt', 'parse_descriptors', 'name_hash', 'OpenAIDescriber', 'ReplayDescriber', 'HFDescriber', 'tiny_llm',
            'describer_from_spec', 'stored_descriptors', 'describe', 'answer_phrases', 'mined_descriptors',
            'descriptions_frame']
 
@@ -64,7 +64,7 @@ def parse_descriptors(text:str|None, # an LLM's answer
     return out
 
 # %% ../nbs/13_describe.ipynb #a7c7cbd2
-def name_key(name:str) -> str:
+def name_hash(name:str) -> str:
     "The store's key of a name (where an image's sha256 goes): a hash of the name's text."
     return hashlib.sha256(f'name:{name}'.encode('utf-8')).hexdigest()
 
@@ -77,7 +77,7 @@ class ReplayDescriber(ReplayLabeler):
     def __init__(self, path, model:str|None=None):
         super().__init__(path, model)
         for r in _read_rows(self.path):
-            if r.get('name'): self.index[(name_key(r['name']), None)] = r['response']
+            if r.get('name'): self.index[(name_hash(r['name']), None)] = r['response']
 
 # %% ../nbs/13_describe.ipynb #cf993d79
 class HFDescriber:
@@ -153,8 +153,8 @@ def _requests(names:list, template:str, done:set) -> tuple:
     "(requests for the names not yet answered, how many were)."
     reqs, skipped = [], 0
     for name in dict.fromkeys(names):
-        if (name_key(name), 0) in done: skipped += 1
-        else: reqs.append(Request(name, name_key(name), 0, template.replace('{name}', name)))
+        if (name_hash(name), 0) in done: skipped += 1
+        else: reqs.append(Request(name, name_hash(name), 0, template.replace('{name}', name)))
     return reqs, skipped
 
 def stored_descriptors(store:LabelStore, names:list, model:str, phash:str, max_words:int=12) -> dict:
@@ -162,7 +162,7 @@ def stored_descriptors(store:LabelStore, names:list, model:str, phash:str, max_w
     df = store.frame(model, phash)
     ok = df[df.status == 'done']
     got = dict(zip(ok.sha256, ok.response))
-    return {n: parse_descriptors(got.get(name_key(n)), max_words) for n in names}
+    return {n: parse_descriptors(got.get(name_hash(n)), max_words) for n in names}
 
 # %% ../nbs/13_describe.ipynb #2bca9175
 def describe(names:list, # the names to describe (duplicates asked once)
@@ -244,7 +244,7 @@ def descriptions_frame(store:LabelStore, names:list, model:str, phash:str):
     df = store.frame(model, phash).set_index('sha256')
     rows = []
     for name in dict.fromkeys(names):
-        k = name_key(name)
+        k = name_hash(name)
         r = df.loc[k] if k in df.index else None
         rows.append({'name': name, 'sha256': k, 'model': model, 'prompt_hash': phash,
                      'status': r['status'] if r is not None else 'missing',

@@ -3,7 +3,7 @@ import json, os, subprocess, sys
 import numpy as np, pandas as pd, pytest, torch
 from near_nb.classifier import NearClassifier
 from near_nb.data import ImageSet
-from near_nb.describe import (OpenAIDescriber, HFDescriber, describe, describe_prompt, name_key, tiny_llm,
+from near_nb.describe import (OpenAIDescriber, HFDescriber, describe, describe_prompt, name_hash, tiny_llm,
                               descriptions_frame, ReplayDescriber)
 from near_nb.embed import Backbone, tiny_clip_config
 from near_nb.fakeserver import FakeChatServer, fingerprint, _descriptors
@@ -38,7 +38,7 @@ def test_describe_survives_every_fault_pays_once_and_resumes(tmp_path):
         assert {n: again[n] for n in NAMES} == desc
     assert key.encode() not in (tmp_path/'s.sqlite').read_bytes()
     df = LabelStore(tmp_path/'s.sqlite').frame('fake-llm')
-    assert set(df.sha256) == {name_key(n) for n in NAMES + ['Specimen 99']} and (df.attempts >= 1).all()
+    assert set(df.sha256) == {name_hash(n) for n in NAMES + ['Specimen 99']} and (df.attempts >= 1).all()
     assert df.set_index('path').loc[NAMES[0], 'attempts'] == 2                 # a 429, then the answer
 
 def test_descriptions_share_the_image_answers_store_and_replay(tmp_path, photos):
@@ -133,3 +133,19 @@ def test_open_clip_training_checkpoint_loads_as_backbone(tmp_path, photos):
     np.testing.assert_allclose(name_prototypes(src, ['rose', 'daisy']), name_prototypes(bb, ['rose', 'daisy']), atol=1e-5)
     other = Backbone(str(cfg), None, random_init=True, seed=8).embed_images(files, cache=False, progress=False, num_workers=0).emb
     assert np.abs(other - a).max() > 1e-3                                      # the checkpoint's weights were used
+
+def test_a_grown_classifier_keeps_its_text_head():
+    "The cascade's new names (cascade.grow_classifier) extend a fused head; a new name scores by its image mean."
+    from near_nb.cascade import grow_classifier
+    rng = np.random.default_rng(0)
+    unit = lambda X: X / np.linalg.norm(X, axis=1, keepdims=True)
+    W, T = unit(rng.normal(size=(3, 16))), unit(rng.normal(size=(3, 16)))
+    clf = NearClassifier(['a', 'b', 'c'], W, text_weights=T, text_alpha=0.4, meta={'text_head': {'method': 'grain'}})
+    emb = unit(rng.normal(size=(2, 16)))
+    table = pd.DataFrame({'path': ['x.jpg', 'y.jpg'], 'name': ['d', 'b'], 'answer': ['d', 'b'],
+                          'source': ['mllm (new name)', 'classifier']})
+    grown, added = grow_classifier(clf, table, emb, model='fake-vlm')
+    assert grown.names == ['a', 'b', 'c', 'd'] and grown.text_alpha == 0.4
+    np.testing.assert_allclose(grown.text_weights[:3], T)
+    np.testing.assert_allclose(grown.cosines(emb[:1])[0, 3], 1.0, atol=1e-5)   # its own image mean, both halves
+    np.testing.assert_allclose(grown.cosines(emb)[:, :3], clf.cosines(emb), atol=1e-6)
