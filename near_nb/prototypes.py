@@ -13,7 +13,8 @@ from .classifier import NearClassifier
 
 # %% auto #0
 __all__ = ['name_prototypes', 'descriptor_phrases', 'grain_prototypes', 'AttributeVocabulary', 'attribute_vocabulary',
-           'attribute_distributions', 'lafg_prototypes', 'recall_at_k', 'fused_loo_scores', 'fusion_table', 'fuse_text']
+           'attribute_distributions', 'lafg_prototypes', 'text_prototypes', 'recall_at_k', 'name_classes',
+           'fused_loo_scores', 'fusion_table', 'fuse_text']
 
 # %% ../nbs/14_prototypes.ipynb #88e6809f
 def _unit(X:np.ndarray) -> np.ndarray:
@@ -109,19 +110,47 @@ def lafg_prototypes(backbone, # an `embed.Backbone` with a text tower
     if none.any(): P[none] = name_prototypes(backbone, [n for n, z in zip(names, none) if z])
     return _unit(P), D, vocab
 
+# %% ../nbs/14_prototypes.ipynb #8426fd20
+def text_prototypes(backbone, # an `embed.Backbone` with a text tower
+                    names:list, # the vocabulary's names
+                    descriptors:dict, # {name: [descriptors]}
+                    templates:list|None=None, # prompt templates with `{}`; None: `embed.prompt_templates()`
+                    k:int=32, # LaFG attributes
+                    seed:int=0,
+                   ) -> dict:
+    "{'name': (C, d), 'grain': (C, d), 'lafg': (C, d)}; only 'name' when no name has descriptors."
+    out = {'name': name_prototypes(backbone, names, templates)}
+    if any(descriptors.get(n) for n in names):
+        out['grain'] = grain_prototypes(backbone, names, descriptors, templates)
+        out['lafg'] = lafg_prototypes(backbone, names, descriptors, k=k, seed=seed)[0]
+    return out
+
 # %% ../nbs/14_prototypes.ipynb #da9c85c7
 def recall_at_k(text_emb:np.ndarray, # (C, d) class text embeddings (the queries)
                 img_emb:np.ndarray, # (n, d) L2-normalised image embeddings
                 img_labels:np.ndarray, # (n,) class per image (-1: none)
                 ks:tuple=(1, 5, 10),
+                query_labels:np.ndarray|None=None, # (C,) the class each query stands for (-1: none); default 0..C-1
                ) -> dict:
-    "{'R@K': percent of classes (with images) that find one of their images in the top K}."
+    "{'R@K': percent of queries (whose class has images) that find an image of their class in the top K}."
     lab = np.asarray(img_labels)
-    queries = np.flatnonzero(np.bincount(lab[lab >= 0], minlength=len(text_emb)) > 0)
+    ql = np.arange(len(text_emb)) if query_labels is None else np.asarray(query_labels)
+    queries = np.flatnonzero((ql >= 0) & np.isin(ql, lab[lab >= 0]))
     if not len(queries): return {f'R@{k}': float('nan') for k in ks}
     top = np.argsort(-(np.asarray(text_emb, np.float32)[queries] @ np.asarray(img_emb, np.float32).T), 1)[:, :max(ks)]
-    hit = lab[top] == queries[:, None]
+    hit = lab[top] == ql[queries][:, None]
     return {f'R@{k}': float(100 * hit[:, :k].any(1).mean()) for k in ks}
+
+# %% ../nbs/14_prototypes.ipynb #4b4f50b4
+def name_classes(labels:np.ndarray, # (n,) name id per image (-1: none)
+                 gt:np.ndarray, # (n,) ground-truth class per image
+                 n_names:int,
+                ) -> np.ndarray:
+    "(C,) the ground-truth class most of each name's images belong to (-1: a name without images); for Recall@K."
+    lab, gt = np.asarray(labels), np.asarray(gt)
+    out = np.full(n_names, -1)
+    for c in np.unique(lab[lab >= 0]): out[c] = np.bincount(gt[lab == c]).argmax()
+    return out
 
 # %% ../nbs/14_prototypes.ipynb #1bd8cbbb
 def fused_loo_scores(emb:np.ndarray, # (n, d) training embeddings (in the classifier's feature space)
