@@ -54,7 +54,7 @@ def _clean(item:str) -> str:
 def parse_descriptors(text:str|None, # an LLM's answer
                       max_words:int=12, # longer items are sentences, not descriptors: dropped
                      ) -> list:
-    "The visual descriptors an answer lists (JSON, a markdown or numbered list, or semicolon-separated); no control characters."
+    "The visual descriptors an answer lists (JSON, a markdown or numbered list, or split at semicolons)."
     if not isinstance(text, str) or not text.strip(): return []
     items = _json_items(text)
     if items is None: items = _ITEM.findall(text) or re.split(r'[;\n]', text)
@@ -122,14 +122,17 @@ def tiny_llm(path:str|Path, # the folder to write
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders
     from transformers import Qwen2Config, Qwen2ForCausalLM, PreTrainedTokenizerFast
-    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}, merges=[]))
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
     tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
     tok.add_special_tokens(['<|endoftext|>', '<|im_start|>', '<|im_end|>'])
     ft = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token='<|im_end|>', pad_token='<|endoftext|>')
-    ft.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    ft.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                        "{% endfor %}"
                         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    cfg = Qwen2Config(vocab_size=len(ft), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=1, max_position_embeddings=1024, eos_token_id=ft.eos_token_id,
+    cfg = Qwen2Config(vocab_size=len(ft), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                      eos_token_id=ft.eos_token_id,
                       pad_token_id=ft.pad_token_id, bos_token_id=ft.pad_token_id)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -142,9 +145,11 @@ def describer_from_spec(spec:str, # 'openai:MODEL', 'hf:MODEL_ID_OR_PATH' or 're
                         base_url:str|None=None, api_key:str|None=None, **kwargs):
     "Build the describer a spec names (the same specs as `mllm.labeler_from_spec`)."
     kind, _, arg = spec.partition(':')
-    if not arg: raise ValueError(f'bad --text-llm spec {spec!r}: use openai:MODEL, hf:MODEL_ID_OR_PATH or replay:FILE')
+    if not arg:
+        raise ValueError(f'bad --text-llm spec {spec!r}: use openai:MODEL, hf:MODEL_ID_OR_PATH or replay:FILE')
     if kind == 'openai': return OpenAIDescriber(arg, base_url=base_url, api_key=api_key, **kwargs)
-    if kind == 'hf': return HFDescriber(arg, **{k: v for k, v in kwargs.items() if k in ('temperature', 'max_new_tokens')})
+    if kind == 'hf':
+        return HFDescriber(arg, **{k: v for k, v in kwargs.items() if k in ('temperature', 'max_new_tokens')})
     if kind == 'replay': return ReplayDescriber(arg)
     raise ValueError(f'unknown describer kind {kind!r} in {spec!r}: use openai, hf or replay')
 
@@ -166,7 +171,7 @@ def stored_descriptors(store:LabelStore, names:list, model:str, phash:str, max_w
 
 # %% ../nbs/13_describe.ipynb #2bca9175
 def describe(names:list, # the names to describe (duplicates asked once)
-             llm, # `OpenAIDescriber`, `HFDescriber`, `ReplayDescriber`: anything with `.model`, `.settings()`, `.answer()`
+             llm, # `OpenAIDescriber`, `HFDescriber`, `ReplayDescriber` (`.model`, `.settings()`, `.answer()`)
              store:LabelStore|str, # where answers go (the image answers' store is fine)
              domain:str|None=None, # 'bird', 'flower', 'car'...
              n:int=5, # descriptors asked for per name
@@ -183,7 +188,8 @@ def describe(names:list, # the names to describe (duplicates asked once)
     phash = prompt_hash(template, llm)
     reqs, skipped = _requests(names, template, store.done(llm.model, phash))
     run = LabelRun(llm.model, phash, requests=len(reqs), skipped=skipped)
-    t0, bar = time.time(), tqdm(total=len(reqs), desc=f'describing ({llm.model})', unit='name', disable=not progress)
+    t0 = time.time()
+    bar = tqdm(total=len(reqs), desc=f'describing ({llm.model})', unit='name', disable=not progress)
     job = _Job(llm, store, phash, run, bar, new_owner(), lease, max_answer_chars)
     try: _run_coro(_ask_batches(job, reqs) if hasattr(llm, 'answer_batch') else _ask_all(job, reqs, concurrency))
     finally:
@@ -205,7 +211,8 @@ _ADJ = rf'(?:(?:{_MOD})\s+)?(?:{_COLOUR}|{_SHAPE})'
 _PHRASE = re.compile(rf'\b({_ADJ}(?:(?:\s*,\s*|\s+and\s+|\s+|-)(?:{_ADJ}))*\s+([a-z]{{3,}}))\b', re.I)
 _NOT_NOUN = {'and', 'or', 'with', 'the', 'that', 'which', 'this', 'its', 'are', 'for', 'from', 'into', 'than',
              'color', 'colour', 'coloration', 'colouration', 'hue', 'hues', 'shade', 'shades', 'tone', 'tones',
-             'one', 'ones', 'lower', 'upper', 'background', 'appearance', 'variety', 'species', 'type', 'form', 'but', 'while', 'also', 'typical'}
+             'one', 'ones', 'lower', 'upper', 'background', 'appearance', 'variety', 'species', 'type', 'form',
+             'but', 'while', 'also', 'typical'}
 
 # %% ../nbs/13_describe.ipynb #cf3287e8
 def _words(text:str) -> set:

@@ -102,7 +102,7 @@ def lafg_prototypes(backbone, # an `embed.Backbone` with a text tower
                     vocab:AttributeVocabulary|None=None, # default: `attribute_vocabulary(backbone, descriptors, k)`
                     k:int=32, temperature:float=0.05, seed:int=0,
                    ) -> tuple:
-    "((C, d) class embeddings: attribute distributions projected back onto the centroids, (C, K) distributions, vocab)."
+    "((C, d) class embeddings: the attribute distributions projected onto the centroids; (C, K) distributions; vocab)."
     vocab = vocab or attribute_vocabulary(backbone, descriptors, k, seed=seed)
     D = attribute_distributions(vocab, names, descriptors, temperature)
     P = D @ vocab.centroids
@@ -137,7 +137,8 @@ def recall_at_k(text_emb:np.ndarray, # (C, d) class text embeddings (the queries
     ql = np.arange(len(text_emb)) if query_labels is None else np.asarray(query_labels)
     queries = np.flatnonzero((ql >= 0) & np.isin(ql, lab[lab >= 0]))
     if not len(queries): return {f'R@{k}': float('nan') for k in ks}
-    top = np.argsort(-(np.asarray(text_emb, np.float32)[queries] @ np.asarray(img_emb, np.float32).T), 1)[:, :max(ks)]
+    S = np.asarray(text_emb, np.float32)[queries] @ np.asarray(img_emb, np.float32).T
+    top = np.argsort(-S, 1)[:, :max(ks)]
     hit = lab[top] == ql[queries][:, None]
     return {f'R@{k}': float(100 * hit[:, :k].any(1).mean()) for k in ks}
 
@@ -190,9 +191,11 @@ def fuse_text(clf:NearClassifier, # a trained classifier (any mode)
     best = float(tab.alpha[tab.loo_acc.idxmax()]) if tab.loo_acc.notna().any() else 0.0
     lab = np.asarray(labels)
     rows = np.flatnonzero(lab >= 0)
-    tau = fit_temperature(fused_loo_scores(emb, lab, T, best)[rows], lab[rows]) if best > 0 and len(rows) else clf.tau
+    tau = clf.tau
+    if best > 0 and len(rows): tau = fit_temperature(fused_loo_scores(emb, lab, T, best)[rows], lab[rows])
     info = {'method': method, 'chosen_by': 'leave-one-out accuracy on the training images',
-            'loo_acc': dict(zip(map(str, tab.alpha), tab.loo_acc)), 'n_voting': int(tab.n.iloc[0]), 'tau_image': clf.tau}
+            'loo_acc': dict(zip(map(str, tab.alpha), tab.loo_acc)), 'n_voting': int(tab.n.iloc[0]),
+            'tau_image': clf.tau}
     meta = {**clf.meta, 'text_head': info}
     out = NearClassifier(clf.names, clf.weights, tau, clf.active, clf.backbone, clf.visual_state, meta, T, best)
     return out, tab

@@ -30,7 +30,8 @@ def tiny_testbed(out:str|Path, # the folder to write (labels.csv, the .npz, clas
     keep = np.flatnonzero(s.labels.gt_class.to_numpy() < n_classes)
     lab = s.labels.iloc[keep].copy()
     lab['names'] = lab['names'].map(json.dumps)
-    emb = backbone.embed_images(ImageSet([s.images.files[i] for i in keep]), cache=False, progress=False, num_workers=0).emb
+    files = ImageSet([s.images.files[i] for i in keep])
+    emb = backbone.embed_images(files, cache=False, progress=False, num_workers=0).emb
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     lab.drop(columns=['file']).to_csv(d/'labels.csv', index=False)
@@ -131,8 +132,9 @@ def bench_text(d, # a test-bed directory
             H.setdefault(m, []).append(_score(names, gt, gtn, encode, pooled_ids(keys)))
         alphas.append({'transductive': tt['alpha'], 'heldout': th['alpha']})
         recalls.append(tt['recall'])
-    text = {'model': getattr(backbone, 'model_id', None), 'descriptors': getattr(describer, 'source', None) or
-            ('describer' if describer is not None else 'mined from the MLLM answers (training images only when held out)'),
+    source = 'mined from the MLLM answers (training images only when held out)'
+    if describer is not None: source = getattr(describer, 'source', 'describer')
+    text = {'model': getattr(backbone, 'model_id', None), 'descriptors': source,
             'alpha': _mean_dict(alphas), 'recall': _mean_dict(recalls), 'note': TEXT_NOTE}
     return {'transductive': {m: _agg(v) for m, v in T.items()}, 'heldout': {m: _agg(v) for m, v in H.items()},
             'text': text}
