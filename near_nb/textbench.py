@@ -17,7 +17,7 @@ from .near import NearConfig, near_fit
 from .prototypes import fuse_text, name_classes, recall_at_k, text_prototypes
 
 # %% auto #0
-__all__ = ['TEXT_NOTE', 'tiny_testbed', 'text_transductive', 'text_heldout', 'bench_text']
+__all__ = ['TEXT_NOTE', 'tiny_testbed', 'check_text_model', 'text_transductive', 'text_heldout', 'bench_text']
 
 # %% ../nbs/15_textbench.ipynb #860cb8fa
 def tiny_testbed(out:str|Path, # the folder to write (labels.csv, the .npz, classnames.txt)
@@ -46,6 +46,12 @@ def _check_dims(tb:TestBed, T:dict):
     if d != tb.emb.shape[1]:
         raise NearError(f'the text model gives {d}-d embeddings, the test bed {tb.emb.shape[1]}-d: pass the model '
                         'the image embeddings came from (--text-model, --text-pretrained)')
+
+def check_text_model(d, # a test-bed directory
+                     backbone, # the text model meant for it
+                    ):
+    "Raise `NearError` before any work when `backbone`'s text embeddings cannot be compared with the test bed's images."
+    _check_dims(load_testbed(d), {'name': backbone.embed_text(['a photo'], ['{}'])})
 
 def _own_descriptors(tb:TestBed, idx:np.ndarray, voc, own:list, describer=None) -> dict:
     "Descriptors of the vocabulary's names: `describer(names)`, or mined from the answers of the images `idx` only."
@@ -120,6 +126,7 @@ def bench_text(d, # a test-bed directory
                similar:float=0.9, support:float|None=None, alternatives:bool=True,
               ) -> dict:
     "{'transductive': {method: figures}, 'heldout': {method: figures}, 'text': {...}}: zero-shot and fused, 3 ways."
+    check_text_model(d, backbone)
     tb = load_testbed(d)
     gt, gtn = tb.labels.gt_class.to_numpy(), tb.labels.gt_name.tolist()
     T, H, alphas, recalls = {}, {}, [], []
