@@ -70,6 +70,8 @@ def name_hash(name:str) -> str:
 
 class OpenAIDescriber(OpenAILabeler):
     "A text LLM behind any OpenAI-compatible server; `OpenAILabeler`'s retries, key handling and prices."
+    def settings(self) -> dict: return {'temperature': self.temperature, 'max_tokens': self.max_tokens}  # no image
+    def __repr__(self): return f'OpenAIDescriber({self.model!r}, base_url={self.base_url!r})'  # never the key
     async def messages(self, req:Request) -> list: return [{'role': 'user', 'content': req.prompt}]
 
 class ReplayDescriber(ReplayLabeler):

@@ -167,7 +167,8 @@ def fused_loo_scores(emb:np.ndarray, # (n, d) training embeddings (in the classi
 def fusion_table(emb:np.ndarray, labels:np.ndarray, text_emb:np.ndarray,
                  alphas:tuple=tuple(np.round(np.linspace(0, 1, 11), 2)), # the weights tried
                 ) -> pd.DataFrame:
-    "Leave-one-out accuracy (percent) of the fused head at each `alpha`, over the images that can vote."
+    "Leave-one-out accuracy (percent) of the fused head at each `alpha` (ascending), over the images that can vote."
+    alphas = sorted(alphas)
     lab = np.asarray(labels)
     S0 = loo_prototype_scores(emb, lab, len(text_emb))
     rows = np.flatnonzero(lab >= 0)
