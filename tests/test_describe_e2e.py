@@ -5,10 +5,12 @@ from near_nb.classifier import NearClassifier
 from near_nb.data import ImageSet
 from near_nb.describe import (OpenAIDescriber, HFDescriber, describe, describe_prompt, name_hash, tiny_llm,
                               descriptions_frame, ReplayDescriber)
-from near_nb.embed import Backbone, tiny_clip_config
+from near_nb.embed import Backbone
+from near_nb.testing import tiny_clip_config
 from near_nb.fakeserver import FakeChatServer, fingerprint, _descriptors
 from near_nb.mllm import LabelStore, OpenAILabeler, label_images
-from near_nb.near import near_fit, near_fit_tower, NearConfig
+from near_nb.near import fit_near_head, NearConfig
+from near_nb.tune import fit_near_tower
 from near_nb.prototypes import grain_prototypes, lafg_prototypes, name_prototypes, fuse_text, recall_at_k
 
 NAMES = [f'Specimen {i}' for i in range(18)]
@@ -88,7 +90,7 @@ def predict_cli(clf_dir, photos, out):
 def test_fused_head_mode1_saved_loaded_and_used_by_near_predict(tmp_path, photos):
     bb, files, names, own, desc = tiny_setup(tmp_path, photos)
     emb = bb.embed_images(ImageSet(files), cache=False, progress=False, num_workers=0).emb
-    clf, res = near_fit(emb, own, names, NearConfig(epochs=3), backbone=bb)
+    clf, res = fit_near_head(emb, own, names, NearConfig(epochs=3), backbone=bb)
     T = {'name': name_prototypes(bb, names), 'grain': grain_prototypes(bb, names, desc),
          'lafg': lafg_prototypes(bb, names, desc, k=6)[0]}
     assert all(t.shape == clf.weights.shape for t in T.values())
@@ -109,7 +111,7 @@ def test_fused_head_mode1_saved_loaded_and_used_by_near_predict(tmp_path, photos
 def test_fused_head_on_a_tuned_tower(tmp_path, photos, n_top):
     bb, files, names, own, desc = tiny_setup(tmp_path, photos)
     cfg = NearConfig(epochs=2, batch_size=4, lr=1e-4)
-    clf, res = near_fit_tower(bb, ImageSet(files), own, names, cfg, n_top=n_top)
+    clf, res = fit_near_tower(bb, ImageSet(files), own, names, cfg, n_top=n_top)
     emb = clf.embed([str(f) for f in files])                                   # the tuned tower's features
     zs = bb.embed_images(ImageSet(files), cache=False, progress=False, num_workers=0).emb
     assert np.abs(emb - zs).max() > 1e-4                                       # the tower really was tuned
