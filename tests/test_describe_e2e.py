@@ -159,3 +159,31 @@ def test_a_grown_classifier_keeps_its_text_head():
     np.testing.assert_allclose(grown.text_weights[:3], T)
     np.testing.assert_allclose(grown.cosines(emb[:1])[0, 3], 1.0, atol=1e-5)   # its own image mean, both halves
     np.testing.assert_allclose(grown.cosines(emb)[:, :3], clf.cosines(emb), atol=1e-6)
+
+def test_near_bench_testbed_with_text(tmp_path):
+    "`near bench testbed --text-model --text-pretrained`: zero-shot 3 ways, fused, Recall@K (a tiny model: noise)."
+    from near_nb.textbench import tiny_testbed
+    cfg = tiny_clip_config(tmp_path/'tinybench.json')
+    ck = tmp_path/'tiny.pt'
+    torch.save(Backbone(str(cfg), None, random_init=True, seed=2).load().model.state_dict(), ck)
+    tb = tiny_testbed(tmp_path/'tb', Backbone(str(cfg), pretrained=str(ck)), n_classes=8)
+    r = subprocess.run(NEAR + ['bench', 'testbed', str(tb), '--seeds', '1', '--text-model', str(cfg),
+                               '--text-pretrained', str(ck), '--json', str(tmp_path/'r.json'), '-q'],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads((tmp_path/'r.json').read_text())
+    kinds = ('name', 'grain', 'lafg')
+    for p in ('transductive', 'heldout'):
+        want = {"zero_shot_clip", "zero_shot_grain", "zero_shot_lafg", "fused_name", "fused_grain", "fused_lafg"}
+        assert want <= set(rep[p])
+        assert 'zero_shot_name' not in rep[p] and {'cacc', 'sacc', 'names'} <= set(rep[p]['fused_grain'])
+    assert set(rep['text']['recall']) == set(kinds) and set(rep['text']['recall']['lafg']) == {'R@1', 'R@5', 'R@10'}
+    assert all(0 <= rep['text']['alpha'][p][k] <= 1 for p in ('transductive', 'heldout') for k in kinds)
+    assert 'not measured' in rep['text']['note'] and 'mined' in rep['text']['descriptors']
+    assert 'fused_grain' in r.stdout and 'Recall@1/5/10' in r.stdout
+    wide, wide_ck = tiny_clip_config(tmp_path/'tinywide.json', embed_dim=48), tmp_path/'wide.pt'
+    torch.save(Backbone(str(wide), None, random_init=True).load().model.state_dict(), wide_ck)
+    bad = subprocess.run(NEAR + ['bench', 'testbed', str(tb), '--seeds', '1', '--text-model', str(wide),
+                                 '--text-pretrained', str(wide_ck), '-q'], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 1 and bad.stderr.count('\n') == 1, bad.stderr
+    assert '48-d embeddings, the test bed 32-d' in bad.stderr
