@@ -71,7 +71,8 @@ def text_transductive(tb:TestBed, backbone, cfg:NearConfig|None=None, encode=Non
     _check_dims(tb, T)
     gt = tb.labels.gt_class.to_numpy()
     cls = name_classes(res.refined, gt, len(voc))
-    labels, alpha, recall = {}, {}, {}
+    labels = {'near_head': [voc.names[j] for j in clf.scores(tb.emb).argmax(1)]}  # what fusion starts from
+    alpha, recall = {}, {}
     for kind, t in T.items():
         labels[f'zero_shot_{kind}'] = [voc.names[j] for j in (tb.emb @ t.T).argmax(1)]
         fused, _ = fuse_text(clf, tb.emb, res.refined, t, kind)

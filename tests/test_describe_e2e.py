@@ -177,6 +177,7 @@ def test_near_bench_testbed_with_text(tmp_path):
         want = {"zero_shot_clip", "zero_shot_grain", "zero_shot_lafg", "fused_name", "fused_grain", "fused_lafg"}
         assert want <= set(rep[p])
         assert 'zero_shot_name' not in rep[p] and {'cacc', 'sacc', 'names'} <= set(rep[p]['fused_grain'])
+    assert 'near_head' in rep['transductive']                               # what the fused heads start from
     assert set(rep['text']['recall']) == set(kinds) and set(rep['text']['recall']['lafg']) == {'R@1', 'R@5', 'R@10'}
     assert all(0 <= rep['text']['alpha'][p][k] <= 1 for p in ('transductive', 'heldout') for k in kinds)
     assert 'not measured' in rep['text']['note'] and 'mined' in rep['text']['descriptors']
