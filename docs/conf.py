@@ -1,5 +1,5 @@
 """Sphinx configuration of the near_nb site; `python docs/build.py` lays out the pages and runs Sphinx with it."""
-import configparser, os
+import configparser, os, sys
 from pathlib import Path
 
 ROOT = Path(os.environ.get('NEAR_DOCS_ROOT', Path(__file__).resolve().parent.parent))
@@ -28,6 +28,9 @@ suppress_warnings = ['myst.header']  # the README starts at level 1 and the gene
 # The tutorials run at build time, offline, on the shipped sample: every output on the site is one the code
 # produced in this build (a cell that raises fails the build). The cache skips notebooks that did not change.
 nb_execution_mode = os.environ.get('NEAR_DOCS_EXECUTE', 'cache')
+# cells marked `#| eval: false` (they need a network, a key or weights) are shown, not run, as nbdev_test does
+sys.path.insert(0, str(ROOT/'docs'))
+nb_custom_formats = {'.ipynb': ['nbreader.read_notebook', {}, False]}
 nb_execution_timeout = 900
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
