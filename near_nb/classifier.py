@@ -32,11 +32,17 @@ class NearClassifier:
                  backbone=None, # an `embed.Backbone` for images (paths, PIL, ImageSet)
                  visual_state:dict|None=None, # fine-tuned image-tower weights (modes 2 and 3)
                  meta:dict|None=None, # anything worth keeping (config, model id, training figures)
+                 text_weights:np.ndarray|None=None, # (C, d) L2-normalised text prototypes fused with `weights`
+                 text_alpha:float=0.0, # the text prototypes' share of each score (`prototypes.fuse_text`)
                 ):
         self.names, self.weights, self.tau = list(names), np.asarray(weights, np.float32), float(tau)
         self.active = np.ones(len(self.names), bool) if active is None else np.asarray(active, bool)
         self.backbone, self.visual_state, self.meta = backbone, visual_state, dict(meta or {})
         if self.weights.shape[0] != len(self.names): raise ValueError(f'{self.weights.shape[0]} weight rows for {len(self.names)} names')
+        self.text_weights = None if text_weights is None else np.asarray(text_weights, np.float32)
+        self.text_alpha = float(text_alpha)
+        if self.text_weights is not None and self.text_weights.shape != self.weights.shape:
+            raise ValueError(f'text weights {self.text_weights.shape} do not match the weights {self.weights.shape}')
     def __repr__(self): return f'NearClassifier({int(self.active.sum())} of {len(self.names)} names active, dim={self.weights.shape[1]})'
 
 # %% ../nbs/05b_classifier.ipynb #d2cdbe6a
@@ -44,9 +50,17 @@ from contextlib import contextmanager
 from fastcore.basics import patch
 
 @patch
+def cosines(self:NearClassifier, emb:np.ndarray) -> np.ndarray:
+    "(m, C) similarity to each name: cosine to its weights, or `(1 - a) * image + a * text` with a text head."
+    x = np.asarray(emb, np.float32)
+    s = x @ self.weights.T
+    if self.text_weights is None or self.text_alpha == 0: return s
+    return (1 - self.text_alpha) * s + self.text_alpha * (x @ self.text_weights.T)
+
+@patch
 def scores(self:NearClassifier, emb:np.ndarray) -> np.ndarray:
     "(m, C) class probabilities for L2-normalised embeddings (inactive names get 0)."
-    z = np.asarray(emb, np.float32) @ self.weights.T / self.tau
+    z = self.cosines(emb) / self.tau
     z[:, ~self.active] = -np.inf
     z -= z.max(1, keepdims=True); p = np.exp(z)
     return p / p.sum(1, keepdims=True)
@@ -110,7 +124,7 @@ def _tower(self:NearClassifier):
 
 # %% ../nbs/05b_classifier.ipynb #009aeb57
 FORMAT = 'near_nb.NearClassifier' # config.json's "format"
-FORMAT_VERSION = 2 # 1 was the pickled .pt file
+FORMAT_VERSION = 3 # 1 was the pickled .pt file; 2 has no text head
 
 def _jsonable(x):
     "`x` with NumPy scalars and arrays and paths turned into plain Python (for config.json)."
@@ -162,15 +176,22 @@ def backbone_from_spec(spec:dict, # a `backbone_spec`, as config.json holds it
     return Backbone(name, weights, device=device)
 
 # %% ../nbs/05b_classifier.ipynb #f5a0cfc5
+def _format_version(clf:NearClassifier) -> int:
+    "3 for a classifier with a text head (an older near_nb would ignore it and predict otherwise), else 2."
+    return FORMAT_VERSION if clf.text_weights is not None else 2
+
 @patch
 def config(self:NearClassifier) -> dict:
     "What config.json holds: names, temperature, backbone, NeaR config, training figures, versions."
-    training = {k: v for k, v in self.meta.items() if k not in ('config', 'backbone', 'backbone_missing')}
+    skip = ('config', 'backbone', 'backbone_missing', 'text_head')
+    training = {k: v for k, v in self.meta.items() if k not in skip}
     bb = backbone_spec(self.backbone) if self.backbone is not None else self.meta.get('backbone')
-    return {'format': FORMAT, 'format_version': FORMAT_VERSION, 'near_nb_version': near_nb.__version__,
+    return {'format': FORMAT, 'format_version': _format_version(self), 'near_nb_version': near_nb.__version__,
             'names': self.names, 'tau': self.tau, 'dim': int(self.weights.shape[1]), 'n_active': int(self.active.sum()),
             'backbone': bb, 'tuned_tower': self.visual_state is not None,
-            'near_config': _jsonable(self.meta.get('config')), 'training': _jsonable(training)}
+            'near_config': _jsonable(self.meta.get('config')), 'training': _jsonable(training),
+            'text_head': _jsonable({**self.meta.get('text_head', {}), 'alpha': self.text_alpha})
+                         if self.text_weights is not None else None}
 
 def _model_card(cfg:dict) -> str:
     "A short README.md for the Hub: what the classifier is and how to load it."
@@ -191,6 +212,7 @@ def save_pretrained(self:NearClassifier, path, # a folder (created; a folder thi
         raise NearError(f'{d} already holds other files: pick a new or empty folder')
     d.mkdir(parents=True, exist_ok=True)
     tensors = {'weights': torch.tensor(self.weights), 'active': torch.tensor(self.active)}
+    if self.text_weights is not None: tensors['text_weights'] = torch.tensor(self.text_weights)
     for k, v in (self.visual_state or {}).items(): tensors[f'visual.{k}'] = v.detach().cpu().contiguous()
     save_file(tensors, d/'model.safetensors', metadata={'format': 'pt'})
     cfg = self.config()
@@ -248,10 +270,14 @@ def from_pretrained(cls:NearClassifier, src, # a `save_pretrained` folder, or a 
         raise NearError(f'{d/"model.safetensors"} holds no classifier weights')
     visual = {k.removeprefix('visual.'): v for k, v in t.items() if k.startswith('visual.')} or None
     meta = {**cfg.get('training', {}), 'config': cfg.get('near_config')}
+    text = cfg.get('text_head')
+    if text: meta['text_head'] = {k: v for k, v in text.items() if k != 'alpha'}
     if backbone is None and cfg.get('backbone'):
         try: backbone = backbone_from_spec(cfg['backbone'], pretrained, device)
         except NearError as e: meta.update(backbone=cfg['backbone'], backbone_missing=str(e))
-    return cls(cfg['names'], t['weights'].numpy(), cfg['tau'], t['active'].numpy(), backbone, visual, meta)
+    tw = t['text_weights'].numpy() if text and 'text_weights' in t else None
+    alpha = text['alpha'] if tw is not None else 0.0
+    return cls(cfg['names'], t['weights'].numpy(), cfg['tau'], t['active'].numpy(), backbone, visual, meta, tw, alpha)
 
 # %% ../nbs/05b_classifier.ipynb #cbd95faf
 @patch(cls_method=True)

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 import near_nb
-from .core import NearError
+from .core import NearError, near_home
 from .cascade import call_costs, grow_classifier
 from .classifier import NearClassifier, backbone_spec
+from .describe import describe, get_describer
 from .data import display_path
 from .distributed import EmbedBatches, PredictBatches, read_results, run_batches
 from .embed import Backbone, BackboneLoadError, DECODERS, EmbeddingCache, PRECISIONS
@@ -24,6 +25,7 @@ from .near import NearConfig, fit_near_head
 from .pipeline import (check_output, check_out, open_images, read_labels, fit_config, match_labels,
                               fit_embeddings, fit_summary, refined_table, predict_table, merge_cascade, run_demo)
 from .testbed import bench_testbed, methods
+from .textbench import bench_text, check_text_model
 from .tune import fit_near_tower
 
 # %% auto #0
@@ -338,17 +340,46 @@ def cmd_demo(args) -> int:
     return 0
 
 # %% ../nbs/09_cli.ipynb #1d1b2b03
+def _text_describer(args):
+    "names -> descriptors from the text LLM `--text-llm` names (answers kept in `--text-store`), or None."
+    if not args.text_llm: return None
+    llm = get_describer(args.text_llm, base_url=args.base_url)
+    store = args.text_store or near_home()/'descriptions.sqlite'
+    def describer(names): return describe(names, llm, store, domain=args.domain, progress=not args.quiet)[0]
+    describer.source = f'{args.text_llm} (describe.describe)'
+    return describer
+
+def _add_text_bench(r:dict, args, bb, enc, support):
+    "Zero-shot (name, GRAIN, LaFG) and fused figures into the report `r` (`textbench.bench_text`)."
+    t = bench_text(args.dir, bb, seeds=args.seeds, encode=enc, describer=_text_describer(args),
+                   similar=args.similar, support=support)
+    for p in ('transductive', 'heldout'):
+        t[p].pop('zero_shot_name', None)  # the same as zero_shot_clip
+        r[p].update(t[p])
+    r['text'] = t['text']
+
+def _print_text(t:dict):
+    "The text prototypes' Recall@K and fused weights, and the caveat."
+    for kind, rec in t['recall'].items():
+        a = t['alpha']
+        print(f"text {kind:5s}: Recall@1/5/10 {rec['R@1']:.1f} / {rec['R@5']:.1f} / {rec['R@10']:.1f}; fused weight "
+              f"{a['transductive'][kind]:.2f} (transductive), {a['heldout'][kind]:.2f} (held-out, mean over folds)")
+    print(f"text: {t['model']}, descriptors {t['descriptors']}; {t['note']}")
+
 def cmd_bench(args) -> int:
     enc = sentence_encoder(args.sentence_model)
-    text = None
+    text = bb = None
     if args.text_model:  # zero-shot CLIP over the vocabulary needs the text tower of the model the embeddings came from
-        text = Backbone(args.text_model, args.text_pretrained).embed_text
+        bb = Backbone(args.text_model, args.text_pretrained)
+        check_text_model(args.dir, bb)  # at the door: a text tower of another model fails before any work
+        text = bb.embed_text
     support = None if str(args.support).lower() == 'none' else float(args.support)
     per_call = None
     if args.costs_from:  # tokens and seconds per call, measured on a real labeling run
         per_call = call_costs(LabelStore(args.costs_from).frame(model=args.cost_model))
     r = bench_testbed(args.dir, seeds=args.seeds, encode=enc, similar=args.similar, support=support,
                       progress=not args.quiet, text=text, per_call=per_call, prices=args.prices)
+    if bb is not None: _add_text_bench(r, args, bb, enc, support)
     print(f"{r['dataset']}: {r['images']} images, {r['classes']} classes; {r['seeds']} seeds (mean ± std); sACC with {r['sentence_model']}")
     print(f"{'protocol':13s} {'method':14s} {'cACC':>12s} {'sACC':>12s} {'names':>6s}")
     for p in ('transductive', 'heldout'):
@@ -363,6 +394,7 @@ def cmd_bench(args) -> int:
     print('held-out cascade (share of images sent to the MLLM: cACC / sACC): ' +
           ', '.join(f"{b}: {v['cacc']:.1f} / {v['sacc']:.1f}" for b, v in cas.items()) +
           f"; random 0.3: {rnd['cacc']:.1f} / {rnd['sacc']:.1f}; NeaR's ECE {r['heldout']['near']['ece']:.1f}")
+    if 'text' in r: _print_text(r['text'])
     c = r['cost']
     print(f"MLLM calls per new image: NeaR {c['mllm_calls_per_new_image']['near']}, asking the MLLM {c['mllm_calls_per_new_image']['mllm_top1']}; "
           f"classifier head {c['classifier_images_per_s']:,} images/s on embeddings; {r['seconds']:.0f}s in all")
@@ -528,6 +560,12 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument('--cost-model', default=None, help='the model in that store whose calls count (default: all)')
     t.add_argument('--prices', type=price_pair, default=None, metavar='IN,OUT',
                    help='USD per 1M prompt tokens and per 1M completion tokens, e.g. 2.5,10')
+    t.add_argument('--text-llm', default=None,
+                   help='openai:MODEL, hf:MODEL_ID_OR_PATH or replay:FILE: a text LLM describes the names (default: '
+                        'descriptors mined from the MLLM answers)')
+    t.add_argument('--text-store', default=None, help="the text LLM's answers (default: $NEAR_NB_HOME/descriptions.sqlite)")
+    t.add_argument('--base-url', default=None, help="the text LLM's OpenAI-compatible server (default: OPENAI_BASE_URL)")
+    t.add_argument('--domain', default=None, help="what the names are ('bird', 'flower'...), for the text LLM's prompt")
     for s in (d, c, e, l, f, r, x, t):
         s.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
         s.add_argument('-v', '--verbose', action='store_true', help='third-party log lines, and the traceback of an error')

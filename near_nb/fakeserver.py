@@ -15,7 +15,7 @@ FAULTS = ('429', '500', '503', '400', 'slow', 'drop', 'malformed', 'empty', 'ref
 HOSTILE = ('echo', 'huge')
 
 def fingerprint(data_url:str) -> str:
-    "The server's id of an image: a hash of its data URL."
+    "The server's id of an image: a hash of its data URL (of a text-only request: of its prompt)."
     return hashlib.sha256(data_url.encode()).hexdigest()[:16]
 
 def _image_url(body:dict) -> str:
@@ -34,9 +34,10 @@ class FakeChatServer:
                  retry_after:str='0.2', # the Retry-After header of a 429
                  huge_chars:int=1_000_000, # length of a 'huge' answer
                  rerank:bool=False, # a prompt that lists numbered options gets one of them, or 'None of these: ...'
+                 describe:bool=False, # a text-only prompt (no image) gets a JSON list of visual descriptors
                 ):
         self.latency, self.fault, self.slow_seconds, self.retry_after = latency, fault, slow_seconds, retry_after
-        self.huge_chars, self.rerank = huge_chars, rerank
+        self.huge_chars, self.rerank, self.describe = huge_chars, rerank, describe
         self.answer = answer or (lambda fp: f'The object in the image is a **Specimen {fp[:6]}** (*Fakea {fp[6:10]}*).')
         self.lock, self.attempts, self.completed, self.outcomes = threading.Lock(), Counter(), Counter(), []
         self.times = {}  # fingerprint -> arrival time (monotonic) of each attempt
@@ -82,10 +83,26 @@ def _choose(fp:str, options:list) -> str:
     i = k % len(options)
     return f'{i + 1}. {options[i]}'
 
+_COLOURS = ('red', 'orange', 'yellow', 'green', 'blue', 'purple', 'white', 'black', 'brown', 'grey')
+_PARTS = ('petals', 'wings', 'crest', 'tail', 'stripes', 'spots', 'beak', 'leaves', 'grille', 'edges')
+
+def _descriptors(fp:str, n:int=5) -> str:
+    "A describing answer fixed by the prompt: `n` distinct colour-part phrases as JSON (one prompt in three: fenced)."
+    items, i = [], 0
+    while len(items) < n:
+        h = int(hashlib.sha256(f'{fp}:{i}'.encode()).hexdigest()[:8], 16)
+        d = f'{_COLOURS[h % 10]} {_PARTS[(h // 10) % 10]}'
+        if d not in items: items.append(d)
+        i += 1
+    k = int(fp, 16)
+    text = json.dumps({'descriptors': items})
+    return f'```json\n{text}\n```' if k % 3 == 2 else text
+
 @patch
 async def _reply(self:FakeChatServer, headers:dict, body:dict) -> bytes|None:
     "The response to one request (None: drop the connection)."
-    fp = fingerprint(_image_url(body))
+    url = _image_url(body)
+    fp = fingerprint(url or _prompt_text(body))
     with self.lock:
         self.attempts[fp] += 1
         n = self.attempts[fp]
@@ -104,7 +121,8 @@ async def _reply(self:FakeChatServer, headers:dict, body:dict) -> bytes|None:
     text = canned.get(kind) if kind else None
     if text is None:
         options = _options(_prompt_text(body)) if self.rerank else []
-        text = _choose(fp, options) if options else self.answer(fp)
+        if self.describe and not url: text = _descriptors(fp)
+        else: text = _choose(fp, options) if options else self.answer(fp)
         if kind is None:
             with self.lock: self.completed[fp] += 1
     return _response(200, _completion(fp, n, body.get('model', ''), text))

@@ -311,12 +311,17 @@ def _wait(self:OpenAILabeler, e) -> float|None:
     return wait
 
 @patch
+async def messages(self:OpenAILabeler, req:Request) -> list:
+    "The chat messages of one request: its prompt and its image as a data URL (a subclass may ask about other things)."
+    small = os.path.getsize(req.path) < 65536 if os.path.isfile(req.path) else True
+    url = image_data_url(req.path, self.max_side) if small else await asyncio.to_thread(image_data_url, req.path, self.max_side)
+    return [{'role': 'user', 'content': [{'type': 'text', 'text': req.prompt}, {'type': 'image_url', 'image_url': {'url': url}}]}]
+
+@patch
 async def answer(self:OpenAILabeler, req:Request) -> Answer:
     "Ask once per attempt until an answer comes, or raise `LabelError` with the last error (secrets scrubbed)."
     import openai, httpx  # lazy: only the OpenAI-compatible labeler needs openai
-    small = os.path.getsize(req.path) < 65536 if os.path.isfile(req.path) else True
-    url = image_data_url(req.path, self.max_side) if small else await asyncio.to_thread(image_data_url, req.path, self.max_side)
-    msgs = [{'role': 'user', 'content': [{'type': 'text', 'text': req.prompt}, {'type': 'image_url', 'image_url': {'url': url}}]}]
+    msgs = await self.messages(req)
     err, refused = None, 0
     for attempt in range(1, self.max_attempts + 1):
         t0, wait = time.perf_counter(), None

@@ -37,7 +37,7 @@ def test_safetensors_round_trip_in_a_fresh_process(tmp_path):
     out = clf.save_pretrained(tmp_path/'clf')
     assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
     cfg = json.loads((out/'config.json').read_text())
-    assert (cfg['format'], cfg['format_version'], cfg['names'], cfg['tau']) == ('near_nb.NearClassifier', FORMAT_VERSION, ['a', 'b', 'c', 'd'], 0.07)
+    assert (cfg['format'], cfg['format_version'], cfg['names'], cfg['tau']) == ('near_nb.NearClassifier', 2, ['a', 'b', 'c', 'd'], 0.07)
     assert cfg['backbone']['model_id'] == clf.backbone.model_id and cfg['backbone']['prep_id'] == clf.backbone.prep_id
     assert clf.backbone.model_id.endswith('/random-seed4')
     assert cfg['tuned_tower'] and cfg['near_config'] == {'k': 3} and cfg['training']['n_train'] == 12
