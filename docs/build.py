@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = {'_modidx'}
 TUTORIALS = 'tutorials'
-PAGES = ['design', 'results', 'reliability', 'gpu', 'about']  # docs/<page>.md, in the order of the site's Reference menu
+PAGES = ['design', 'results', 'reliability', 'descriptions', 'gpu', 'about']  # docs/<page>.md, in the order of the site's Reference menu
 
 def settings() -> configparser.SectionProxy:
     ini = configparser.ConfigParser(interpolation=None)

@@ -57,7 +57,7 @@ def site(tmp_path_factory):
 def test_every_page_links_and_runs(site):
     pages = sorted(p for p in site.rglob('*.html') if '_static' not in p.relative_to(site).parts)  # not the theme's templates
     names = {p.relative_to(site).as_posix() for p in pages}
-    pages_in_repo = {'design.html', 'results.html', 'reliability.html', 'gpu.html', 'about.html'}
+    pages_in_repo = {'design.html', 'results.html', 'reliability.html', 'descriptions.html', 'gpu.html', 'about.html'}
     assert {'index.html', 'api/explore.html', 'tutorials/01_sample.html', *pages_in_repo} <= names, sorted(names)
     home = _parse(site/'index.html').links
     assert pages_in_repo - {'about.html'} <= {urlsplit(l).path for l in home}, home  # the README links to them
