@@ -111,7 +111,7 @@ def test_fused_head_mode1_saved_loaded_and_used_by_near_predict(tmp_path, photos
 def test_fused_head_on_a_tuned_tower(tmp_path, photos, n_top):
     bb, files, names, own, desc = tiny_setup(tmp_path, photos)
     cfg = NearConfig(epochs=2, batch_size=4, lr=1e-4)
-    clf, res = fit_near_tower(bb, ImageSet(files), own, names, cfg, n_top=n_top)
+    clf, res = fit_near_tower(bb, ImageSet(files), own, names, cfg=cfg, n_top=n_top)
     emb = clf.embed([str(f) for f in files])                                   # the tuned tower's features
     zs = bb.embed_images(ImageSet(files), cache=False, progress=False, num_workers=0).emb
     assert np.abs(emb - zs).max() > 1e-4                                       # the tower really was tuned
