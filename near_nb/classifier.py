@@ -62,7 +62,8 @@ def scores(self:NearClassifier, emb:np.ndarray) -> np.ndarray:
     "(m, C) class probabilities for L2-normalised embeddings (inactive names get 0)."
     z = self.cosines(emb) / self.tau
     z[:, ~self.active] = -np.inf
-    z -= z.max(1, keepdims=True); p = np.exp(z)
+    z -= z.max(1, keepdims=True)
+    p = np.exp(z)
     return p / p.sum(1, keepdims=True)
 
 @patch
@@ -72,7 +73,8 @@ def predict(self:NearClassifier, x, # (m, d) embeddings, or image paths / PIL im
     "Per image: the `top` names with their probabilities, most likely first ([] for an image that could not be read)."
     emb = self.embed(x, batch_size=batch_size) if not isinstance(x, np.ndarray) else x
     out, ok = [], ~np.isnan(emb).any(1)
-    P = np.zeros((len(emb), len(self.names)), np.float32); P[ok] = self.scores(emb[ok])
+    P = np.zeros((len(emb), len(self.names)), np.float32)
+    P[ok] = self.scores(emb[ok])
     for i, p in enumerate(P):
         j = np.argsort(-p)[:top]
         out.append([(self.names[c], float(p[c])) for c in j] if ok[i] else [])

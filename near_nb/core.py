@@ -27,7 +27,8 @@ def near_home(create:bool=True, # make the folder if it does not exist
 def seed_everything(seed:int=0, # the seed for random, numpy and torch
                    ) -> np.random.Generator:
     "Seed `random`, NumPy and torch; return a NumPy `Generator` seeded the same way."
-    random.seed(seed); np.random.seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
     try:
         import torch  # lazy: torch takes seconds to import; only this call needs it
         torch.manual_seed(seed)
@@ -70,9 +71,11 @@ def open_sqlite(path:str|Path, # the database file (its folder is created)
                 schema:str="", # CREATE statements to run (idempotent)
                ) -> sqlite3.Connection:
     "A connection in WAL mode with `schema` applied."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(path, timeout=60, check_same_thread=False)  # Jupyter runs the labeling loop in a worker thread
-    con.execute('PRAGMA journal_mode=WAL'); con.execute('PRAGMA synchronous=NORMAL')
+    con.execute('PRAGMA journal_mode=WAL')
+    con.execute('PRAGMA synchronous=NORMAL')
     if schema: con.executescript(schema)
     con.commit()
     return con

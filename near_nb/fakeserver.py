@@ -139,7 +139,8 @@ async def _serve_conn(self:FakeChatServer, reader, writer):
             body = json.loads(await reader.readexactly(n) or b'{}') if n else {}
             out = await self._reply(headers, body)
             if out is None: break
-            writer.write(out); await writer.drain()
+            writer.write(out)
+            await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError): pass
     finally:
         writer.close()
@@ -150,7 +151,9 @@ def start(self:FakeChatServer) -> FakeChatServer:
     self.loop, ready = asyncio.new_event_loop(), threading.Event()
     async def main():
         self.server = await asyncio.start_server(self._serve_conn, '127.0.0.1', 0, limit=2**26)
-        self.url = f'http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1'; ready.set()
+        port = self.server.sockets[0].getsockname()[1]
+        self.url = f'http://127.0.0.1:{port}/v1'
+        ready.set()
     threading.Thread(target=lambda: (self.loop.run_until_complete(main()), self.loop.run_forever()), daemon=True).start()
     ready.wait(10)
     return self
