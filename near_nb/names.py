@@ -30,9 +30,10 @@ class ParsedAnswer:
         return self.names[0] if self.names else None
 
 # %% ../nbs/02_names.ipynb #1039b9de
-_REFUSAL = re.compile(r"\b(?:i(?:'m| am)? (?:sorry|unable|not able)|i can(?:not|'t|not be sure)|unable to (?:identify|determine)|"
-                      r"cannot (?:be )?(?:determined|identif(?:y|ied)|determine)|not possible to (?:identify|determine)|"
-                      r"can't (?:identify|determine|help)|no (?:bird|flower|car|object|animal|plant)s? (?:is |are )?(?:visible|present))", re.I)
+_REFUSAL = re.compile(r"\b(?:i(?:'m| am)? (?:sorry|unable|not able)|i can(?:not|'t|not be sure)|"
+                      r"unable to (?:identify|determine)|cannot (?:be )?(?:determined|identif(?:y|ied)|"
+                      r"determine)|not possible to (?:identify|determine)|can't (?:identify|determine|help)|"
+                      r"no (?:bird|flower|car|object|animal|plant)s? (?:is |are )?(?:visible|present))", re.I)
 _JSON_KEYS = ('names', 'candidates', 'labels', 'predictions', 'answers', 'species', 'name', 'label', 'answer', 'prediction', 'class', 'category')
 
 def _from_json(text):
@@ -62,27 +63,29 @@ def _json_names(obj):
     return None
 
 # %% ../nbs/02_names.ipynb #frag0001
-_COLOUR = (r'red|pink|white|yellow|blue|purple|orange|green|black|brown|gr[ae]y|violet|golden|gold|silver|tan|cream|'
-           r'lavender|magenta|crimson|scarlet|maroon|beige|lilac|bronze|rust|chestnut|olive|ivory|\w+ish|\w+-colou?red')
+_COLOUR = (r'red|pink|white|yellow|blue|purple|orange|green|black|brown|gr[ae]y|violet|golden|gold|silver|'
+           r'tan|cream|lavender|magenta|crimson|scarlet|maroon|beige|lilac|bronze|rust|chestnut|olive|ivory|'
+           r'\w+ish|\w+-colou?red')
 _TONE = r'pale|dark|light|bright|deep|vivid|rich|dull|soft|pastel|mottled|speckled|striped|streaked|spotted|checkered|small|large'
-_PART = (r'center|centre|petals?|leaf|leaves|flowers?|blooms?|blossoms?|buds?|stems?|bracts?|sepals?|stamens?|florets?|'
-         r'hues?|tones?|shades?|colou?rs?|background|markings?|spots?|stripes?|streaks?|patch(?:es)?|speckles?|tips?|edges?|'
-         r'head|bill|beak|wings?|tail|eyes?|throat|breast|belly|back|crown|chest|legs?|feet|coat|fur|ears?|body|bars?|'
-         r'merle|brindle|tabby|bird|dog|breed|plant|pattern')
+_PART = (r'center|centre|petals?|leaf|leaves|flowers?|blooms?|blossoms?|buds?|stems?|bracts?|sepals?|'
+         r'stamens?|florets?|hues?|tones?|shades?|colou?rs?|background|markings?|spots?|stripes?|streaks?|'
+         r'patch(?:es)?|speckles?|tips?|edges?|head|bill|beak|wings?|tail|eyes?|throat|breast|belly|back|'
+         r'crown|chest|legs?|feet|coat|fur|ears?|body|bars?|merle|brindle|tabby|bird|dog|breed|plant|pattern')
 _COLOUR_PHRASE = re.compile(rf'^(?:(?:{_COLOUR}|{_TONE}|{_PART}|and|with)[\s-]*)+$', re.I)
 _DISCOURSE = re.compile(  # whole words: a hyphenated name ("Whip-poor-will", "Forget-me-not") is no phrase
-    r"(?<![\w-])(?:not|no|cannot|can't|isn't|without|sorry|unable|i'm|i am|narrow|possibilit(?:y|ies)|important|note|noted|typical|example|"
-    r"popular|choice|perfect|similar|related|visible|determined|identifiable|recogni[sz]able|distinguishable|discernible|"
-    r"consistent|evident|apparent|confirm(?:ed|s)?|suggests?|aligns?|match(?:es)?|collectively|knowledge|context|"
-    r"provided|required|definitive(?:ly)?|solely|precise(?:ly)?|accurate(?:ly)?|widely|easily|readily|clearly|"
-    r"generation|platform|facelift|production|observation|examination|conditions?|environments?|habitats?|additional|"
-    r"closer|clearer|further|details?|exact|specific|particular|year|years|however|although|though|because|whether|"
-    r"would|should|could|might|must|will|been|being|does|did|made|found|seen|shown|classified|reflected|displays?|"
-    r"essential|individual|variant|cultivated|distributed|primarily|within|resembling|like|pinpointed|considered|"
-    r"depending|compare|showcases|offered|appears|following|initial|revised|introduced|margin|simply|traditional|"
-    r"models|versions?)(?!\w)", re.I)
-_VAGUE = re.compile(r'^(?:other|another|some|certain|many|several|various|different|earlier|later|older|newer|most|more|'
-                    r'less|such|any|each|every|both|all|closely|its|their|his|her)\b')  # lower case: "Other" may start a name
+    r"(?<![\w-])(?:not|no|cannot|can't|isn't|without|sorry|unable|i'm|i am|narrow|possibilit(?:y|ies)|"
+    r"important|note|noted|typical|example|popular|choice|perfect|similar|related|visible|determined|"
+    r"identifiable|recogni[sz]able|distinguishable|discernible|consistent|evident|apparent|confirm(?:ed|s)?|"
+    r"suggests?|aligns?|match(?:es)?|collectively|knowledge|context|provided|required|definitive(?:ly)?|"
+    r"solely|precise(?:ly)?|accurate(?:ly)?|widely|easily|readily|clearly|generation|platform|facelift|"
+    r"production|observation|examination|conditions?|environments?|habitats?|additional|closer|clearer|"
+    r"further|details?|exact|specific|particular|year|years|however|although|though|because|whether|would|"
+    r"should|could|might|must|will|been|being|does|did|made|found|seen|shown|classified|reflected|displays?|"
+    r"essential|individual|variant|cultivated|distributed|primarily|within|resembling|like|pinpointed|"
+    r"considered|depending|compare|showcases|offered|appears|following|initial|revised|introduced|margin|"
+    r"simply|traditional|models|versions?)(?!\w)", re.I)
+_VAGUE = re.compile(r'^(?:other|another|some|certain|many|several|various|different|earlier|later|older|'
+                    r'newer|most|more|less|such|any|each|every|both|all|closely|its|their|his|her)\b')  # lower case: "Other" may start a name
 _SUFFIX = re.compile(r'^[a-z]+(?:ed|ly|ible|able|ent|ive|ous|al)$')  # one lower-case word that reads as a verb/adjective
 
 def _fragment(name:str) -> bool:
@@ -98,39 +101,44 @@ _GENERIC = {'bird', 'birds', 'flower', 'flowers', 'car', 'cars', 'plant', 'plant
             'vehicle', 'animal', 'animals', 'object', 'genus', 'family', 'variety', 'cultivar', 'type', 'it', 'this', 'one',
             'specimen', 'hybrid', 'the image', 'this species', 'model', 'sedan', 'suv', 'coupe', 'truck', 'flowering plant',
             'dog', 'dogs', 'breed', 'breeds', 'cat', 'cats'}
-_STOPWORDS = (r'which|that|with|from|commonly|also|known|specifically|native|in|on|is|are|was|were|it|as|based|because|due|'
-              r'belonging|characterized|recognized|recognizable|here|shown|seen|often|typically|by|its|their|this|these|for|'
-              r'scientifically|identified|likely|possibly|probably|perhaps|sometimes|or|nor|a|an|given|where|when|while|'
-              r'who|has|have|can|though|but')
+_STOPWORDS = (r'which|that|with|from|commonly|also|known|specifically|native|in|on|is|are|was|were|it|as|'
+              r'based|because|due|belonging|characterized|recognized|recognizable|here|shown|seen|often|'
+              r'typically|by|its|their|this|these|for|scientifically|identified|likely|possibly|probably|'
+              r'perhaps|sometimes|or|nor|a|an|given|where|when|while|who|has|have|can|though|but')
 _END = re.compile(rf'\s*(?:[,;:!?()\[\]\n\u2014]|\.(?:\s|$)|$|(?:^|\s)(?:{_STOPWORDS})\b|\s-\s)', re.I)
-_KIND_OF = (r'(?:(?:an?|the|some|one|two|three)\s+)?(?:(?:(?:cultivated|hybrid|specific|particular)\s+)?'
-            r'(?:species|type|kind|variety|cultivar|genus|member|specimen|breed|'
-            r'model|form)\s+of\s+(?:the\s+)?(?:genus\s+|species\s+)?|(?:species|variety|plant|flower|bird)\s+(?:known as|called)\s+'
-            r'(?:the\s+)?)?')
-_CUE = re.compile(r"\b(?:(?:is|are)\s+(?:commonly\s+|also\s+|often\s+)?(?:known|referred to)\s+as|"
-                  r"is|are|appears? to be|seems? to be|looks? like|resembles?|identified as|shows?|depicts?|features?|be)\s+"
-                  r"(?:(?:most |very |more )?(?:likely|probably|possibly|potentially|actually|indeed|clearly|definitely)\s+)?"
-                  r"(?:of the (?:species|genus)\s+)?" + _KIND_OF, re.I)
-_SYN = re.compile(r"\b(?:(?:commonly|also|often|sometimes|popularly|scientifically|colloquially|widely)\s+)?(?:known|referred to|"
-                  r"called|named)\s+as\s+|\b(?:also|commonly|often|sometimes|popularly|scientifically)\s+(?:called|named)\s+|"
-                  r"\b(?:also\s+)?known\s+by\s+(?:the\s+|other\s+)?(?:common\s+)?names?\s+(?:such as\s+|like\s+|including\s+)?|"
-                  r"\bother (?:common )?names? (?:include|are|is)\s+|\ba\.?k\.?a\.?\s+", re.I)
-_HEDGE = re.compile(r"(?:\b(?:could|might|may|can)\s+(?:also|alternatively|potentially|possibly|even)\s+be\s+|"
-                    r"\b(?:could|might|may)\s+be\s+|\banother\s+(?:possibility|candidate|option|contender)\s+"
-                    r"(?:is|would be|could be|might be)\s+|\bother\s+(?:possibilities|candidates|options)\s+"
-                    r"(?:include|are|could be)\s+|\balternatively,?\s+(?:it\s+(?:could|might|may)\s+be\s+)?|"
-                    r"\bor\s+(?:possibly|perhaps|maybe)\s+|\b(?:possibly|perhaps)\s+(?:an?\s+|the\s+)?(?=[*_A-Z])|"
-                    r"\bsecond(?:-| )most likely\s+(?:candidate\s+)?(?:is\s+)?)" + _KIND_OF, re.I)
-_CONTRAST = re.compile(r"\bunlike\s+|\bsimilar\b[^.;:!?]{0,50}?\b(?:such as|like|including|include|includes)\s+|"
-                       r"\bother\b(?:(?!possib|candidate|option|alternativ|name)[^.;:!?]){0,60}?\b(?:such as|like|including)\s+|"
-                       r"\bdiffer(?:s|ing|ent)?\s+from\s+|\brather\s+than\s+|\b(?:is|are|it's)\s+not\s+(?:an?|the)\s+|"
+_KIND_OF = (r'(?:(?:an?|the|some|one|two|three)\s+)?(?:(?:(?:cultivated|hybrid|specific|'
+            r'particular)\s+)?(?:species|type|kind|variety|cultivar|genus|member|specimen|breed|model|'
+            r'form)\s+of\s+(?:the\s+)?(?:genus\s+|species\s+)?|(?:species|variety|plant|flower|'
+            r'bird)\s+(?:known as|called)\s+(?:the\s+)?)?')
+_CUE = re.compile(r"\b(?:(?:is|are)\s+(?:commonly\s+|also\s+|often\s+)?(?:known|referred to)\s+as|is|are|"
+                  r"appears? to be|seems? to be|looks? like|resembles?|identified as|shows?|depicts?|"
+                  r"features?|be)\s+(?:(?:most |very |more )?(?:likely|probably|possibly|potentially|"
+                  r"actually|indeed|clearly|definitely)\s+)?(?:of the (?:species|genus)\s+)?" + _KIND_OF, re.I)
+_SYN = re.compile(r"\b(?:(?:commonly|also|often|sometimes|popularly|scientifically|colloquially|"
+                  r"widely)\s+)?(?:known|referred to|called|named)\s+as\s+|\b(?:also|commonly|often|"
+                  r"sometimes|popularly|scientifically)\s+(?:called|named)\s+|"
+                  r"\b(?:also\s+)?known\s+by\s+(?:the\s+|other\s+)?(?:common\s+)?names?\s+(?:such as\s+|"
+                  r"like\s+|including\s+)?|\bother (?:common )?names? (?:include|are|is)\s+|\ba\.?k\.?a\.?\s+", re.I)
+_HEDGE = re.compile(r"(?:\b(?:could|might|may|can)\s+(?:also|alternatively|potentially|possibly|"
+                    r"even)\s+be\s+|\b(?:could|might|may)\s+be\s+|\banother\s+(?:possibility|candidate|"
+                    r"option|contender)\s+(?:is|would be|could be|might be)\s+|\bother\s+(?:possibilities|"
+                    r"candidates|options)\s+(?:include|are|could be)\s+|\balternatively,?\s+(?:it\s+(?:could|"
+                    r"might|may)\s+be\s+)?|\bor\s+(?:possibly|perhaps|maybe)\s+|\b(?:possibly|"
+                    r"perhaps)\s+(?:an?\s+|the\s+)?(?=[*_A-Z])|\bsecond(?:-|"
+                    r" )most likely\s+(?:candidate\s+)?(?:is\s+)?)" + _KIND_OF, re.I)
+_CONTRAST = re.compile(r"\bunlike\s+|\bsimilar\b[^.;:!?]{0,50}?\b(?:such as|like|including|include|"
+                       r"includes)\s+|\bother\b(?:(?!possib|candidate|option|alternativ|"
+                       r"name)[^.;:!?]){0,60}?\b(?:such as|like|including)\s+|\bdiffer(?:s|ing|"
+                       r"ent)?\s+from\s+|\brather\s+than\s+|\b(?:is|are|it's)\s+not\s+(?:an?|the)\s+|"
                        r"\bdistinguish(?:ed|es|ing)?\s+(?:it\s+|them\s+)?from\s+|\bas\s+opposed\s+to\s+|"
-                       r"\bcompared\s+(?:to|with)\s+|\bconfused\s+with\s+|\bmistaken\s+for\s+|\bin\s+contrast\s+to\s+|"
-                       r"\binstead\s+of\s+|\blook-?alikes?\s+(?:such as\s+|like\s+|include\s+|including\s+)?", re.I)
-_REFINE = re.compile(r"\bspecifically,?\s+(?:(?:it|this|they)\s+(?:is|are|appears? to be|seems? to be|looks? like)\s+)?"
-                     r"(?:resembling\s+)?(?:(?:from|in|of|within)\s+)?(?:the\s+)?(?:(?:genus|species)\s+)?" + _KIND_OF, re.I)
-_SPECIFIC = re.compile(r'\b(?:specific(?:ally)?|exact|particular|precisely|variety of|cultivar of|likely|identified as|'
-                       r'appears? to be|seems? to be)\b', re.I)
+                       r"\bcompared\s+(?:to|with)\s+|\bconfused\s+with\s+|\bmistaken\s+for\s+|"
+                       r"\bin\s+contrast\s+to\s+|\binstead\s+of\s+|\blook-?alikes?\s+(?:such as\s+|like\s+|"
+                       r"include\s+|including\s+)?", re.I)
+_REFINE = re.compile(r"\bspecifically,?\s+(?:(?:it|this|they)\s+(?:is|are|appears? to be|seems? to be|"
+                     r"looks? like)\s+)?(?:resembling\s+)?(?:(?:from|in|of|"
+                     r"within)\s+)?(?:the\s+)?(?:(?:genus|species)\s+)?" + _KIND_OF, re.I)
+_SPECIFIC = re.compile(r'\b(?:specific(?:ally)?|exact|particular|precisely|variety of|cultivar of|likely|'
+                       r'identified as|appears? to be|seems? to be)\b', re.I)
 _MARKED = re.compile(r'\*\*([^*\n]+)\*\*|\*([^*\n]+)\*|(?<!\w)_([^_\n]+)_(?!\w)|"([^"\n]{2,60})"')
 _ITALIC = re.compile(r'(?<![*\w])[*_]([A-Z][a-z]+(?: (?:x |×)?[a-z][a-z-]+){1,3})[*_](?![*\w])')
 
@@ -181,10 +189,12 @@ def _sentences(text:str) -> list:
 # %% ../nbs/02_names.ipynb #a7f6aa4d
 _RANK_WORDS = re.compile(r'\b(?:family|genus|order|subfamily|tribe)\s*$|^(?:genus|family)\b', re.I)
 _FAMILY = re.compile(r'\b[A-Z][a-z]+(?:aceae|idae|inae|iformes)\b')  # a family or order: capitalised, one word
-_NOT_NAME = re.compile(r'\b(?:characteristics?|features?|colou?r(?:ation)?|plumage|image|photo|shape|appearance|structure|'
-                       r'identification|challenging|possible|difficult|able|such|based|view|size|pattern)\b', re.I)
-_IN_IMAGE = re.compile(r'\b(?:in|of|from) (?:the|this) (?:provided |given |attached )?(?:image|photo|photograph|picture)\b|'
-                       r'^(?:this|it) (?:is|appears)|^the (?:image|photo|picture) (?:shows|depicts|features)', re.I)
+_NOT_NAME = re.compile(r'\b(?:characteristics?|features?|colou?r(?:ation)?|plumage|image|photo|shape|'
+                       r'appearance|structure|identification|challenging|possible|difficult|able|such|based|'
+                       r'view|size|pattern)\b', re.I)
+_IN_IMAGE = re.compile(r'\b(?:in|of|from) (?:the|this) (?:provided |given |attached )?(?:image|photo|'
+                       r'photograph|picture)\b|^(?:this|it) (?:is|appears)|^the (?:image|photo|'
+                       r'picture) (?:shows|depicts|features)', re.I)
 
 def _namey(n:str) -> bool:
     "Whether `n` can be a name: not generic, not a rank, not a phrase about the image, not a fragment."
@@ -192,16 +202,17 @@ def _namey(n:str) -> bool:
     return not _NOT_NAME.search(n) and not _fragment(n)
 
 _ITEM = re.compile(r'^\s*(?:\d+[.)]|[-*•+])\s+')
-_LABEL = re.compile(r'^\s*(?:(?:\d+[.)]|[-*•+])\s+)?(?:\*\*(?P<a>[^*\n]{1,40}?)\s*:\s*\*\*|\*\*(?P<b>[^*\n]{1,40}?)\*\*\s*:|'
-                    r'(?P<c>[A-Z][A-Za-z /-]{1,30}):(?!\S))\s*(?P<value>.*)$')
-_LBL = [('contrast', re.compile(r'similar|look-?alike|confus|differ|distinguish|unlike|not to be|ruled out|compar|contrast', re.I)),
-        ('alternative', re.compile(r'alternativ|possib|other (?:candidates?|options?|guesses)|candidates|also consider|'
-                                   r'second|third|runner|could also|less likely', re.I)),
-        ('synonym', re.compile(r'scientific|latin|binomial|common names?|other names?|also known|synonyms?|a\.?k\.?a|'
-                               r'vernacular|english name', re.I)),
-        ('name', re.compile(r'^(?:the\s+)?(?:[\w-]+\s+){0,2}(?:species|name|identification|identity|answer|prediction|'
-                            r'classification|result|conclusion|breed|bird|flower|plant|car|vehicle|dog|animal|model|guess|'
-                            r'candidate|id)$', re.I))]
+_LABEL = re.compile(r'^\s*(?:(?:\d+[.)]|[-*•+])\s+)?(?:\*\*(?P<a>[^*\n]{1,40}?)\s*:\s*\*\*|'
+                    r'\*\*(?P<b>[^*\n]{1,40}?)\*\*\s*:|(?P<c>[A-Z][A-Za-z /-]{1,30}):(?!\S))\s*(?P<value>.*)$')
+_LBL = [('contrast', re.compile(r'similar|look-?alike|confus|differ|distinguish|unlike|not to be|ruled out|'
+                                r'compar|contrast', re.I)),
+        ('alternative', re.compile(r'alternativ|possib|other (?:candidates?|options?|guesses)|candidates|'
+                                   r'also consider|second|third|runner|could also|less likely', re.I)),
+        ('synonym', re.compile(r'scientific|latin|binomial|common names?|other names?|also known|synonyms?|'
+                               r'a\.?k\.?a|vernacular|english name', re.I)),
+        ('name', re.compile(r'^(?:the\s+)?(?:[\w-]+\s+){0,2}(?:species|name|identification|identity|answer|'
+                            r'prediction|classification|result|conclusion|breed|bird|flower|plant|car|'
+                            r'vehicle|dog|animal|model|guess|candidate|id)$', re.I))]
 
 def _kind(label:str) -> str|None:
     "What a label or list header announces: 'contrast', 'alternative', 'synonym', 'name', or None (a feature)."
@@ -214,7 +225,8 @@ def _ellipsis(names:list) -> list:
     if len(last) < 2 or not last[1][:1].isupper(): return names  # a binomial ("Genus species") shares no head noun
     return [f'{n} {last[-1]}' for n in names[:-1]] + names[-1:]
 
-_SEP = re.compile(r'\s*(?:,\s*(?:(?:or|and)\s+)?|\s(?:or|and|nor)\s+|/\s*)(?:(?:possibly|perhaps|maybe|even)\s+)?')
+_SEP = re.compile(r'\s*(?:,\s*(?:(?:or|and)\s+)?|\s(?:or|and|nor)\s+|/\s*)(?:(?:possibly|perhaps|maybe|'
+                  r'even)\s+)?')
 
 def _take_list(s:str, i:int=0, ellipsis:bool=False,
                commas:bool=False, # a list of commas alone ("X, Y") counts (a labelled value); else it needs "and"/"or"
