@@ -147,7 +147,8 @@ class Rerank:
     def none(self) -> bool: return self.choice is None
 
 _NONE = re.compile(r'\b(none of (?:these|them|the (?:above|options|candidates))|neither)\b', re.I)
-_OPTION = re.compile(r'^\W*(?:(?:option|candidate|choice|answer|number|no\.?|#)\s*)?(\d{1,2})\b(?!\s*(?:%|cm|mm|year))',
+_OPTION = re.compile(r'^\W*(?:(?:option|candidate|choice|answer|number|no\.?|#)\s*)?(\d{1,2})\b(?!\s*(?:%|cm|'
+                     r'mm|year))',
                      re.I)
 
 def _json_rerank(text:str, candidates:list) -> Rerank|None:
@@ -158,7 +159,8 @@ def _json_rerank(text:str, candidates:list) -> Rerank|None:
     except ValueError: return None
     if not isinstance(d, dict): return None
     pick = next((d[k] for k in ('choice', 'answer', 'option', 'index', 'name', 'label') if k in d), None)
-    new = next((d[k] for k in ('new_name', 'correct_name', 'name', 'label') if isinstance(d.get(k), str)), None)
+    new = next((d[k] for k in ('new_name', 'correct_name', 'name', 'label') if isinstance(d.get(k), str)),
+               None)
     if isinstance(pick, int) and 1 <= pick <= len(candidates): return Rerank(pick - 1)
     if isinstance(pick, str) and pick.strip().isdigit() and 1 <= int(pick) <= len(candidates):
         return Rerank(int(pick) - 1)

@@ -93,7 +93,8 @@ def embed_images(self:NearClassifier, images, # an `ImageSet` or image paths
     if self.backbone is None: raise _no_backbone(self)
     iset = images if isinstance(images, ImageSet) else ImageSet([Path(p) for p in images])
     with self._tower() as bb:  # tuned towers are not what the cache holds
-        return bb.embed_images(iset, batch_size=batch_size, cache=self.visual_state is None, progress=progress)
+        return bb.embed_images(iset, batch_size=batch_size,
+                               cache=self.visual_state is None, progress=progress)
 
 @patch
 def embed(self:NearClassifier, x, # image paths, PIL images or an `ImageSet`
@@ -279,7 +280,8 @@ def from_pretrained(cls:NearClassifier, src, # a `save_pretrained` folder, or a 
         except NearError as e: meta.update(backbone=cfg['backbone'], backbone_missing=str(e))
     tw = t['text_weights'].numpy() if text and 'text_weights' in t else None
     alpha = text['alpha'] if tw is not None else 0.0
-    return cls(cfg['names'], t['weights'].numpy(), cfg['tau'], t['active'].numpy(), backbone, visual, meta, tw, alpha)
+    return cls(cfg['names'], t['weights'].numpy(), cfg['tau'], t['active'].numpy(),
+               backbone, visual, meta, tw, alpha)
 
 # %% ../nbs/05b_classifier.ipynb #cbd95faf
 @patch(cls_method=True)
@@ -297,7 +299,8 @@ def load(cls:NearClassifier, path, # a `save_pretrained` folder or Hub repo id; 
     if not isinstance(d, dict) or d.get('format') != 'near_nb.NearClassifier/1':
         raise NearError(f'{p} is not a saved NearClassifier')
     if backbone is None and d['backbone']: backbone = Backbone(**d['backbone'])
-    return cls(d['names'], d['weights'].numpy(), d['tau'], d['active'].numpy(), backbone, d['visual_state'], d['meta'])
+    return cls(d['names'], d['weights'].numpy(), d['tau'], d['active'].numpy(), backbone,
+               d['visual_state'], d['meta'])
 
 # %% ../nbs/05b_classifier.ipynb #3ee093e9
 @patch

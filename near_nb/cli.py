@@ -36,7 +36,8 @@ __all__ = ['NOISY_LOGGERS', 'quiet_third_party', 'error_line', 'at_least', 'shar
            'main']
 
 # %% ../nbs/09_cli.ipynb #66362a4c
-NOISY_LOGGERS = ('huggingface_hub', 'sentence_transformers', 'transformers', 'open_clip', 'datasets', 'httpx', 'urllib3', 'filelock')
+NOISY_LOGGERS = ('huggingface_hub', 'sentence_transformers', 'transformers', 'open_clip', 'datasets',
+                 'httpx', 'urllib3', 'filelock')
 
 def quiet_third_party(verbose:bool=False, # keep everything (and log near_nb's INFO lines)
                      ):
@@ -163,7 +164,8 @@ def cmd_embed_ray(args) -> int:
     bb = Backbone(args.model, None if args.random_init else args.pretrained, random_init=args.random_init)
     kw = {'spec': backbone_spec(bb), 'device': args.device, 'precision': args.precision, 'decode': args.decode,
           'batch_size': args.batch_size, 'num_workers': args.workers or 0}
-    r = run_batches(EmbedBatches, kw, iset, out, address=args.ray or None, actors=args.actors, num_gpus=args.gpus_per_actor)
+    r = run_batches(EmbedBatches, kw, iset, out, address=args.ray or None, actors=args.actors,
+                    num_gpus=args.gpus_per_actor)
     return ray_report(args, 'embed', r)
 
 # %% ../nbs/09_cli.ipynb #fc9c7549
@@ -196,7 +198,8 @@ def cmd_label(args) -> int:
     for e in run.unreadable: print(f'unreadable: {e}', file=sys.stderr)
     for path, smp, err in run.failed[:20]: print(f'failed: {display_path(path)} (sample {smp}): {err}', file=sys.stderr)
     if len(run.failed) > 20: print(f'... and {len(run.failed) - 20} more failures', file=sys.stderr)
-    if not run.ok: print('not every image is labeled: run the same command again to retry the failed ones', file=sys.stderr)
+    if not run.ok: print('not every image is labeled: run the same command again to retry the failed ones',
+                         file=sys.stderr)
     return 0 if run.ok else 1
 
 # %% ../nbs/09_cli.ipynb #3c2026b4
@@ -215,7 +218,8 @@ class GivenBool(argparse.BooleanOptionalAction):
 # %% ../nbs/09_cli.ipynb #349c1f17
 def _backbone(args) -> Backbone:
     "The `Backbone` the --model/--pretrained/--random-init flags describe."
-    return Backbone(args.model, None if args.random_init else args.pretrained, random_init=args.random_init, device=args.device)
+    return Backbone(args.model, None if args.random_init else args.pretrained,
+                    random_init=args.random_init, device=args.device)
 
 def cmd_fit(args) -> int:
     t0, args.progress = time.time(), not (args.quiet or args.json)
@@ -265,7 +269,8 @@ def cmd_predict(args) -> int:
     out = check_output(args.out, args.force)
     grow = check_output(args.grow, args.force) if args.grow else None
     if grow is not None and args.budget is None and args.threshold is None:
-        raise NearError('--grow adds the new names the MLLM gives escalated images: give --budget or --threshold too')
+        raise NearError('--grow adds the new names the MLLM gives escalated images: give --budget or '
+                        '--threshold too')
     if out.suffix.lower() not in ('.csv', '.parquet'): raise NearError(f'--out {out}: name a .csv or .parquet file')
     iset = open_images(args.images)
     if not len(iset): raise NearError(f'no images in {args.images}')
@@ -303,7 +308,8 @@ def cmd_predict_ray(args) -> int:
     clf = Path(args.classifier).expanduser()
     kw = {'classifier': str(clf.resolve()) if clf.is_dir() else args.classifier, 'pretrained': args.pretrained,
           'device': args.device, 'batch_size': args.batch_size}
-    r = run_batches(PredictBatches, kw, iset, out, address=args.ray or None, actors=args.actors, num_gpus=args.gpus_per_actor)
+    r = run_batches(PredictBatches, kw, iset, out, address=args.ray or None, actors=args.actors,
+                    num_gpus=args.gpus_per_actor)
     return ray_report(args, 'predict', r)
 
 # %% ../nbs/09_cli.ipynb #b9e388b4
@@ -423,30 +429,37 @@ def backbone_arguments(p:argparse.ArgumentParser):
     p.add_argument('--random-init', action='store_true', help='random weights (tests, timing)')
     p.add_argument('--device', default=None, help='torch device (default: cuda, else mps, else cpu)')
     p.add_argument('--batch-size', type=int, default=64, help='images per forward pass')
-    p.add_argument('--cache', default=None, help='embedding cache file (default: $NEAR_NB_HOME/embeddings.sqlite)')
+    p.add_argument('--cache', default=None,
+                   help='embedding cache file (default: $NEAR_NB_HOME/embeddings.sqlite)')
 
 # %% ../nbs/09_cli.ipynb #a23d6a57
 def fit_arguments(f:argparse.ArgumentParser) -> argparse.ArgumentParser:
     "`near fit`'s arguments."
-    f.add_argument('labels', help='LABELS.csv or the .sqlite store of near label, a FiftyOne export, or an ImageFolder tree')
+    f.add_argument('labels',
+                   help='LABELS.csv or the .sqlite store of near label, a FiftyOne export, or an ImageFolder tree')
     f.add_argument('--out', required=True, help='the classifier folder to write')
     src = f.add_mutually_exclusive_group()
     src.add_argument('--images', help='a folder or manifest CSV (default: the images the labels list)')
     src.add_argument('--embeddings', help='a near embed .npz to train on, instead of embedding images')
     f.add_argument('--refined', help='refined labels CSV to write (default: OUT/refined_labels.csv)')
     f.add_argument('--mllm-model', help='the MLLM whose answers to use, where the labels hold several')
-    f.add_argument('--config', help='NeaR options in a TOML or JSON file (NearConfig fields; the flags typed here win)')
+    f.add_argument('--config',
+                   help='NeaR options in a TOML or JSON file (NearConfig fields; the flags typed here win)')
     f.add_argument('--mode', choices=['head', 'top', 'full'], default='head',
                    help='head: a classifier on fixed features; top: also the last --n-top blocks; full: the whole image tower')
     f.add_argument('--n-top', type=int, default=2, help='blocks --mode top trains')
     cfg = NearConfig()
-    f.add_argument('--k', type=int, default=cfg.k, action=Given, help="neighbours whose names join an image's candidates")
+    f.add_argument('--k', type=int, default=cfg.k, action=Given,
+                   help="neighbours whose names join an image's candidates")
     f.add_argument('--epochs', type=int, default=cfg.epochs, action=Given, help='training epochs')
-    f.add_argument('--min-conf', type=float, default=cfg.min_conf, action=Given, help='confidence a relabelling needs')
-    f.add_argument('--relabel', action=GivenBool, default=cfg.relabel, help='relabel unconfirmed first names from look-alikes')
+    f.add_argument('--min-conf', type=float, default=cfg.min_conf, action=Given,
+                   help='confidence a relabelling needs')
+    f.add_argument('--relabel', action=GivenBool, default=cfg.relabel,
+                   help='relabel unconfirmed first names from look-alikes')
     f.add_argument('--gmm', action=GivenBool, default=cfg.gmm, help='GMM clean/noisy split after the warm-up')
     f.add_argument('--seed', type=int, default=cfg.seed, action=Given, help='random seed')
-    f.add_argument('--similar', type=float, default=0.9, help='merge names whose sentence embeddings are this close (0: off)')
+    f.add_argument('--similar', type=float, default=0.9,
+                   help='merge names whose sentence embeddings are this close (0: off)')
     backbone_arguments(f)
     f.add_argument('--force', action='store_true', help='replace an existing classifier folder')
     f.add_argument('--json', action='store_true', help='print the summary as JSON')
@@ -456,10 +469,13 @@ def fit_arguments(f:argparse.ArgumentParser) -> argparse.ArgumentParser:
 def predict_arguments(r:argparse.ArgumentParser) -> argparse.ArgumentParser:
     "`near predict`'s arguments."
     r.add_argument('images', help='a folder or a manifest CSV')
-    r.add_argument('--classifier', required=True, help='a classifier folder (near fit, near demo) or a Hub repo id user/name')
-    r.add_argument('--out', required=True, help='PREDICTIONS.csv or .parquet (with --ray: a folder NAME.parquet)')
+    r.add_argument('--classifier', required=True,
+                   help='a classifier folder (near fit, near demo) or a Hub repo id user/name')
+    r.add_argument('--out', required=True,
+                   help='PREDICTIONS.csv or .parquet (with --ray: a folder NAME.parquet)')
     r.add_argument('--top-k', type=int, default=5, help='names (with scores) kept per image')
-    r.add_argument('--pretrained', default=None, help="local checkpoint of the classifier's backbone (default: its saved weights)")
+    r.add_argument('--pretrained', default=None,
+                   help="local checkpoint of the classifier's backbone (default: its saved weights)")
     r.add_argument('--device', default=None, help='torch device (default: cuda, else mps, else cpu)')
     r.add_argument('--batch-size', type=int, default=64, help='images per forward pass')
     r.add_argument('--force', action='store_true', help='replace an existing output file')
@@ -469,11 +485,13 @@ def predict_arguments(r:argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument('--threshold', type=share, default=None, help='or: every image whose margin is below this')
     g.add_argument('--mllm', default=None, help='openai:MODEL, hf:MODEL_ID_OR_PATH or replay:FILE')
     g.add_argument('--base-url', default=None, help='OpenAI-compatible server; key from $OPENAI_API_KEY')
-    g.add_argument('--store', default=None, help='SQLite store of the re-ranking answers (resumable, shared with near label)')
+    g.add_argument('--store', default=None,
+                   help='SQLite store of the re-ranking answers (resumable, shared with near label)')
     g.add_argument('--candidates', type=at_least(1), default=5, help='candidate names per escalated image')
     g.add_argument('--domain', default=None, help="e.g. 'bird', 'flower', 'car' (for the prompt)")
     g.add_argument('--concurrency', type=at_least(1), default=8, help='requests in flight')
-    g.add_argument('--max-side', type=at_least(32), default=768, help='images are downscaled to this longer side')
+    g.add_argument('--max-side', type=at_least(32), default=768,
+                   help='images are downscaled to this longer side')
     g.add_argument('--grow', default=None, metavar='DIR',
                    help="save a copy of the classifier with a class for each new name the MLLM gave (provenance kept)")
     ray_arguments(r)
@@ -485,15 +503,18 @@ def ray_arguments(p:argparse.ArgumentParser):
     g.add_argument('--ray', nargs='?', const='', default=None, metavar='ADDRESS',
                    help="run on Ray: alone, a Ray on this machine; 'auto', the cluster of this node; or ray://HEAD:10001")
     g.add_argument('--actors', type=at_least(1), default=1, help='model replicas (one per GPU)')
-    g.add_argument('--gpus-per-actor', type=at_least(0.0, float), default=None, help='default: 1 where the cluster has GPUs')
+    g.add_argument('--gpus-per-actor', type=at_least(0.0, float), default=None,
+                   help='default: 1 where the cluster has GPUs')
 
 def export_arguments(x:argparse.ArgumentParser) -> argparse.ArgumentParser:
     "`near export`'s arguments."
     x.add_argument('table', help='predictions (near predict) or refined labels (near fit), CSV or Parquet')
     x.add_argument('--to', required=True, choices=sorted(EXPORTERS), help='the format')
-    x.add_argument('--out', required=True, help='a folder (imagefolder, fiftyone) or a file (coco: .json; csv: .csv or .parquet)')
+    x.add_argument('--out', required=True,
+                   help='a folder (imagefolder, fiftyone) or a file (coco: .json; csv: .csv or .parquet)')
     x.add_argument('--name-col', default=None, help="the column of names (default: 'name', else 'near')")
-    x.add_argument('--link', choices=['symlink', 'hardlink', 'copy'], default='symlink', help='how imagefolder places images')
+    x.add_argument('--link', choices=['symlink', 'hardlink', 'copy'], default='symlink',
+                   help='how imagefolder places images')
     x.add_argument('--force', action='store_true', help='replace an existing output')
     x.add_argument('--json', action='store_true', help='print the summary as JSON')
     return x
@@ -519,57 +540,75 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument('--random-init', action='store_true', help='random weights (tests, timing)')
     e.add_argument('--device', default=None)
     e.add_argument('--precision', choices=PRECISIONS, default=None, help='default: fp16 on CUDA, else fp32')
-    e.add_argument('--decode', choices=DECODERS, default='auto', help="'gpu': JPEGs decoded on the model's device")
+    e.add_argument('--decode', choices=DECODERS, default='auto',
+                   help="'gpu': JPEGs decoded on the model's device")
     e.add_argument('--batch-size', type=at_least(1), default=64)
     e.add_argument('--workers', type=at_least(0), default=None, help='decoding workers (default: cores - 1)')
-    e.add_argument('--cache', default=None, help='embedding cache file (default: $NEAR_NB_HOME/embeddings.sqlite)')
+    e.add_argument('--cache', default=None,
+                   help='embedding cache file (default: $NEAR_NB_HOME/embeddings.sqlite)')
     ray_arguments(e)
     l = sub.add_parser('label', help='name images with a multimodal LLM, resumably')
     l.add_argument('images', help='a folder or a manifest CSV')
     l.add_argument('--mllm', required=True, help='openai:MODEL, hf:MODEL_ID_OR_PATH or replay:FILE')
     l.add_argument('--store', required=True, help='the SQLite label store (created if missing)')
     l.add_argument('--out', required=True, help='LABELS.csv to write')
-    l.add_argument('--base-url', default=None, help='OpenAI-compatible server (default: $OPENAI_BASE_URL or OpenAI); key from $OPENAI_API_KEY')
+    l.add_argument('--base-url', default=None,
+                   help='OpenAI-compatible server (default: $OPENAI_BASE_URL or OpenAI); key from $OPENAI_API_KEY')
     l.add_argument('--concurrency', type=at_least(1), default=8, help='requests in flight')
     l.add_argument('--samples', type=at_least(1), default=1, help='answers per image')
     l.add_argument('--prompt', default=None, help='the question (default: asks for the most specific name)')
     l.add_argument('--domain', default=None, help="e.g. 'bird', 'flower', 'car'")
     l.add_argument('--top-k', type=at_least(1), default=None, help='ask for k candidate names as JSON')
-    l.add_argument('--temperature', type=at_least(0.0, float), default=None, help='default 0, or 0.7 with --samples > 1')
-    l.add_argument('--max-side', type=at_least(32), default=768, help='images are downscaled to this longer side')
+    l.add_argument('--temperature', type=at_least(0.0, float), default=None,
+                   help='default 0, or 0.7 with --samples > 1')
+    l.add_argument('--max-side', type=at_least(32), default=768,
+                   help='images are downscaled to this longer side')
     l.add_argument('--timeout', type=at_least(0.1, float), default=60.0, help='seconds per request')
-    l.add_argument('--max-attempts', type=at_least(1), default=5, help='attempts per request before it counts as failed')
+    l.add_argument('--max-attempts', type=at_least(1), default=5,
+                   help='attempts per request before it counts as failed')
     l.add_argument('--max-retry-after', type=at_least(0.0, float), default=60.0,
                    help="longest wait a server's Retry-After gets (seconds; longer asks are capped and logged)")
-    f = fit_arguments(sub.add_parser('fit', help='train a NeaR classifier on MLLM labels and images or embeddings'))
+    f = fit_arguments(sub.add_parser('fit',
+                                     help='train a NeaR classifier on MLLM labels and images or embeddings'))
     r = predict_arguments(sub.add_parser('predict', help='name images with a trained classifier'))
-    x = export_arguments(sub.add_parser('export', help='predictions or refined labels out to ImageFolder, COCO, CSV, FiftyOne'))
+    x = export_arguments(sub.add_parser('export',
+                                        help='predictions or refined labels out to ImageFolder, COCO, CSV, FiftyOne'))
     b = sub.add_parser('bench', help='benchmarks').add_subparsers(dest='what', metavar='WHAT', required=True)
     t = b.add_parser('testbed', help='both test-bed protocols on one dataset directory')
-    t.add_argument('dir', help='a directory in the test-bed format (labels.csv, embeddings .npz, classnames.txt)')
+    t.add_argument('dir',
+                   help='a directory in the test-bed format (labels.csv, embeddings .npz, classnames.txt)')
     t.add_argument('--json', default=None, help='write every figure to this JSON file')
     t.add_argument('--seeds', type=int, default=3)
     t.add_argument('--similar', type=float, default=0.9, help='sentence-similarity merge threshold (0: off)')
     t.add_argument('--support', default='none',
                    help="visual support a sentence merge needs: quantile of same-name image pairs' cosine ('none': off)")
-    t.add_argument('--sentence-model', default=None, help='sentence-transformers model for sACC (default: all-MiniLM-L6-v2, offline)')
-    t.add_argument('--text-model', default=None, help="open_clip model of the embeddings (e.g. ViT-B-16): adds zero-shot CLIP over the vocabulary")
-    t.add_argument('--text-pretrained', default='openai', help='its pretrained tag or local checkpoint (with --text-model)')
+    t.add_argument('--sentence-model', default=None,
+                   help='sentence-transformers model for sACC (default: all-MiniLM-L6-v2, offline)')
+    t.add_argument('--text-model', default=None,
+                   help="open_clip model of the embeddings (e.g. ViT-B-16): adds zero-shot CLIP over the vocabulary")
+    t.add_argument('--text-pretrained', default='openai',
+                   help='its pretrained tag or local checkpoint (with --text-model)')
     t.add_argument('--costs-from', default=None, metavar='STORE',
                    help='a label store of a real near label run: its tokens and seconds per call price the budgets')
-    t.add_argument('--cost-model', default=None, help='the model in that store whose calls count (default: all)')
+    t.add_argument('--cost-model', default=None,
+                   help='the model in that store whose calls count (default: all)')
     t.add_argument('--prices', type=price_pair, default=None, metavar='IN,OUT',
                    help='USD per 1M prompt tokens and per 1M completion tokens, e.g. 2.5,10')
     t.add_argument('--text-llm', default=None,
                    help='openai:MODEL, hf:MODEL_ID_OR_PATH or replay:FILE: a text LLM describes the names (default: '
                         'descriptors mined from the MLLM answers)')
-    t.add_argument('--text-store', default=None, help="the text LLM's answers (default: $NEAR_NB_HOME/descriptions.sqlite)")
-    t.add_argument('--base-url', default=None, help="the text LLM's OpenAI-compatible server (default: OPENAI_BASE_URL)")
-    t.add_argument('--domain', default=None, help="what the names are ('bird', 'flower'...), for the text LLM's prompt")
+    t.add_argument('--text-store', default=None,
+                   help="the text LLM's answers (default: $NEAR_NB_HOME/descriptions.sqlite)")
+    t.add_argument('--base-url', default=None,
+                   help="the text LLM's OpenAI-compatible server (default: OPENAI_BASE_URL)")
+    t.add_argument('--domain', default=None,
+                   help="what the names are ('bird', 'flower'...), for the text LLM's prompt")
     for s in (d, c, e, l, f, r, x, t):
         s.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
-        s.add_argument('-v', '--verbose', action='store_true', help='third-party log lines, and the traceback of an error')
-    for s in (c, e, l): s.add_argument('--allow-outside', action='store_true', help='a manifest may list files outside its folder')
+        s.add_argument('-v', '--verbose', action='store_true',
+                       help='third-party log lines, and the traceback of an error')
+    for s in (c, e, l): s.add_argument('--allow-outside', action='store_true',
+                                       help='a manifest may list files outside its folder')
     for s in (c, e, l): s.add_argument('--json', action='store_true', help='print the report as JSON')
     for s in sub.choices.values(): s.formatter_class = HelpFormatter
     t.formatter_class = HelpFormatter

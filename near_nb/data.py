@@ -36,7 +36,8 @@ class LoadError:
     reason: str
     def __str__(self): return f"{display_path(self.path)}: {self.reason}"
 
-IMAGE_EXTS = {'.jpg', '.jpeg', '.jfif', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pbm'}
+IMAGE_EXTS = {'.jpg', '.jpeg', '.jfif', '.png', '.bmp', '.gif', '.tif', '.tiff',
+              '.webp', '.ppm', '.pgm', '.pbm'}
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own limit: 0.25 GiB of 24-bit pixels
 DEFAULT_MAX_BYTES = 512 * 2**20  # 512 MiB: far above any photo, far below a disk image renamed .jpg
 
@@ -80,7 +81,8 @@ _KINDS = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO (named pipe)'),
 def file_kind(mode:int, # `st_mode` from `os.stat`
              ) -> str:
     "What a `stat` mode says a path is, in words."
-    return next((w for test, w in _KINDS if test(mode)), 'a regular file' if stat.S_ISREG(mode) else 'not a file')
+    return next((w for test, w in _KINDS if test(mode)),
+                'a regular file' if stat.S_ISREG(mode) else 'not a file')
 
 def check_regular(st:os.stat_result, # the file's `os.stat` (or `os.fstat`)
                   max_bytes:int|None=DEFAULT_MAX_BYTES, # larger files are refused; None: no limit
@@ -190,7 +192,8 @@ def _walk(root:Path, # the folder, resolved
         for d in sorted(dn for dn in dns if not dn.startswith('.')):
             real = os.path.realpath(os.path.join(dp, d))
             if real in seen:
-                ignored.append(LoadError(os.path.join(dp, d), f'link to a folder already walked ({real}): skipped'))
+                ignored.append(LoadError(os.path.join(dp, d),
+                                         f'link to a folder already walked ({real}): skipped'))
             else:
                 seen.add(real)
                 keep.append(d)
@@ -198,7 +201,8 @@ def _walk(root:Path, # the folder, resolved
         for fn in sorted(fns):
             p = Path(dp)/fn
             if p.suffix.lower() in exts: files.append(p)
-            else: ignored.append(LoadError(str(p), f'extension {p.suffix or "(none)"!r} is not an image extension'))
+            else: ignored.append(LoadError(str(p),
+                                           f'extension {p.suffix or "(none)"!r} is not an image extension'))
     return files, ignored
 
 @classmethod
@@ -265,7 +269,8 @@ def _from_manifest(cls:ImageSet, path:str|Path, # the CSV file
     for n, r in rows:
         f = Path(r[file_col]) if Path(r[file_col]).is_absolute() else base/r[file_col]
         if allow_outside or f.resolve().is_relative_to(base): keep.append((n, f, r))
-        else: ignored.append(LoadError(str(f), f"line {n}: outside the manifest's folder (--allow-outside reads it)"))
+        else: ignored.append(LoadError(str(f),
+                                       f"line {n}: outside the manifest's folder (--allow-outside reads it)"))
     cols, where = set(rows[0][1]), display_path(path)
     gt_class = [_gt_class(n, r['gt_class'] or '', where) for n, _, r in keep] if 'gt_class' in cols else None
     gt_name = [r['gt_name'] or '' for _, _, r in keep] if 'gt_name' in cols else None

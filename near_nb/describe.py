@@ -92,7 +92,8 @@ class HFDescriber:
         self.model, self.device, self.dtype = model, device, dtype
         self.max_new_tokens, self.temperature, self.batch_size = max_new_tokens, temperature, batch_size
         self.pipe = None
-    def settings(self) -> dict: return {'max_new_tokens': self.max_new_tokens, 'temperature': self.temperature}
+    def settings(self) -> dict: return {'max_new_tokens': self.max_new_tokens,
+                                        'temperature': self.temperature}
     def __repr__(self): return f'HFDescriber({self.model!r}, loaded={self.pipe is not None})'
     def load(self) -> HFDescriber:
         if self.pipe is None:
@@ -222,9 +223,10 @@ def describe(names:list, # the names to describe (duplicates asked once)
     return stored_descriptors(store, list(names), llm.model, phash), run
 
 # %% ../nbs/03b_describe.ipynb #9c8eaa56
-_COLOUR = ('red|orange|yellow|green|blue|purple|violet|pink|white|black|brown|grey|gray|golden|gold|silver|cream|'
-           'maroon|magenta|lavender|crimson|scarlet|tan|buff|olive|chestnut|rust|bronze|beige|ivory|lilac|rose|'
-           'reddish|yellowish|greenish|bluish|purplish|pinkish|whitish|blackish|brownish|greyish|grayish')
+_COLOUR = ('red|orange|yellow|green|blue|purple|violet|pink|white|black|brown|grey|gray|golden|gold|silver|'
+           'cream|maroon|magenta|lavender|crimson|scarlet|tan|buff|olive|chestnut|rust|bronze|beige|ivory|'
+           'lilac|rose|reddish|yellowish|greenish|bluish|purplish|pinkish|whitish|blackish|brownish|greyish|'
+           'grayish')
 _SHAPE = (r'[a-z]+-shaped|[a-z]+-petaled|round|rounded|oval|pointed|curved|hooked|slender|thick|broad|narrow|'
           'striped|spotted|streaked|speckled|mottled|barred|fringed|ruffled|crested|forked|notched|serrated|'
           'glossy|fuzzy|hairy|waxy|drooping|upright|tubular|star|bell|trumpet|cup|long|short|large|small')

@@ -25,7 +25,8 @@ def _paths(batch:pa.Table) -> list:
 
 def _vectors(emb:np.ndarray) -> pa.FixedSizeListArray:
     "Rows of a float32 matrix as a fixed-size list column (plain Parquet, read by pandas, polars, DuckDB, Spark)."
-    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(emb, np.float32).ravel()), emb.shape[1])
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(emb, np.float32).ravel()),
+                                             emb.shape[1])
 
 def _report(failures, what:str, e:Exception):
     "Tell the failure log (a Ray actor, when there is one) that a batch failed, before Ray retries it."
@@ -45,7 +46,8 @@ class EmbedBatches:
                 ):
         self.bb = backbone_from_spec(spec, device=device)
         if precision: self.bb.precision = precision
-        self.kw = dict(cache=False, batch_size=batch_size, num_workers=num_workers, progress=False, decode=decode)
+        self.kw = dict(cache=False, batch_size=batch_size, num_workers=num_workers,
+                       progress=False, decode=decode)
         self.failures = failures
     def embed(self, batch:pa.Table):
         return self.bb.embed_images(_paths(batch), **self.kw)
@@ -110,7 +112,8 @@ class LabelBatches:
         except Exception as exc:
             _report(self.failures, f'labeling {batch.num_rows} images from {paths[0]}', exc)
             raise
-        df = export_labels(paths, self.store, run.model, run.prompt_hash, out=os.devnull, samples=self.samples)
+        df = export_labels(paths, self.store, run.model, run.prompt_hash,
+                           out=os.devnull, samples=self.samples)
         df.insert(0, 'index', np.repeat(batch.column('index').to_numpy(), self.samples))
         df['path'] = np.repeat(batch.column('path').to_numpy(zero_copy_only=False), self.samples)
         return pa.Table.from_pandas(df, preserve_index=False)
@@ -118,7 +121,8 @@ class LabelBatches:
 # %% ../nbs/12_distributed.ipynb #4c2c4ebc
 def _ray():
     try: import ray
-    except ImportError: raise NearError("Ray is not installed: pip install 'near_nb[ray]' (or pip install ray)") from None
+    except ImportError:
+        raise NearError("Ray is not installed: pip install 'near_nb[ray]' (or pip install ray)") from None
     return ray
 
 def connect(address:str|None=None, # None: a Ray on this machine; 'auto': the cluster of this node; 'ray://HOST:10001'
@@ -183,7 +187,8 @@ def run_batches(worker:type, # `EmbedBatches`, `PredictBatches`, `LabelBatches` 
     if out.exists() and not out.is_dir(): raise NearError(f'{display_path(out)} is a file: Ray writes a folder of Parquet files')
     done = done_paths(out, ok_only)
     todo = [(i, str(f)) for i, f in enumerate(iset.files) if str(f) not in done]
-    summary = {'images': len(iset), 'already_done': len(iset) - len(todo), 'written': 0, 'out': str(out), 'failures': []}
+    summary = {'images': len(iset), 'already_done': len(iset) - len(todo), 'written': 0,
+               'out': str(out), 'failures': []}
     if not todo: return summary
     if num_gpus is None: num_gpus = 1 if worker.uses_gpu and ray.cluster_resources().get('GPU', 0) else 0
     log = ray.remote(num_cpus=0)(_FailureLog).remote()

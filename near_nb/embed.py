@@ -100,8 +100,8 @@ class Backbone:
                 ):
         if random_init and pretrained: raise ValueError('random_init=True wants pretrained=None')
         if not random_init and not pretrained:
-            raise ValueError('pretrained=None: pass an open_clip tag (e.g. "openai"), a local checkpoint path, '
-                             'or random_init=True for random weights (tests and timing only)')
+            raise ValueError('pretrained=None: pass an open_clip tag (e.g. "openai"), a local checkpoint '
+                             'path, or random_init=True for random weights (tests and timing only)')
         if str(model_name).endswith('.json') and Path(model_name).is_file():  # a custom open_clip model config
             model_name = register_config(model_name)
         self.model_name, self.random_init, self.seed, self.cache_dir = model_name, random_init, seed, cache_dir
@@ -454,7 +454,8 @@ def embed_images(self:Backbone, images, # an `ImageSet` or a list of paths
     return out
 
 # %% ../nbs/04_embed.ipynb #c18e036c
-DEFAULT_TEMPLATES = ('a photo of a {}.', 'a close-up photo of a {}.', 'a good photo of the {}.', 'a cropped photo of a {}.')
+DEFAULT_TEMPLATES = ('a photo of a {}.', 'a close-up photo of a {}.', 'a good photo of the {}.',
+                     'a cropped photo of a {}.')
 
 def prompt_templates(domain:str|None=None, # e.g. 'bird', 'flower', 'car'
                      base:tuple=DEFAULT_TEMPLATES,

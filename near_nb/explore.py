@@ -317,7 +317,8 @@ def confused_pairs(table:pd.DataFrame, top:int=15) -> pd.DataFrame:
     "The largest off-diagonal cells of a `confusion` table."
     off = np.where(table.attrs.get('diagonal', np.zeros(table.shape, bool)), 0, table.values)
     r, c = np.nonzero(off)
-    df = pd.DataFrame({table.index.name: table.index[r], table.columns.name: table.columns[c], 'images': off[r, c]})
+    df = pd.DataFrame({table.index.name: table.index[r],
+                       table.columns.name: table.columns[c], 'images': off[r, c]})
     return df.sort_values('images', ascending=False, kind='stable').head(top).reset_index(drop=True)
 
 # %% ../nbs/08_explore.ipynb #e2b37de2
@@ -394,7 +395,8 @@ def _build(self:Explorer):
     self.search = w.Text(placeholder='a name or part of it', description='find name', style=wide)
     self.found, self.hover_card = w.HTML(), w.HTML(layout=w.Layout(width='280px', overflow_wrap='anywhere'))
     self.fig = go.FigureWidget(layout=_map_layout(''))
-    self.sort = w.Dropdown(options=['size', 'disagreement', 'name'], description='sort clusters by', style=wide)
+    self.sort = w.Dropdown(options=['size', 'disagreement', 'name'],
+                           description='sort clusters by', style=wide)
     self.names = w.Select(rows=18, layout=w.Layout(width='340px'))
     self.cluster, self.picked_count, self.status = w.HTML(), w.HTML(), w.HTML()
     self.grid = w.Box(layout=w.Layout(display='flex', flex_flow='row wrap', width='100%'))
@@ -402,7 +404,8 @@ def _build(self:Explorer):
     self.none_btn = w.Button(description='Select none', layout=auto)
     self.new_name = w.Text(placeholder='new name', description='rename this cluster to', style=wide)
     self.merge_to = w.Combobox(placeholder='a name in use', description='merge this cluster into', style=wide)
-    self.move_to = w.Combobox(placeholder='a name, new or in use', description='move selected images to', style=wide)
+    self.move_to = w.Combobox(placeholder='a name, new or in use',
+                              description='move selected images to', style=wide)
     self.rename_btn = w.Button(description='Rename', layout=auto)
     self.merge_btn = w.Button(description='Merge', layout=auto)
     self.move_btn = w.Button(description='Move', layout=auto)
@@ -416,13 +419,15 @@ def _build(self:Explorer):
     self._refresh()
     edit = [w.HBox([self.new_name, self.rename_btn]), w.HBox([self.merge_to, self.merge_btn]),
             w.HBox([self.move_to, self.move_btn]), w.HBox([self.wrong_btn, self.undo_btn]), self.status]
-    images = w.VBox([self.cluster, self.grid, w.HBox([self.all_btn, self.none_btn, self.picked_count]), *edit],
+    images = w.VBox([self.cluster, self.grid,
+                     w.HBox([self.all_btn, self.none_btn, self.picked_count]), *edit],
                     layout=w.Layout(flex='1'))
     curate = w.HBox([w.VBox([self.sort, self.names]), images])
     confusion = w.VBox([w.HBox([self.conf_rows, self.conf_cols]), self.conf, self.pairs])
     self.tabs = w.Tab([curate, confusion], titles=['clusters and images', 'confusion'])
     bar = w.HBox([self.colour, self.search, self.found])
-    self.widget = w.VBox([bar, w.HBox([w.Box([self.fig], layout=w.Layout(flex='1')), self.hover_card]), self.tabs])
+    self.widget = w.VBox([bar, w.HBox([w.Box([self.fig], layout=w.Layout(flex='1')), self.hover_card]),
+                          self.tabs])
 
 @patch
 def _wire(self:Explorer):
@@ -502,7 +507,8 @@ def _fill_grid(self:Explorer, idx, header:str):
     self.picked &= set(self.shown)
     cards, self._toggles = [], []
     for i in self.shown:
-        t = w.ToggleButton(value=i in self.picked, description='select', icon='check', layout=w.Layout(width='104px'))
+        t = w.ToggleButton(value=i in self.picked, description='select', icon='check',
+                           layout=w.Layout(width='104px'))
         t.observe(lambda c, i=i: self.pick([i], c['new']), 'value')
         card = w.VBox([w.HTML(card_html(v, i, labels[i], self.by, size=96, marked=marked)), t],
                       layout=w.Layout(width='112px', margin='3px'))
@@ -753,14 +759,16 @@ def map_html(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
     data = dict(ids=view.ids, labels=labels, xy=np.round(xy, 4).tolist(), max_images=max_images, grey=_GREY,
                 thumbs=[thumbnail(p, thumb_size) for p in paths[:max_thumbs]],
                 found=[colour_of(colours, n) if name_key(n) in colours else '#444' for n in labels],
-                sub=[' / '.join(x for x in (f'MLLM: {view.mllm[i]}' if by != 'mllm' else '', confidence_text(view, i))
+                sub=[' / '.join(x for x in (f'MLLM: {view.mllm[i]}' if by != 'mllm' else '',
+                                            confidence_text(view, i))
                                 if x) for i in range(len(view))])
     blob = json.dumps(data).replace('</', '<\\/')
     bar = ('<div id="near-bar"><label>find name <input id="near-find" type="search" '
            'placeholder="a name or part of it"></label><span id="near-found"></span></div>')
-    sel = ('<div><b id="near-head">click or lasso points to see their images</b> '
-           '<button id="near-all">select all</button> <button id="near-none">select none</button> '
-           '<button id="near-copy">copy selected</button> <span id="near-count"></span><div id="near-grid"></div></div>')
+    sel = ('<div><b id="near-head">click or lasso points to see their images</b> <button '
+           'id="near-all">select all</button> <button id="near-none">select none</button> <button '
+           'id="near-copy">copy selected</button> <span id="near-count"></span><div '
+           'id="near-grid"></div></div>')
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>{escape(title or map_title(view, by))}</title>'
             f'<style>{_PAGE_CSS}</style></head><body>{bar}{div}<div id="near-main">'
             f'<div id="near-preview"><i>hover a point</i></div><div style="flex:1;min-width:0">{sel}</div></div>'

@@ -53,13 +53,16 @@ import asyncio
 def _response(code:int, body, headers=()) -> bytes:
     data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
     reason = {200: 'OK', 400: 'Bad Request', 429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable'}.get(code, 'Error')
-    head = [f'HTTP/1.1 {code} {reason}', 'Content-Type: application/json', f'Content-Length: {len(data)}', *[f'{k}: {v}' for k, v in headers]]
+    head = [f'HTTP/1.1 {code} {reason}', 'Content-Type: application/json', f'Content-Length: {len(data)}',
+            *[f'{k}: {v}' for k, v in headers]]
     return ('\r\n'.join(head) + '\r\n\r\n').encode() + data
 
 def _completion(fp, n, model, text) -> dict:
     return {'id': f'chatcmpl-{fp}-{n}', 'object': 'chat.completion', 'created': int(time.time()), 'model': model,
-            'choices': [{'index': 0, 'finish_reason': 'stop', 'message': {'role': 'assistant', 'content': text}}],
-            'usage': {'prompt_tokens': 85, 'completion_tokens': len(text.split()), 'total_tokens': 85 + len(text.split())}}
+            'choices': [{'index': 0, 'finish_reason': 'stop',
+                         'message': {'role': 'assistant', 'content': text}}],
+            'usage': {'prompt_tokens': 85, 'completion_tokens': len(text.split()),
+                      'total_tokens': 85 + len(text.split())}}
 
 # %% ../nbs/03a_fakeserver.ipynb #b09c0d33
 from fastcore.basics import patch
@@ -111,13 +114,15 @@ async def _reply(self:FakeChatServer, headers:dict, body:dict) -> bytes|None:
     kind = self.fault(fp, n) if self.fault else None
     if self.latency: await asyncio.sleep(self.latency)
     with self.lock: self.outcomes.append((fp, n, kind or 'ok'))
-    if kind == '429': return _response(429, {'error': {'message': 'rate limited', 'type': 'rate_limit'}}, [('Retry-After', self.retry_after)])
+    if kind == '429': return _response(429, {'error': {'message': 'rate limited', 'type': 'rate_limit'}},
+                                       [('Retry-After', self.retry_after)])
     if kind in ('500', '503', '400'): return _response(int(kind), {'error': {'message': f'injected {kind}', 'type': 'server_error'}})
     if kind == 'echo': return _response(500, {'error': {'message': f'upstream failed for headers {headers}'}})
     if kind == 'drop': return None
     if kind == 'malformed': return _response(200, '{"choices": [{"message": ')
     if kind == 'slow': await asyncio.sleep(self.slow_seconds)
-    canned = {'empty': '', 'refusal': "I'm sorry, but I can't identify this image.", 'huge': 'A **Rose**. ' * (self.huge_chars // 12)}
+    canned = {'empty': '', 'refusal': "I'm sorry, but I can't identify this image.",
+              'huge': 'A **Rose**. ' * (self.huge_chars // 12)}
     text = canned.get(kind) if kind else None
     if text is None:
         options = _options(_prompt_text(body)) if self.rerank else []

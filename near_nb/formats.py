@@ -123,7 +123,8 @@ def to_fiftyone(df:pd.DataFrame, # a named table (`path` and `name_col`)
     classes = sorted(set(named[name_col]))
     labels = {}
     for _, r in named.iterrows():
-        lab = {'label': classes.index(r[name_col]), 'attributes': {a: r[a] for a in attributes if a in df.columns}}
+        lab = {'label': classes.index(r[name_col]),
+               'attributes': {a: r[a] for a in attributes if a in df.columns}}
         if score_col and score_col in df.columns: lab['confidence'] = float(r[score_col])
         labels[str(Path(r['path']).absolute())] = lab  # FiftyOne takes absolute paths as uuids: no copies
     (out/'data').mkdir(exist_ok=True)  # where FiftyOne looks for media; empty
@@ -159,7 +160,8 @@ def to_imagefolder(df:pd.DataFrame, # a named table (`path` and `name_col`)
                    link:str='symlink', # 'symlink', 'hardlink' or 'copy'
                   ) -> Path:
     "An ImageFolder tree `out/<name>/<image>` of links to (or copies of) the named images."
-    put = {'symlink': lambda a, b: b.symlink_to(a), 'hardlink': lambda a, b: os.link(a, b), 'copy': shutil.copy2}
+    put = {'symlink': lambda a, b: b.symlink_to(a), 'hardlink': lambda a,
+           b: os.link(a, b), 'copy': shutil.copy2}
     if link not in put: raise NearError(f"link must be 'symlink', 'hardlink' or 'copy', not {link!r}")
     out = Path(out)
     for _, r in df[df[name_col].astype(str) != ''].iterrows():

@@ -150,7 +150,8 @@ def claim(self:LabelStore, key:tuple, # (sha256, model, prompt_hash, sample)
         if st and st[0] == 'done': return 'done'
         held = self.con.execute(q.format('owner, expires', 'claims'), key).fetchone()
         if held and held[0] != owner and held[1] > time.time() and _alive(held[0]): return 'busy'
-        self.con.execute('INSERT OR REPLACE INTO claims VALUES (?,?,?,?,?,?)', (*key, owner, time.time() + lease))
+        self.con.execute('INSERT OR REPLACE INTO claims VALUES (?,?,?,?,?,?)',
+                         (*key, owner, time.time() + lease))
     return 'mine'
 
 @patch
@@ -315,7 +316,9 @@ async def messages(self:OpenAILabeler, req:Request) -> list:
     "The chat messages of one request: its prompt and its image as a data URL (a subclass may ask about other things)."
     small = os.path.getsize(req.path) < 65536 if os.path.isfile(req.path) else True
     url = image_data_url(req.path, self.max_side) if small else await asyncio.to_thread(image_data_url, req.path, self.max_side)
-    return [{'role': 'user', 'content': [{'type': 'text', 'text': req.prompt}, {'type': 'image_url', 'image_url': {'url': url}}]}]
+    return [{'role': 'user',
+             'content': [{'type': 'text', 'text': req.prompt},
+                         {'type': 'image_url', 'image_url': {'url': url}}]}]
 
 @patch
 async def answer(self:OpenAILabeler, req:Request) -> Answer:
@@ -631,7 +634,8 @@ class HFLabeler:
         self.batch_size, self.max_side = batch_size, max_side
         self.pipe = None
     def settings(self) -> dict:
-        return {'max_new_tokens': self.max_new_tokens, 'temperature': self.temperature, 'max_side': self.max_side}
+        return {'max_new_tokens': self.max_new_tokens, 'temperature': self.temperature,
+                'max_side': self.max_side}
     def __repr__(self): return f'HFLabeler({self.model!r}, device={self.device!r}, loaded={self.pipe is not None})'
     def load(self) -> HFLabeler:
         if self.pipe is None:
@@ -652,7 +656,8 @@ def answer_batch(self:HFLabeler, reqs:list) -> list:
         try:
             img = load_image(r.path)
             img.thumbnail((self.max_side, self.max_side))
-            msgs.append([{'role': 'user', 'content': [{'type': 'image', 'image': img}, {'type': 'text', 'text': r.prompt}]}])
+            msgs.append([{'role': 'user',
+                          'content': [{'type': 'image', 'image': img}, {'type': 'text', 'text': r.prompt}]}])
             idx.append(i)
         except ImageLoadError as e: out[i] = LabelError(f'unusable image: {e}')
     gen = {'max_new_tokens': self.max_new_tokens, 'do_sample': self.temperature > 0}
@@ -682,7 +687,8 @@ def tiny_vlm(path:str|Path) -> Path:
                               Qwen2VLVideoProcessor, PreTrainedTokenizerFast)
     tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}, merges=[]))
     tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    sp = ['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<|vision_start|>', '<|vision_end|>', '<|image_pad|>', '<|video_pad|>']
+    sp = ['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<|vision_start|>', '<|vision_end|>',
+          '<|image_pad|>', '<|video_pad|>']
     tok.add_special_tokens(sp)
     ft = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token='<|im_end|>', pad_token='<|endoftext|>')
     ft.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}{% else %}"
@@ -691,7 +697,8 @@ def tiny_vlm(path:str|Path) -> Path:
     proc = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112), tokenizer=ft,
                             video_processor=Qwen2VLVideoProcessor(), chat_template=ft.chat_template)
     i = {s: ft.convert_tokens_to_ids(s) for s in sp}
-    special = dict(eos_token_id=i['<|im_end|>'], pad_token_id=i['<|endoftext|>'], bos_token_id=i['<|endoftext|>'])
+    special = dict(eos_token_id=i['<|im_end|>'], pad_token_id=i['<|endoftext|>'],
+                   bos_token_id=i['<|endoftext|>'])
     cfg = Qwen2VLConfig(text_config=dict(vocab_size=len(ft), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
                                          rope_scaling={'type': 'mrope', 'mrope_section': [2, 3, 3]}, **special),

@@ -264,7 +264,8 @@ def _is_num(v) -> bool: return _is_int(v) or isinstance(v, (float, np.floating))
 
 def _one_of(name:str, value, known, how:str=''):
     "Raise `NearError` unless `value` is one of `known` (a registry's keys), listing them."
-    _need(isinstance(value, str) and value in known, name, 'one of ' + ', '.join(map(repr, known)) + how, value)
+    _need(isinstance(value, str) and value in known, name,
+          'one of ' + ', '.join(map(repr, known)) + how, value)
 
 @dataclass
 class NearConfig:
@@ -293,18 +294,22 @@ class NearConfig:
     def __post_init__(self):
         "Check every field now: a wrong value fails here, saying what the field takes."
         for name in ('relabel', 'capacity', 'contrasts', 'proden', 'gmm', 'prune'):
-            _need(isinstance(getattr(self, name), (bool, np.bool_)), name, 'True or False', getattr(self, name))
+            _need(isinstance(getattr(self, name), (bool, np.bool_)), name,
+                  'True or False', getattr(self, name))
         for name in ('min_conf', 'relax'):
             _need(_is_num(getattr(self, name)) and 0 <= getattr(self, name) <= 1, name, 'a number in [0, 1]',
                   getattr(self, name))
         w = self.neighbour_weight
-        _need(w == 'auto' or _is_num(w) and 0 <= w <= 1, 'neighbour_weight', "'auto' or a number in [0, 1]", w)
+        _need(w == 'auto' or _is_num(w) and 0 <= w <= 1, 'neighbour_weight',
+              "'auto' or a number in [0, 1]", w)
         for name in ('k', 'warmup', 'epochs', 'seed'):
             _need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, 'a whole number >= 0',
                   getattr(self, name))
         for name in ('lr', 'tau'):
-            _need(_is_num(getattr(self, name)) and getattr(self, name) > 0, name, 'a number > 0', getattr(self, name))
-        _need(_is_num(self.weight_decay) and self.weight_decay >= 0, 'weight_decay', 'a number >= 0', self.weight_decay)
+            _need(_is_num(getattr(self, name)) and getattr(self, name) > 0, name,
+                  'a number > 0', getattr(self, name))
+        _need(_is_num(self.weight_decay) and self.weight_decay >= 0, 'weight_decay',
+              'a number >= 0', self.weight_decay)
         b = self.batch_size
         _need(b is None or _is_int(b) and b >= 1, 'batch_size', 'None (full batch) or a whole number >= 1', b)
         _one_of('weighting', self.weighting, _WEIGHTINGS)
@@ -349,7 +354,8 @@ def train_near(forward, # idx (LongTensor) -> (b, d) normalised features
             Tn, clean = method.update(P.numpy(), candidates, own_weights, nn_idx, cfg)
             if verified is not None: Tn[verified], clean[verified] = candidates[verified], True
             T = torch.tensor(Tn, device=dev)
-        hist.append({'epoch': ep, 'loss': tot / n, 'clean': float(clean.mean()), 'seconds': time.perf_counter() - t0})
+        hist.append({'epoch': ep, 'loss': tot / n, 'clean': float(clean.mean()),
+                     'seconds': time.perf_counter() - t0})
         if progress is not None: progress(ep)
     res = NearResult(T.cpu().numpy(), clean, candidates, neighbour_weight, hist)
     W = F.normalize(W.detach(), dim=1).cpu()
@@ -405,7 +411,8 @@ def fit_near_head(emb:np.ndarray, # (n, d) L2-normalised image embeddings of the
     if len(X) != len(own): raise ValueError(f'{len(X)} embeddings for {len(own)} images')
     verified = None if verified is None else np.asarray(verified, bool)
     C = len(names)
-    Y, nn_idx, Cw, a, W0, rl = _setup(X, own, C, cfg, text_emb=text_emb, verified=verified, contrasts=contrasts)
+    Y, nn_idx, Cw, a, W0, rl = _setup(X, own, C, cfg, text_emb=text_emb,
+                                      verified=verified, contrasts=contrasts)
     Xt = torch.tensor(X)
     W, res = train_near(lambda b: Xt[b], [], W0, Cw, own_weights=Y, nn_idx=nn_idx, cfg=cfg, neighbour_weight=a,
                         progress=progress, verified=verified)

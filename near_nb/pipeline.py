@@ -251,7 +251,8 @@ def write_map(emb:np.ndarray, labels:list, hover:list, path:Path, *, title:str='
     paths = list(table['path']) if ok else paths
     mllm = [m if isinstance(m, str) else '' for m in table['mllm']] if ok else list(labels)
     ids = [Path(p).name for p in paths] if paths is not None else [str(i) for i in range(len(labels))]
-    view = LabelView(ids, mllm, answers=None if ok else list(hover), paths=paths, emb=emb, refined=list(labels))
+    view = LabelView(ids, mllm, answers=None if ok else list(hover), paths=paths,
+                     emb=emb, refined=list(labels))
     xy, how = layout_2d(emb)
     Path(path).write_text(map_html(view, xy, 'refined', title=f'{title} (layout: {how})'), encoding='utf-8')
     return path
@@ -275,13 +276,15 @@ def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home
     "The NeaR pipeline on the shipped sample; writes labels, classifier, report and map into `out`; returns the report."
     t0, out = time.time(), demo_folder(out, force)
     out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=6, desc='near demo', disable=not progress, bar_format='{l_bar}{bar:20}| {n}/{total} {postfix}')
+    bar = tqdm(total=6, desc='near demo', disable=not progress,
+               bar_format='{l_bar}{bar:20}| {n}/{total} {postfix}')
     step = lambda what: (bar.set_postfix_str(what), bar.update(0))
     step('answers')
     s = seed_sample_cache(sample())
     errors = s.images.check(progress=False)
     store = LabelStore(out/'labels.sqlite')
-    run = label_images(s.images, ReplayLabeler(s.images.root/'labels.csv'), store, domain='flower', progress=False)
+    run = label_images(s.images, ReplayLabeler(s.images.root/'labels.csv'), store,
+                       domain='flower', progress=False)
     rows = store.frame(run.model, run.prompt_hash).set_index('path')
     bar.update()
     step('embeddings')
@@ -297,7 +300,8 @@ def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home
     voc, own = answers_vocabulary(s.labels.image_id[ok].tolist(), names, texts, enc, emb=e.emb[ok])
     bar.update()
     step('NeaR')
-    clf, res = fit_near_head(e.emb[ok], own, voc.names, cfg or NearConfig(), backbone=bb, contrasts=answer_contrasts(voc, texts))
+    clf, res = fit_near_head(e.emb[ok], own, voc.names, cfg or NearConfig(), backbone=bb,
+                             contrasts=answer_contrasts(voc, texts))
     clf.save_pretrained(out/'classifier')
     bar.update()
     step('evaluation')

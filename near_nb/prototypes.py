@@ -198,5 +198,6 @@ def fuse_text(clf:NearClassifier, # a trained classifier (any mode)
             'loo_acc': dict(zip(map(str, tab.alpha), tab.loo_acc)), 'n_voting': int(tab.n.iloc[0]),
             'tau_image': clf.tau}
     meta = {**clf.meta, 'text_head': info}
-    out = NearClassifier(clf.names, clf.weights, tau, clf.active, clf.backbone, clf.visual_state, meta, T, best)
+    out = NearClassifier(clf.names, clf.weights, tau, clf.active, clf.backbone,
+                         clf.visual_state, meta, T, best)
     return out, tab

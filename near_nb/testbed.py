@@ -141,7 +141,8 @@ def transductive(tb:TestBed, cfg=None, encode=None, *,
     u = sorted(set(raw))
     first = np.array([u.index(r) if r else -1 for r in raw])
     vote = knn_vote(tb.emb, first)
-    voc, own, against = _near_labels(tb, np.arange(len(tb.labels)), encode, similar, support=support, alternatives=alternatives)
+    voc, own, against = _near_labels(tb, np.arange(len(tb.labels)), encode, similar, support=support,
+                                     alternatives=alternatives)
     clf, res = fit_near_head(tb.emb, own, voc.names, cfg, contrasts=against)
     labels = {'mllm_top1': raw, 'knn_vote': [u[j] if j >= 0 else '' for j in vote],
               'near': [voc.names[j] for j in res.refined]}
@@ -169,7 +170,8 @@ def heldout(tb:TestBed, cfg=None, encode=None, *, similar:float=0.9, support:flo
         own = [[u.index(raw[i])] if raw[i] else [] for i in tr]
         ce, _ = fit_near_head(tb.emb[tr], own, u, _ce_config(cfg))
         pr, _ = fit_near_head(tb.emb[tr], own, u, replace(_ce_config(cfg), epochs=0, head='prototypes'))
-        voc, own_n, against = _near_labels(tb, tr, encode, similar, support=support, alternatives=alternatives)
+        voc, own_n, against = _near_labels(tb, tr, encode, similar, support=support,
+                                           alternatives=alternatives)
         nc, res = fit_near_head(tb.emb[tr], own_n, voc.names, cfg, contrasts=against)
         fold = _near_changes([raw[i] for i in tr], res, own_n, gt[tr])
         changes = fold if changes is None else _add_changes(changes, fold)
@@ -205,12 +207,13 @@ def _mean_changes(runs:list) -> dict:
         out[k] = _mean_changes(vals) if isinstance(v, dict) else round(float(np.mean(vals)), 1)
     return out
 
-CASCADE_NOTE = ("held-out images escalated to the MLLM get its recorded answer for that image: it stands in for a "
-                "re-ranking call, which would also have seen the classifier's candidate names")
+CASCADE_NOTE = ("held-out images escalated to the MLLM get its recorded answer for that image: it stands in "
+                "for a re-ranking call, which would also have seen the classifier's candidate names")
 
 def _cascade(ho:dict, gt, gtn, encode, *, seed:int) -> tuple:
     "(cascade curve, random escalation at 0.3, NeaR's ECE) of one held-out run."
-    def score(mixed): return _score([m[0] for m in mixed], gt, gtn, encode, ids=pooled_ids([m[1] for m in mixed]))
+    def score(mixed): return _score([m[0] for m in mixed], gt, gtn, encode,
+                                    ids=pooled_ids([m[1] for m in mixed]))
     near, llm = list(zip(*ho['predictions']['near'])), list(zip(*ho['predictions']['mllm_top1']))
     conf = ho['confidence']
     curve = cascade_curve(score, near, llm, conf['margin'])

@@ -23,7 +23,8 @@ def tiny_clip_config(path:str|Path, # the .json file to write
     cfg = {'embed_dim': embed_dim,
            'vision_cfg': {'image_size': image_size, 'layers': layers, 'width': width, 'patch_size': 8,
                           'head_width': 32},
-           'text_cfg': {'context_length': 77, 'vocab_size': 49408, 'width': width, 'heads': 2, 'layers': layers}}
+           'text_cfg': {'context_length': 77, 'vocab_size': 49408, 'width': width,
+                        'heads': 2, 'layers': layers}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(cfg))

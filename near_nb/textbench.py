@@ -67,7 +67,8 @@ def text_transductive(tb:TestBed, backbone, cfg:NearConfig|None=None, encode=Non
     tr = transductive(tb, cfg, encode, seed=seed, **near_kw)
     voc, clf, res = tr['vocabulary'], tr['classifier'], tr['result']
     own = [[j] for j in res.refined]
-    T = text_prototypes(backbone, voc.names, _own_descriptors(tb, np.arange(len(tb.emb)), voc, own, describer))
+    T = text_prototypes(backbone, voc.names,
+                        _own_descriptors(tb, np.arange(len(tb.emb)), voc, own, describer))
     _check_dims(tb, T)
     gt = tb.labels.gt_class.to_numpy()
     cls = name_classes(res.refined, gt, len(voc))
@@ -100,7 +101,8 @@ def text_heldout(tb:TestBed, backbone, cfg:NearConfig|None=None, encode=None, *,
         for kind, t in T.items():
             fused, _ = fuse_text(clf, tb.emb[tr], res.refined, t, kind)
             alpha.setdefault(kind, []).append(fused.text_alpha)
-            for m, S in ((f'zero_shot_{kind}', tb.emb[te] @ t.T), (f'fused_{kind}', fused.scores(tb.emb[te]))):
+            for m, S in ((f'zero_shot_{kind}', tb.emb[te] @ t.T),
+                         (f'fused_{kind}', fused.scores(tb.emb[te]))):
                 names, ks = out.setdefault(m, ([''] * n, [set() for _ in range(n)]))
                 for i, j in zip(te, S.argmax(1)):
                     names[i], ks[i] = voc.names[j], keys[j]

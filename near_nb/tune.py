@@ -100,7 +100,8 @@ def _train_tower(bb, n_top, acts, files:list, W0, Cw, Y, nn_idx, cfg:NearConfig,
     start = len(visual.transformer.resblocks) - n_top if n_top is not None else 0
     def forward(b):
         with _autocast(bb):
-            if n_top is not None: f = _top(visual, acts[b].to(bb.device, torch.float32, non_blocking=True), start)
+            if n_top is not None: f = _top(visual,
+                                           acts[b].to(bb.device, torch.float32, non_blocking=True), start)
             else: f = visual(_pixels_of(bb, [files[i] for i in b.tolist()]).float())
         return F.normalize(f.float(), dim=1)
     for p in visual.parameters(): p.requires_grad_(n_top is None)
@@ -139,8 +140,10 @@ def fit_near_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
     verified = None if verified is None else np.asarray(verified, bool)[ok]
     zs = {k: v.detach().clone() for k, v in visual.state_dict().items()}
     C = len(names)
-    Y, nn_idx, Cw, a, W0, rl = _setup(emb, own, C, cfg, text_emb=text_emb, verified=verified, contrasts=contrasts)
-    res, W, state = _train_tower(bb, n_top, acts, [iset.files[i] for i in ok], W0, Cw, Y, nn_idx, cfg, a, progress, verified)
+    Y, nn_idx, Cw, a, W0, rl = _setup(emb, own, C, cfg, text_emb=text_emb,
+                                      verified=verified, contrasts=contrasts)
+    res, W, state = _train_tower(bb, n_top, acts, [iset.files[i] for i in ok], W0, Cw, Y, nn_idx,
+                                 cfg, a, progress, verified)
     res.relabel = rl
     if wise is not None:
         state = wise_ft(zs, state, wise)
