@@ -38,12 +38,14 @@ class NearClassifier:
         self.names, self.weights, self.tau = list(names), np.asarray(weights, np.float32), float(tau)
         self.active = np.ones(len(self.names), bool) if active is None else np.asarray(active, bool)
         self.backbone, self.visual_state, self.meta = backbone, visual_state, dict(meta or {})
-        if self.weights.shape[0] != len(self.names): raise ValueError(f'{self.weights.shape[0]} weight rows for {len(self.names)} names')
+        if self.weights.shape[0] != len(self.names):
+            raise ValueError(f'{self.weights.shape[0]} weight rows for {len(self.names)} names')
         self.text_weights = None if text_weights is None else np.asarray(text_weights, np.float32)
         self.text_alpha = float(text_alpha)
         if self.text_weights is not None and self.text_weights.shape != self.weights.shape:
             raise ValueError(f'text weights {self.text_weights.shape} do not match the weights {self.weights.shape}')
-    def __repr__(self): return f'NearClassifier({int(self.active.sum())} of {len(self.names)} names active, dim={self.weights.shape[1]})'
+    def __repr__(self):
+        return f'NearClassifier({int(self.active.sum())} of {len(self.names)} names active, dim={self.weights.shape[1]})'
 
 # %% ../nbs/05b_classifier.ipynb #d2cdbe6a
 from contextlib import contextmanager
@@ -236,7 +238,8 @@ def _local_folder(src, # a folder or a Hub repo id
     from huggingface_hub import snapshot_download  # lazy: only the Hub calls need huggingface_hub
     p = Path(src).expanduser()
     if p.is_dir(): return p
-    if p.is_file(): raise NearError(f'{p} is a file: a saved classifier is a folder with config.json and model.safetensors '
+    if p.is_file():
+        raise NearError(f'{p} is a file: a saved classifier is a folder with config.json and model.safetensors '
                                     '(an old pickled .pt file loads only with NearClassifier.load(path, trusted=True))')
     if str(src).count('/') != 1 or str(src).startswith(('.', '/', '~')):
         raise NearError(f'no such classifier folder: {p}')
@@ -249,7 +252,8 @@ def _local_folder(src, # a folder or a Hub repo id
 def _read_config(d:Path) -> dict:
     "config.json of a saved classifier, checked."
     try: cfg = json.loads((d/'config.json').read_text())
-    except (OSError, ValueError) as e: raise NearError(f'{d} is not a saved classifier: no readable config.json ({e})') from e
+    except (OSError, ValueError) as e:
+        raise NearError(f'{d} is not a saved classifier: no readable config.json ({e})') from e
     if cfg.get('format') != FORMAT: raise NearError(f'{d}/config.json is not a NearClassifier config')
     if cfg.get('format_version', 0) > FORMAT_VERSION:
         raise NearError(f'{d} was written by a newer near_nb ({cfg.get("near_nb_version")}): upgrade near_nb to load it')
@@ -293,7 +297,8 @@ def load(cls:NearClassifier, path, # a `save_pretrained` folder or Hub repo id; 
     "A saved classifier: a folder or Hub repo (safe), or an old pickled `.pt` file only with `trusted=True`."
     p = Path(path)
     if not p.is_file(): return cls.from_pretrained(path, backbone=backbone, **kwargs)
-    if not trusted: raise NearError(f'{p} is a pickled .pt file, and loading it could run any code it holds; only if you '
+    if not trusted:
+        raise NearError(f'{p} is a pickled .pt file, and loading it could run any code it holds; only if you '
                                     'trust its source: NearClassifier.load(path, trusted=True), then .save_pretrained(FOLDER)')
     d = torch.load(p, map_location='cpu', weights_only=False)
     if not isinstance(d, dict) or d.get('format') != 'near_nb.NearClassifier/1':

@@ -58,7 +58,8 @@ def quiet_third_party(verbose:bool=False, # keep everything (and log near_nb's I
         sys.modules['transformers'].utils.logging.set_verbosity_error()
     for name in [*NOISY_LOGGERS, *logging.root.manager.loggerDict]:  # children may carry their own level
         if name.split('.')[0] in NOISY_LOGGERS: logging.getLogger(name).setLevel(logging.ERROR)
-    logging.getLogger().setLevel(logging.CRITICAL)  # open_clip logs through the root logger; errors reach the CLI's line
+    # open_clip logs through the root logger; errors reach the CLI's line
+    logging.getLogger().setLevel(logging.CRITICAL)
     logging.getLogger('near_nb').setLevel(logging.WARNING)
     warnings.filterwarnings('ignore')
 
@@ -141,7 +142,8 @@ def ray_out(path:str|Path, # --out of a --ray run
     out = Path(path)
     if out.suffix.lower() != '.parquet':
         raise NearError(f'--out {display_path(out)}: with --ray, name a .parquet folder (Ray writes a Parquet file per block)')
-    if out.is_file(): raise NearError(f'{display_path(out)} is a file: with --ray the output is a folder of Parquet files')
+    if out.is_file():
+        raise NearError(f'{display_path(out)} is a file: with --ray the output is a folder of Parquet files')
     return out
 
 def ray_report(args, what:str, r:dict) -> int:
@@ -196,7 +198,8 @@ def cmd_label(args) -> int:
     print(f'wrote {display_path(out)} ({len(iset) * args.samples} rows) and {display_path(args.store)}')
     for e in iset.ignored: print(f'skipped {e}', file=sys.stderr)
     for e in run.unreadable: print(f'unreadable: {e}', file=sys.stderr)
-    for path, smp, err in run.failed[:20]: print(f'failed: {display_path(path)} (sample {smp}): {err}', file=sys.stderr)
+    for path, smp, err in run.failed[:20]:
+        print(f'failed: {display_path(path)} (sample {smp}): {err}', file=sys.stderr)
     if len(run.failed) > 20: print(f'... and {len(run.failed) - 20} more failures', file=sys.stderr)
     if not run.ok: print('not every image is labeled: run the same command again to retry the failed ones',
                          file=sys.stderr)
@@ -231,7 +234,8 @@ def cmd_fit(args) -> int:
     labels, bb = read_labels(args.labels, args.mllm_model), _backbone(args)
     X, paths, sha, skipped = fit_embeddings(args, labels, bb)
     row = match_labels(labels, paths, sha)
-    if not (row >= 0).any(): raise NearError(f'none of the {len(paths)} images has an answer in {args.labels}: '
+    if not (row >= 0).any():
+        raise NearError(f'none of the {len(paths)} images has an answer in {args.labels}: '
                                              'were the labels made from these files?')
     names = [labels.names[r] if r >= 0 else [] for r in row]
     texts = [labels.response[r] if r >= 0 else '' for r in row]
@@ -271,13 +275,15 @@ def cmd_predict(args) -> int:
     if grow is not None and args.budget is None and args.threshold is None:
         raise NearError('--grow adds the new names the MLLM gives escalated images: give --budget or '
                         '--threshold too')
-    if out.suffix.lower() not in ('.csv', '.parquet'): raise NearError(f'--out {out}: name a .csv or .parquet file')
+    if out.suffix.lower() not in ('.csv', '.parquet'):
+        raise NearError(f'--out {out}: name a .csv or .parquet file')
     iset = open_images(args.images)
     if not len(iset): raise NearError(f'no images in {args.images}')
     clf = NearClassifier.from_pretrained(args.classifier, pretrained=args.pretrained, device=args.device)
     embedded = clf.embed_images(iset, batch_size=args.batch_size, progress=not (args.quiet or args.json))
     df = predict_table(clf, iset, args.top_k, embedded=embedded)
-    if args.budget is not None or args.threshold is not None: df = merge_cascade(args, clf, iset, df, embedded=embedded)
+    if args.budget is not None or args.threshold is not None:
+        df = merge_cascade(args, clf, iset, df, embedded=embedded)
     write_table(df, out)
     added = []
     if grow is not None:

@@ -73,7 +73,8 @@ def open_sqlite(path:str|Path, # the database file (its folder is created)
     "A connection in WAL mode with `schema` applied."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(path, timeout=60, check_same_thread=False)  # Jupyter runs the labeling loop in a worker thread
+    # Jupyter runs the labeling loop in a worker thread
+    con = sqlite3.connect(path, timeout=60, check_same_thread=False)
     con.execute('PRAGMA journal_mode=WAL')
     con.execute('PRAGMA synchronous=NORMAL')
     if schema: con.executescript(schema)

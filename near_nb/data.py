@@ -125,12 +125,14 @@ def load_image(src:str|Path|bytes, # a path or the file's bytes
             warnings.simplefilter('ignore', Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError: raise ImageLoadError('not an image (format not recognised)') from None
-    except Image.DecompressionBombError as e: raise ImageLoadError(f'image too large (decompression bomb?): {e}') from None
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(f'image too large (decompression bomb?): {e}') from None
     except Exception as e: raise ImageLoadError(f'truncated or corrupt image (cannot open it): {e}') from None
     w, h = img.size
     if max_pixels is not None and w * h > max_pixels:
         raise ImageLoadError(f'image too large: {w}x{h} = {w*h:,} pixels > max_pixels={max_pixels:,} (decompression bomb?)')
-    if draft and img.format == 'JPEG': img.draft(img.mode, (draft, draft))  # libjpeg's DCT scaling: far less work
+    if draft and img.format == 'JPEG':
+        img.draft(img.mode, (draft, draft))  # libjpeg's DCT scaling: far less work
     try: img.load()
     except Exception as e: raise ImageLoadError(f'truncated or corrupt image data: {e}') from None
     try: img = ImageOps.exif_transpose(img)
@@ -161,7 +163,8 @@ class ImageSet:
         self.files = [Path(f) for f in self.files]
         for a in ('gt_class', 'gt_name'):
             v = getattr(self, a)
-            if v is not None and len(v) != len(self.files): raise ValueError(f'{a} has {len(v)} entries for {len(self.files)} files')
+            if v is not None and len(v) != len(self.files):
+                raise ValueError(f'{a} has {len(v)} entries for {len(self.files)} files')
         self._hashes = {}
     def __len__(self): return len(self.files)
     def __iter__(self): return iter(self.files)
@@ -220,7 +223,8 @@ def _from_folder(cls:ImageSet, path:str|Path, # the folder
         class_folders = bool(rel) and all(len(r.parts) == 2 for r in rel) and len({r.parts[0] for r in rel}) >= 2
     gt_class = gt_name = None
     if class_folders:
-        if any(len(r.parts) < 2 for r in rel): raise ValueError('class_folders=True but some images are not in a sub-folder')
+        if any(len(r.parts) < 2 for r in rel):
+            raise ValueError('class_folders=True but some images are not in a sub-folder')
         gt_name = [r.parts[0] for r in rel]
         names = sorted(set(gt_name))
         gt_class = [names.index(n) for n in gt_name]
@@ -233,16 +237,19 @@ def _manifest_rows(path:Path, # the CSV file
                   ) -> list:
     "The (line number, row) pairs of a manifest CSV, or a `NearError` that names the bad line."
     try: raw = path.read_bytes()
-    except OSError as e: raise NearError(f'cannot read the manifest {display_path(path)}: {e.strerror or e}') from None
+    except OSError as e:
+        raise NearError(f'cannot read the manifest {display_path(path)}: {e.strerror or e}') from None
     try: text = raw.decode('utf-8-sig')
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b'\n') + 1
         raise NearError(f'{display_path(path)}, line {line}: not UTF-8 text; save the manifest as a UTF-8 CSV') from None
     rd = csv.DictReader(io.StringIO(text, newline=''), strict=True)
     try: rows = [(rd.line_num, r) for r in rd]
-    except csv.Error as e: raise NearError(f'{display_path(path)}, line {rd.line_num}: not a CSV file ({e})') from None
+    except csv.Error as e:
+        raise NearError(f'{display_path(path)}, line {rd.line_num}: not a CSV file ({e})') from None
     where = display_path(path)
-    if not rd.fieldnames: raise NearError(f'{where} is empty: a manifest needs a header with a {file_col!r} column')
+    if not rd.fieldnames:
+        raise NearError(f'{where} is empty: a manifest needs a header with a {file_col!r} column')
     if file_col not in rd.fieldnames:
         raise NearError(f'{where}, line 1: no {file_col!r} column (columns: {sorted(rd.fieldnames)})')
     if not rows: raise NearError(f'{where} lists no images (a header and no rows)')
@@ -351,7 +358,8 @@ class Sample:
     classnames: list # the 102 ground-truth class names
     model_name: str = 'ViT-B-16' # the open_clip model and tag the embeddings belong to
     pretrained: str = 'openai'
-    def __repr__(self): return f'Sample({len(self.images)} Flowers-102 images, {len(self.classnames)} classes, MLLM: {self.labels.mllm.iloc[0]})'
+    def __repr__(self):
+        return f'Sample({len(self.images)} Flowers-102 images, {len(self.classnames)} classes, MLLM: {self.labels.mllm.iloc[0]})'
 
 def _sample_dir() -> Path:
     "The folder of the shipped sample, inside the installed package."
@@ -364,7 +372,8 @@ def sample() -> Sample:
     labels = pd.read_csv(d/'labels.csv', keep_default_na=False)
     labels['names'] = labels['names'].map(json.loads)
     z = np.load(d/'clip_vit_b16.npz')
-    if list(z['image_id']) != labels.image_id.tolist(): raise RuntimeError('sample embeddings and labels.csv disagree')
+    if list(z['image_id']) != labels.image_id.tolist():
+        raise RuntimeError('sample embeddings and labels.csv disagree')
     images = ImageSet([d/f for f in labels.file], labels.gt_class.tolist(), labels.gt_name.tolist(), d)
     s = Sample(images, labels, z['emb'].astype(np.float32), (d/'classnames.txt').read_text().splitlines())
     return s

@@ -72,7 +72,8 @@ def name_hash(name:str) -> str:
 
 class OpenAIDescriber(OpenAILabeler):
     "A text LLM behind any OpenAI-compatible server; `OpenAILabeler`'s retries, key handling and prices."
-    def settings(self) -> dict: return {'temperature': self.temperature, 'max_tokens': self.max_tokens}  # no image
+    def settings(self) -> dict:
+        return {'temperature': self.temperature, 'max_tokens': self.max_tokens}  # no image
     def __repr__(self): return f'OpenAIDescriber({self.model!r}, base_url={self.base_url!r})'  # never the key
     async def messages(self, req:Request) -> list: return [{'role': 'user', 'content': req.prompt}]
 
@@ -161,7 +162,8 @@ def register_describer(scheme:str, # what a spec starts with, before the ':'
                        factory:Callable, # factory(arg, **options) -> a describer; ignores options it does not use
                       ) -> Callable:
     "Make `get_describer('SCHEME:ARG')` (and `near bench testbed --text-llm SCHEME:ARG`) build describers with `factory`."
-    if not scheme or ':' in scheme: raise NearError(f'a describer scheme is a word without ":", not {scheme!r}')
+    if not scheme or ':' in scheme:
+        raise NearError(f'a describer scheme is a word without ":", not {scheme!r}')
     DESCRIBERS[scheme] = factory
     return factory
 
@@ -214,7 +216,8 @@ def describe(names:list, # the names to describe (duplicates asked once)
     t0 = time.time()
     bar = tqdm(total=len(reqs), desc=f'describing ({llm.model})', unit='name', disable=not progress)
     job = _Job(llm, store, phash, run, bar, new_owner(), lease, max_answer_chars)
-    try: _run_coro(_ask_batches(job, reqs) if hasattr(llm, 'answer_batch') else _ask_all(job, reqs, concurrency))
+    try:
+        _run_coro(_ask_batches(job, reqs) if hasattr(llm, 'answer_batch') else _ask_all(job, reqs, concurrency))
     finally:
         store.release(job.owner)
         bar.close()

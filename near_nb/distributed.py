@@ -184,7 +184,8 @@ def run_batches(worker:type, # `EmbedBatches`, `PredictBatches`, `LabelBatches` 
     from ray.data import DataContext
     iset = images if isinstance(images, ImageSet) else ImageSet(list(images))
     out = Path(out)
-    if out.exists() and not out.is_dir(): raise NearError(f'{display_path(out)} is a file: Ray writes a folder of Parquet files')
+    if out.exists() and not out.is_dir():
+        raise NearError(f'{display_path(out)} is a file: Ray writes a folder of Parquet files')
     done = done_paths(out, ok_only)
     todo = [(i, str(f)) for i, f in enumerate(iset.files) if str(f) not in done]
     summary = {'images': len(iset), 'already_done': len(iset) - len(todo), 'written': 0,
@@ -194,7 +195,8 @@ def run_batches(worker:type, # `EmbedBatches`, `PredictBatches`, `LabelBatches` 
     log = ray.remote(num_cpus=0)(_FailureLog).remote()
     DataContext.get_current().actor_task_retry_on_errors = True
     table = pa.table({'index': [i for i, _ in todo], 'path': [p for _, p in todo]})
-    ds = ray.data.from_arrow([table.slice(k, batch_size) for k in range(0, len(todo), batch_size)])  # a block per batch
+    # a block per batch
+    ds = ray.data.from_arrow([table.slice(k, batch_size) for k in range(0, len(todo), batch_size)])
     ds = ds.map_batches(worker, fn_constructor_kwargs={**worker_kw, 'failures': log}, batch_size=batch_size,
                         batch_format='pyarrow', concurrency=actors, num_gpus=num_gpus, num_cpus=num_cpus,
                         max_task_retries=retries, max_restarts=retries)

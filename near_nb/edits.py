@@ -30,9 +30,12 @@ class EditLog:
         "Journal one edit; its id."
         if kind not in self.kinds: raise ValueError(f'kind must be one of {self.kinds}, not {kind!r}')
         need = {'rename': (a, b), 'merge': (a, b), 'move': (image, b), 'wrong': (image,)}[kind]
-        if any(not x for x in need): raise ValueError(f'a {kind!r} edit needs ' + {'rename': 'a name and the new name', 'merge': 'two names',
+        if any(not x for x in need):
+            raise ValueError(f'a {kind!r} edit needs ' + {'rename': 'a name and the new name', 'merge': 'two names',
                                                      'move': 'an image and a name', 'wrong': 'an image'}[kind])
-        with self.con: cur = self.con.execute('INSERT INTO edits (created, kind, image, a, b) VALUES (?,?,?,?,?)', (time.time(), kind, image, a, b))
+        with self.con:
+            cur = self.con.execute('INSERT INTO edits (created, kind, image, a, b) VALUES (?,?,?,?,?)',
+                                   (time.time(), kind, image, a, b))
         return cur.lastrowid
     def undo(self, id:int|None=None) -> dict|None:
         "Mark edit `id` (default: the last one in force) undone; the edit, or None when there is nothing to undo."

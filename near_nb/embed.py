@@ -32,14 +32,16 @@ class EmbeddingCache:
                 ):
         self.path = Path(path) if path else near_home()/'embeddings.sqlite'
         where = display_path(self.path)
-        if self.path.is_dir(): raise NearError(f'the embedding cache {where} is a folder; pass a file name (.sqlite)')
+        if self.path.is_dir():
+            raise NearError(f'the embedding cache {where} is a folder; pass a file name (.sqlite)')
         try:
             self.con = open_sqlite(self.path, '''CREATE TABLE IF NOT EXISTS emb (model_id TEXT, prep_id TEXT, sha256 TEXT,
                                    vec BLOB, created REAL, PRIMARY KEY (model_id, prep_id, sha256)) WITHOUT ROWID;''')
         except sqlite3.DatabaseError as e:
             what = 'is not a SQLite file (corrupt?)' if 'not a database' in str(e) else f'cannot be written ({e})'
             raise NearError(f'the embedding cache {where} {what}; pass another --cache or delete the file') from None
-        except OSError as e: raise NearError(f'cannot create the embedding cache {where}: {e.strerror or e}') from None
+        except OSError as e:
+            raise NearError(f'cannot create the embedding cache {where}: {e.strerror or e}') from None
     def __repr__(self): return f'EmbeddingCache({str(self.path)!r}, {len(self)} vectors)'
     def __len__(self): return self.con.execute('SELECT COUNT(*) FROM emb').fetchone()[0]
     def __bool__(self): return True  # an empty cache is still a cache
@@ -68,7 +70,8 @@ def get(self:EmbeddingCache, model_id:str, prep_id:str, # what made the vectors
     for i in range(0, len(hs), 900):
         chunk = hs[i:i+900]
         q = f'SELECT sha256, vec FROM emb WHERE model_id=? AND prep_id=? AND sha256 IN ({",".join("?"*len(chunk))})'
-        for h, v in self.con.execute(q, [model_id, prep_id, *chunk]): out[h] = np.frombuffer(v, dtype=np.float32)
+        for h, v in self.con.execute(q, [model_id, prep_id, *chunk]):
+            out[h] = np.frombuffer(v, dtype=np.float32)
     return out
 
 @patch
@@ -108,7 +111,8 @@ class Backbone:
         self.pretrained = str(Path(pretrained).expanduser()) if pretrained and Path(str(pretrained)).expanduser().is_file() else pretrained
         self.device = get_device(device)
         self.precision = precision or ('fp16' if self.device.startswith('cuda') else 'fp32')
-        if self.precision not in PRECISIONS: raise ValueError(f'precision={precision!r}: pass one of {PRECISIONS}')
+        if self.precision not in PRECISIONS:
+            raise ValueError(f'precision={precision!r}: pass one of {PRECISIONS}')
         self.model = self.preprocess = self.tokenizer = None
         self._model_id = None
     @property
@@ -187,13 +191,15 @@ def load(self:Backbone) -> Backbone:
             model, _, preprocess = oc.create_model_and_transforms(name, pretrained=pre, device=self.device,
                                                                   precision=self.precision, cache_dir=self.cache_dir)
     except RuntimeError as e:
-        if 'not found in built-ins' in str(e): raise BackboneLoadError(f'unknown open_clip model {name!r}; see open_clip.list_models()') from e
+        if 'not found in built-ins' in str(e):
+            raise BackboneLoadError(f'unknown open_clip model {name!r}; see open_clip.list_models()') from e
         if pre and ('download' in str(e).lower() or 'hub' in str(e).lower()):
             raise BackboneLoadError(f'Could not fetch the weights of open_clip model {name!r} with pretrained={pre!r} '
                                     f'(no network, or the Hub is unreachable). ' + _weights_help(name, pre)) from e
         raise
     self.model, self.preprocess, self.tokenizer = model.eval(), preprocess, oc.get_tokenizer(name)
-    if expected is not None and self.preprocess_cfg != expected: log.warning(f'{name}: preprocessing differs from the configs: {self.preprocess_cfg}')
+    if expected is not None and self.preprocess_cfg != expected:
+        log.warning(f'{name}: preprocessing differs from the configs: {self.preprocess_cfg}')
     return self
 
 # %% ../nbs/04_embed.ipynb #8fad4bf4
@@ -235,7 +241,8 @@ def encode_batch(self:Backbone, x:torch.Tensor, # a preprocessed (b, 3, h, w) ba
 # %% ../nbs/04_embed.ipynb #c0cc913e
 class _CacheProbe:
     "Answers `sha256 in probe` from the cache file, over one read connection per process (DataLoader workers)."
-    def __init__(self, path:Path, model_id:str, prep_id:str): self.path, self.ids, self._con = path, (model_id, prep_id), None
+    def __init__(self, path:Path, model_id:str, prep_id:str):
+        self.path, self.ids, self._con = path, (model_id, prep_id), None
     def __getstate__(self): return {**self.__dict__, '_con': None}
     def __contains__(self, h:str) -> bool:
         if self._con is None: self._con = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
@@ -450,7 +457,8 @@ def embed_images(self:Backbone, images, # an `ImageSet` or a list of paths
     out = Embeddings(emb, hashes, [LoadError(str(iset.files[i]), r) for i, r in sorted(errors.items())],
                      n_cached=sum(h in cached for h in hashes),
                      n_computed=sum(h in found and h not in cached for h in hashes), model_id=ids[0], prep_id=ids[1])
-    if out.errors: log.warning(f'embed_images: skipped {len(out.errors)} image(s): ' + '; '.join(map(str, out.errors[:5])))
+    if out.errors:
+        log.warning(f'embed_images: skipped {len(out.errors)} image(s): ' + '; '.join(map(str, out.errors[:5])))
     return out
 
 # %% ../nbs/04_embed.ipynb #c18e036c
@@ -477,6 +485,7 @@ def embed_text(self:Backbone, names:list, # class names
         for i in range(0, len(prompts), batch_size):
             f = self.model.encode_text(self.tokenizer(prompts[i:i+batch_size]).to(self.device))
             feats.append(torch.nn.functional.normalize(f.float(), dim=-1))
-    if not feats: return np.zeros((0, self.model.text_projection.shape[1] if hasattr(self.model, 'text_projection') else 0), np.float32)
+    if not feats:
+        return np.zeros((0, self.model.text_projection.shape[1] if hasattr(self.model, 'text_projection') else 0), np.float32)
     f = torch.cat(feats).reshape(len(names), len(templates), -1).mean(1)
     return torch.nn.functional.normalize(f, dim=-1).cpu().numpy()

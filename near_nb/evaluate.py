@@ -41,7 +41,8 @@ def semantic_acc(pred_names:list, # predicted name per image
                  encode, # names -> L2-normalised embeddings (`near_nb.names.sentence_encoder()`)
                 ) -> float:
     "Mean cosine similarity ×100 between predicted and true names (each distinct string embedded once)."
-    if len(pred_names) != len(gt_names): raise ValueError(f'{len(pred_names)} predictions for {len(gt_names)} names')
+    if len(pred_names) != len(gt_names):
+        raise ValueError(f'{len(pred_names)} predictions for {len(gt_names)} names')
     uniq = sorted(set(map(str, pred_names)) | set(map(str, gt_names)))
     E = np.asarray(encode(uniq), dtype=np.float32)
     pos = {s: i for i, s in enumerate(uniq)}
@@ -63,7 +64,8 @@ def evaluate(pred_names:list, # predicted name per image (strings)
 
 class Report:
     "Metrics of several methods on one dataset; prints as a table."
-    def __init__(self, dataset:str='', sentence_model:str=''): self.dataset, self.sentence_model, self.rows = dataset, sentence_model, {}
+    def __init__(self, dataset:str='', sentence_model:str=''):
+        self.dataset, self.sentence_model, self.rows = dataset, sentence_model, {}
     def add(self, method:str, metrics:dict) -> Report:
         self.rows[method] = metrics
         return self

@@ -119,7 +119,8 @@ def label_view(ids:list, voc, own:list, # image keys; the `Vocabulary` and each 
         shown = result.refined if result is not None else P.argmax(1)
         v.confidence, runner = head_to_head(P, shown)
         v.runner_up = [voc.names[r] if r >= 0 else '' for r in runner]
-    if v.candidates is None and emb is not None and len(ids) > 1: v.candidates = _neighbour_candidates(mllm, emb, top)
+    if v.candidates is None and emb is not None and len(ids) > 1:
+        v.candidates = _neighbour_candidates(mllm, emb, top)
     return v
 
 # %% ../nbs/08_explore.ipynb #92186133
@@ -183,7 +184,8 @@ def name_colours(*label_lists, # one or more lists of names (e.g. each view's la
                  keep:dict|None=None, # an earlier result: names still among the largest keep their colour
                 ) -> dict:
     "{name key: colour} for the `top` largest names over all the lists."
-    if top > len(PALETTE): raise ValueError(f'top can be at most {len(PALETTE)} (distinct colours), not {top}')
+    if top > len(PALETTE):
+        raise ValueError(f'top can be at most {len(PALETTE)} (distinct colours), not {top}')
     size = Counter(name_key(n) for labels in label_lists for n in labels if n)
     largest = sorted(size, key=lambda k: (-size[k], k))[:top]
     kept = {k: keep[k] for k in largest if keep and k in keep}
@@ -333,7 +335,8 @@ def confusion_figure(table:pd.DataFrame):
     x, y = [escape(str(c)) for c in table.columns], [escape(str(r)) for r in table.index]
     rows, cols = table.index.name, table.columns.name
     hover = f'{rows}: %{{y}}<br>{cols}: %{{x}}<br>%{{text}} images<extra></extra>'
-    z = [[None if np.isnan(v) else float(v) for v in row] for row in z]  # gaps as None: widget messages are strict JSON
+    # gaps as None: widget messages are strict JSON
+    z = [[None if np.isnan(v) else float(v) for v in row] for row in z]
     bar = dict(title='images', tickvals=np.log10(ticks), ticktext=[str(t) for t in ticks])
     off = go.Heatmap(z=z, x=x, y=y, text=n.astype(int), colorscale='OrRd', zmin=0, zmax=zmax, hoverongaps=False,
                      colorbar=bar, hovertemplate=hover)
@@ -359,7 +362,8 @@ class Explorer:
                  *,
                  max_images:int=48, # thumbnails per grid
                  top:int=20): # names coloured on the map (the rest are grey)
-        if xy is None and view.emb is None: xy = np.zeros((len(view), 2), np.float32)  # names only: no map yet
+        if xy is None and view.emb is None:
+            xy = np.zeros((len(view), 2), np.float32)  # names only: no map yet
         self.base, self.edits, self.max_images, self.top = view, edits, max_images, top
         self.xy, self.layout = (np.asarray(xy, np.float32), 'given') if xy is not None else layout_2d(view.emb, layout)
         self.by, self.current, self.mode, self.colours = view.stages[0], None, None, None
@@ -527,7 +531,8 @@ def pick(self:Explorer, idx, # image indices (of the grid's images)
     idx = {int(i) for i in idx} & set(self.shown)
     self.picked = self.picked | idx if on else self.picked - idx
     for i, t in zip(self.shown, self._toggles):
-        if t.value != (i in self.picked): t.value = i in self.picked  # its observer calls back: no change then
+        if t.value != (i in self.picked):
+            t.value = i in self.picked  # its observer calls back: no change then
         t.button_style = 'info' if i in self.picked else ''
     self.picked_count.value = f'{len(self.picked)} of {len(self.shown)} selected'
 
@@ -581,7 +586,8 @@ def show(self:Explorer, name:str):
 def _fill_names(self:Explorer):
     t, q = cluster_table(self.view, self.by), self.search.value.strip().lower()
     if q: t = t[t.name.str.lower().str.contains(q, regex=False)]
-    if self.sort.value != 'size': t = t.sort_values(self.sort.value, ascending=self.sort.value == 'name', kind='stable')
+    if self.sort.value != 'size':
+        t = t.sort_values(self.sort.value, ascending=self.sort.value == 'name', kind='stable')
     opts = [(f"{r.name or '(no name)'}  ({r.images}, {r.disagreement:.0%} disagree)", r.name) for r in t.itertuples()]
     self._filling = True  # new options reset a Select's value: keep the open cluster, open nothing else
     try:
@@ -623,7 +629,8 @@ def rename(self:Explorer, name:str, new:str):
 @patch
 def merge(self:Explorer, name:str, into:str):
     "Merge `name` into `into`."
-    if not name or not into or name == into: raise ValueError('open a cluster and choose another name to merge it into')
+    if not name or not into or name == into:
+        raise ValueError('open a cluster and choose another name to merge it into')
     if into not in set(self._labels()):
         raise ValueError(f'{into!r} is not a name in use (to start a new name, rename or move)')
     self._edit(f'merged {name!r} into {into!r}', dict(kind='merge', a=name, b=into), goto=(into, name))

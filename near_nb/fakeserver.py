@@ -116,7 +116,8 @@ async def _reply(self:FakeChatServer, headers:dict, body:dict) -> bytes|None:
     with self.lock: self.outcomes.append((fp, n, kind or 'ok'))
     if kind == '429': return _response(429, {'error': {'message': 'rate limited', 'type': 'rate_limit'}},
                                        [('Retry-After', self.retry_after)])
-    if kind in ('500', '503', '400'): return _response(int(kind), {'error': {'message': f'injected {kind}', 'type': 'server_error'}})
+    if kind in ('500', '503', '400'):
+        return _response(int(kind), {'error': {'message': f'injected {kind}', 'type': 'server_error'}})
     if kind == 'echo': return _response(500, {'error': {'message': f'upstream failed for headers {headers}'}})
     if kind == 'drop': return None
     if kind == 'malformed': return _response(200, '{"choices": [{"message": ')

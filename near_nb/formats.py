@@ -90,7 +90,8 @@ def from_hf_dataset(ds, # a `datasets.Dataset`, or a folder saved with `save_to_
     if isinstance(ds, (str, Path)): ds = datasets.load_from_disk(str(ds))
     if isinstance(ds, datasets.DatasetDict): ds = ds[split]
     for c in [image_col] + ([label_col] if label_col else []):
-        if c not in ds.features: raise NearError(f'the dataset has no {c!r} column (columns: {list(ds.features)})')
+        if c not in ds.features:
+            raise NearError(f'the dataset has no {c!r} column (columns: {list(ds.features)})')
     is_class = label_col and isinstance(ds.features[label_col], datasets.ClassLabel)
     classes = ds.features[label_col].names if is_class else None
     out = Path(out)
@@ -136,7 +137,8 @@ def from_fiftyone(src:str|Path, # a FiftyOneImageClassificationDataset folder (`
     "A labels table from a FiftyOne image classification export."
     src = Path(src)
     try: lab = json.loads((src/'labels.json').read_text())
-    except (OSError, ValueError) as e: raise NearError(f'{src}: no readable labels.json of a FiftyOne export ({e})') from e
+    except (OSError, ValueError) as e:
+        raise NearError(f'{src}: no readable labels.json of a FiftyOne export ({e})') from e
     data = json.loads((src/'data.json').read_text()) if (src/'data.json').is_file() else \
            {p.stem: str(p) for p in (src/'data').iterdir()} if (src/'data').is_dir() else {}
     classes, rows = lab.get('classes'), []
@@ -212,4 +214,5 @@ def to_csv(df:pd.DataFrame, out:str|Path, **kwargs) -> Path:
     "The table itself, as CSV or Parquet (`write_table`)."
     return write_table(df, out)
 
-EXPORTERS = {'imagefolder': to_imagefolder, 'coco': to_coco, 'csv': to_csv, 'fiftyone': to_fiftyone} # `near export --to`
+# `near export --to`
+EXPORTERS = {'imagefolder': to_imagefolder, 'coco': to_coco, 'csv': to_csv, 'fiftyone': to_fiftyone}

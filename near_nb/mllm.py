@@ -59,14 +59,16 @@ class LabelStore:
     def __init__(self, path:str|Path):
         self.path = Path(path)
         where = display_path(path)
-        if self.path.is_dir(): raise NearError(f'the label store {where} is a folder; pass a file name (.sqlite)')
+        if self.path.is_dir():
+            raise NearError(f'the label store {where} is a folder; pass a file name (.sqlite)')
         try:
             self.con = open_sqlite(self.path, _SCHEMA)
             len(self)
         except sqlite3.DatabaseError as e:
             what = 'is not a SQLite file (corrupt?)' if 'not a database' in str(e) else f'cannot be written ({e})'
             raise NearError(f'the label store {where} {what}; pass another --store or fix the file') from None
-        except OSError as e: raise NearError(f'cannot create the label store {where}: {e.strerror or e}') from None
+        except OSError as e:
+            raise NearError(f'cannot create the label store {where}: {e.strerror or e}') from None
     def __bool__(self): return True
     def __len__(self): return self.con.execute('SELECT COUNT(*) FROM answers').fetchone()[0]
     def __repr__(self):
@@ -260,7 +262,8 @@ class OpenAILabeler:
         self.max_attempts, self.backoff, self.max_backoff, self.prices = max_attempts, backoff, max_backoff, prices
         self.max_retry_after = max_retry_after
         self.base_url, self.timeout = base_url or os.environ.get('OPENAI_BASE_URL'), timeout
-        self._key = api_key or os.environ.get('OPENAI_API_KEY')  # in memory only: never stored, logged or shown
+        # in memory only: never stored, logged or shown
+        self._key = api_key or os.environ.get('OPENAI_API_KEY')
         if not self._key and not _is_local(self.base_url):
             raise NearError(f'no API key for {_shown(self.base_url)}: set OPENAI_API_KEY '
                             '(a server that needs none: OPENAI_API_KEY=EMPTY)')
@@ -297,7 +300,8 @@ def _refused(e:BaseException) -> bool:
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         if isinstance(e, ConnectionRefusedError) or 'connection refused' in str(e).lower(): return True
-        if getattr(e, 'errno', None) == 111 or getattr(getattr(e, 'os_error', None), 'errno', None) == 111: return True
+        if getattr(e, 'errno', None) == 111 or getattr(getattr(e, 'os_error', None), 'errno', None) == 111:
+            return True
         e = e.__cause__ or e.__context__
     return False
 
@@ -377,7 +381,8 @@ class ReplayLabeler:
     def __init__(self, path:str|Path, model:str|None=None):
         self.path = Path(path).resolve()
         rows = _read_rows(self.path)
-        if not rows or 'response' not in rows[0]: raise NearError(f'{display_path(path)}: needs a "response" column')
+        if not rows or 'response' not in rows[0]:
+            raise NearError(f'{display_path(path)}: needs a "response" column')
         self.model = model or rows[0].get('model') or rows[0].get('mllm') or f'replay:{self.path.name}'
         self.index = {}
         for r in rows:
@@ -389,7 +394,8 @@ class ReplayLabeler:
             if f: self.index[(str((self.path.parent/f).resolve()), s)] = r['response']
         self._digest = sha256_file(self.path)[:16]
     def settings(self) -> dict: return {'replay': self._digest}
-    def __repr__(self): return f'ReplayLabeler({self.path.name!r}, model={self.model!r}, {len(self.index)} keys)'
+    def __repr__(self):
+        return f'ReplayLabeler({self.path.name!r}, model={self.model!r}, {len(self.index)} keys)'
     async def answer(self, req:Request) -> Answer:
         for k in (req.sha256, str(Path(req.path).resolve())):
             for s in (req.sample, None):
@@ -530,7 +536,8 @@ async def _ask_batches(job, reqs):
     busy = []
     for i in range(0, len(reqs), job.labeler.batch_size):
         chunk = [r for r in reqs[i:i + job.labeler.batch_size] if _claim(job, r, busy)]
-        for req, a in zip(chunk, await asyncio.to_thread(job.labeler.answer_batch, chunk)): _record(job, req, a)
+        for req, a in zip(chunk, await asyncio.to_thread(job.labeler.answer_batch, chunk)):
+            _record(job, req, a)
     job.run.failed += [(r.path, r.sample, 'claimed by another run on this store') for r in busy]
 
 def _run_coro(coro):
@@ -600,7 +607,8 @@ def label_images(images, # an `ImageSet` or a list of paths
     return run
 
 # %% ../nbs/03_mllm.ipynb #9706df64
-_CTRL = re.compile(r'[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')  # control characters other CSV readers choke on (the store keeps them)
+# control characters other CSV readers choke on (the store keeps them)
+_CTRL = re.compile(r'[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
 def export_labels(images, store:LabelStore, model:str, prompt_hash:str, *, out:str|Path, samples:int=1) -> pd.DataFrame:
     "Write LABELS.csv: one row per (image, sample), labeled or not, formulas escaped; return it."
     iset = images if isinstance(images, ImageSet) else ImageSet(list(images))
@@ -620,7 +628,8 @@ def export_labels(images, store:LabelStore, model:str, prompt_hash:str, *, out:s
                          'latency': float(r['latency']) if r is not None else 0.0})
     df = pd.DataFrame(rows, columns=['path', 'sha256', 'model', 'sample', 'names', 'response', 'status', 'error',
                                      'prompt_hash', 'prompt_tokens', 'completion_tokens', 'latency'])
-    df.map(escape_cell).to_csv(out, index=False, quoting=csv.QUOTE_NONNUMERIC)  # quoted: answers hold \r and worse
+    # quoted: answers hold \r and worse
+    df.map(escape_cell).to_csv(out, index=False, quoting=csv.QUOTE_NONNUMERIC)
     return df
 
 # %% ../nbs/03_mllm.ipynb #cd79e75b
@@ -636,11 +645,13 @@ class HFLabeler:
     def settings(self) -> dict:
         return {'max_new_tokens': self.max_new_tokens, 'temperature': self.temperature,
                 'max_side': self.max_side}
-    def __repr__(self): return f'HFLabeler({self.model!r}, device={self.device!r}, loaded={self.pipe is not None})'
+    def __repr__(self):
+        return f'HFLabeler({self.model!r}, device={self.device!r}, loaded={self.pipe is not None})'
     def load(self) -> HFLabeler:
         if self.pipe is None:
             import torch  # lazy: torch takes seconds to import; only this call needs it
-            from transformers import pipeline  # lazy: transformers is heavy; only the local-VLM labeler needs it
+            # lazy: transformers is heavy; only the local-VLM labeler needs it
+            from transformers import pipeline
             dev = get_device(self.device)
             dt = self.dtype if self.dtype != 'auto' else ('bfloat16' if dev.startswith('cuda') and torch.cuda.is_bf16_supported() else 'float32')
             self.pipe = pipeline('image-text-to-text', model=self.model, device=dev, dtype=getattr(torch, dt))
@@ -663,8 +674,10 @@ def answer_batch(self:HFLabeler, reqs:list) -> list:
     gen = {'max_new_tokens': self.max_new_tokens, 'do_sample': self.temperature > 0}
     if self.temperature > 0: gen['temperature'] = self.temperature
     t0 = time.perf_counter()
-    try: res = self.pipe(text=msgs, batch_size=self.batch_size, return_full_text=False, generate_kwargs=gen) if msgs else []
-    except Exception as e: return [o or LabelError(f'generation failed: {type(e).__name__}: {e}') for o in out]
+    try:
+        res = self.pipe(text=msgs, batch_size=self.batch_size, return_full_text=False, generate_kwargs=gen) if msgs else []
+    except Exception as e:
+        return [o or LabelError(f'generation failed: {type(e).__name__}: {e}') for o in out]
     dt = (time.perf_counter() - t0) / max(1, len(msgs))
     for i, r in zip(idx, res):
         text = (r[0] if isinstance(r, list) else r)['generated_text']

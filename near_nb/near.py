@@ -112,7 +112,8 @@ def relabel(emb:np.ndarray, # (n, d) L2-normalised image embeddings
     sizes = counts[counts > 1]
     cap = float(np.median(sizes)) if capacity and len(sizes) else float('inf')
     S = loo_name_scores(np.asarray(emb, np.float32), first, n_names)
-    tau = fit_temperature(S[confirmed], first[confirmed]) if confirmed.sum() > 1 else 0.05  # own column finite
+    # own column finite
+    tau = fit_temperature(S[confirmed], first[confirmed]) if confirmed.sum() > 1 else 0.05
     scorable = np.isfinite(S).any(1)
     P = np.zeros_like(S)
     P[scorable] = softmax(S[scorable] / tau, axis=1)
@@ -205,7 +206,8 @@ def prototype_head(W:torch.Tensor, # (C, d) the trained classifier's weights, L2
     n, C = res.targets.shape
     with torch.no_grad():
         X = torch.cat([forward(b).float().cpu() for b in torch.arange(n).split(cfg.batch_size or n)]).numpy()
-    H = np.eye(C, dtype=np.float32)[res.refined] * (res.targets.sum(1, keepdims=True) > 0)  # no candidate: no vote
+    # no candidate: no vote
+    H = np.eye(C, dtype=np.float32)[res.refined] * (res.targets.sum(1, keepdims=True) > 0)
     W = torch.where(torch.tensor(H.sum(0) > 0)[:, None], torch.tensor(prototypes(X, H)), W)
     return W, _calibrated_tau(X, np.where(H.sum(1) > 0, res.refined, -1), C)
 
@@ -384,7 +386,8 @@ def _setup(emb:np.ndarray, own:list, n_names:int, cfg:NearConfig, *, text_emb=No
         Cw /= np.maximum(Cw.sum(1, keepdims=True), 1e-12)
     if verified is not None: Cw[verified] = Y[verified]  # a person's label is the whole candidate set
     W0 = text_emb if text_emb is not None else prototypes(emb, Cw)
-    unnamed = np.linalg.norm(W0, axis=1, keepdims=True) == 0  # a name no candidate set holds: a small random start
+    # a name no candidate set holds: a small random start
+    unnamed = np.linalg.norm(W0, axis=1, keepdims=True) == 0
     W0 = np.where(unnamed, np.random.default_rng(cfg.seed).normal(size=W0.shape) * 1e-3, W0).astype(np.float32)
     return Y, nn_idx, Cw, a, W0, rl
 

@@ -62,7 +62,8 @@ def candidate_sets(names:list, # per image: list of name ids from its answers (o
                    weighting:str='similarity', # 'similarity', 'uniform' or 'agreement'
                   ) -> np.ndarray:
     "(n, n_names) candidate weights, rows summing to 1 (all-zero rows for images with no names at all)."
-    if weighting not in ('similarity', 'uniform', 'agreement'): raise ValueError(f'unknown weighting {weighting!r}')
+    if weighting not in ('similarity', 'uniform', 'agreement'):
+        raise ValueError(f'unknown weighting {weighting!r}')
     n, k = len(names), nn_idx.shape[1] if k is None else k
     W = np.zeros((n, n_names), np.float32)
     share = [np.bincount(ns, minlength=n_names)[:n_names] / len(ns) if len(ns) else np.zeros(n_names) for ns in map(np.asarray, names)]
@@ -71,6 +72,7 @@ def candidate_sets(names:list, # per image: list of name ids from its answers (o
         for j, s in zip(nn_idx[i, :k], nn_sim[i, :k]):
             if j < 0 or not len(names[j]): continue
             w = 1.0 if weighting == 'uniform' else max(float(s), 0.0)
-            for c in set(names[j]): W[i, c] += w * (share[j][c] if weighting == 'agreement' else 1.0 / len(set(names[j])))
+            for c in set(names[j]):
+                W[i, c] += w * (share[j][c] if weighting == 'agreement' else 1.0 / len(set(names[j])))
     tot = W.sum(1, keepdims=True)
     return np.divide(W, tot, out=np.zeros_like(W), where=tot > 0)

@@ -115,9 +115,11 @@ def read_labels(src:str|Path, # LABELS.csv, a label store .sqlite, a FiftyOne ex
         if col is None or 'names' not in df.columns:
             raise NearError(f'{p} needs a path (or file) column and a names column; it has {", ".join(df.columns)}')
         df = _one_mllm(df, 'model' if 'model' in df.columns else 'mllm', mllm, p)
-        paths = [str(x if Path(x).is_absolute() else p.parent/x) for x in df[col]]  # relative to the CSV's folder
+        # relative to the CSV's folder
+        paths = [str(x if Path(x).is_absolute() else p.parent/x) for x in df[col]]
         df = df.assign(path=paths, names=df['names'].map(_names))
-    if 'sample' in df.columns: df = df.assign(sample=df['sample'].astype(int)).sort_values('sample', kind='stable')
+    if 'sample' in df.columns:
+        df = df.assign(sample=df['sample'].astype(int)).sort_values('sample', kind='stable')
     df = df.drop_duplicates('path').assign(**{c: df.get(c, '') for c in ('sha256', 'response')})
     if not len(df): raise NearError(f'{p} holds no answers' + (f' of {mllm}' if mllm else ''))
     df = df.assign(sha256=df.sha256.fillna(''), response=df.response.fillna(''))
@@ -295,7 +297,8 @@ def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home
     step('vocabulary')
     enc = sentence_encoder()
     got = [rows.loc[str(f)] if str(f) in rows.index else None for f, v in zip(s.images.files, ok) if v]
-    names = [list(ns) for ns in s.labels.names[ok]]  # as recorded with the sample, like the README and `near fit`
+    # as recorded with the sample, like the README and `near fit`
+    names = [list(ns) for ns in s.labels.names[ok]]
     texts = [r['response'] if r is not None else '' for r in got]
     voc, own = answers_vocabulary(s.labels.image_id[ok].tolist(), names, texts, enc, emb=e.emb[ok])
     bar.update()

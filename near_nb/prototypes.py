@@ -187,7 +187,8 @@ def fuse_text(clf:NearClassifier, # a trained classifier (any mode)
              ) -> tuple:
     "(the classifier with a text head at the leave-one-out best `alpha`, the table it was chosen from)."
     T = _unit(text_emb)
-    if T.shape != clf.weights.shape: raise ValueError(f'text prototypes {T.shape} for weights {clf.weights.shape}')
+    if T.shape != clf.weights.shape:
+        raise ValueError(f'text prototypes {T.shape} for weights {clf.weights.shape}')
     tab = fusion_table(emb, labels, T, alphas)
     best = float(tab.alpha[tab.loo_acc.idxmax()]) if tab.loo_acc.notna().any() else 0.0
     lab = np.asarray(labels)

@@ -29,14 +29,16 @@ class TestBed:
     labels:pd.DataFrame # image_id, gt_class, gt_name, names (lists), response
     emb:np.ndarray # (n, d) L2-normalised image embeddings
     classnames:list
-    def __repr__(self): return f'TestBed({self.name}: {len(self.labels)} images, {len(self.classnames)} classes)'
+    def __repr__(self):
+        return f'TestBed({self.name}: {len(self.labels)} images, {len(self.classnames)} classes)'
 
 def load_testbed(d, # a test-bed directory
                  emb_file:str|None=None, # the .npz to use; None: the only (or `clip_vit_b16`) .npz there
                 ) -> TestBed:
     "Read a test-bed directory, checking that answers and embeddings are aligned."
     d = Path(d)
-    if not (d/'labels.csv').is_file(): raise FileNotFoundError(f'{d} has no labels.csv: not a test-bed directory')
+    if not (d/'labels.csv').is_file():
+        raise FileNotFoundError(f'{d} has no labels.csv: not a test-bed directory')
     lab = pd.read_csv(d/'labels.csv', keep_default_na=False)
     if 'response' not in lab: lab['response'] = ''
     if 'names' not in lab: lab['names'] = ''  # NeaR then parses the answers itself
@@ -45,7 +47,8 @@ def load_testbed(d, # a test-bed directory
     if len(npz) > 1: npz = [p for p in npz if p.stem == 'clip_vit_b16'] or npz[:1]
     if not npz: raise FileNotFoundError(f'{d} has no .npz of image embeddings')
     z = np.load(npz[0], allow_pickle=False)
-    if list(map(str, z['image_id'])) != lab.image_id.astype(str).tolist(): raise ValueError(f'{npz[0]} rows do not follow labels.csv')
+    if list(map(str, z['image_id'])) != lab.image_id.astype(str).tolist():
+        raise ValueError(f'{npz[0]} rows do not follow labels.csv')
     cn = (d/'classnames.txt').read_text().splitlines() if (d/'classnames.txt').is_file() else sorted(set(lab.gt_name))
     return TestBed(d.name, lab, z['emb'].astype(np.float32), cn)
 
@@ -192,7 +195,8 @@ def heldout(tb:TestBed, cfg=None, encode=None, *, similar:float=0.9, support:flo
 def _score(names, gt, gt_names, encode, *, ids=None):
     "cACC over `ids` (default: the names); sACC over every method's names written alike (`raw_name`)."
     r = {'cacc': cluster_acc(ids if ids is not None else names, gt), 'names': len(set(names))}
-    if encode is not None: r['sacc'] = semantic_acc([raw_name([n]) if n else '' for n in names], gt_names, encode)
+    if encode is not None:
+        r['sacc'] = semantic_acc([raw_name([n]) if n else '' for n in names], gt_names, encode)
     return r
 
 def _agg(runs:list) -> dict:

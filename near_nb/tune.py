@@ -74,14 +74,16 @@ def tower_features(backbone, # an `embed.Backbone` (loaded on demand)
             if h is not None: acts.append(h.cpu())
             ok += idx
     errors = [LoadError(str(iset.files[i]), r) for i, r in sorted(errs.items())]
-    if errors: log.warning(f'tower_features: skipped {len(errors)} image(s): ' + '; '.join(map(str, errors[:5])))
+    if errors:
+        log.warning(f'tower_features: skipped {len(errors)} image(s): ' + '; '.join(map(str, errors[:5])))
     emb = torch.cat(feats).numpy() if feats else np.zeros((0, visual.output_dim), np.float32)
     return emb, (torch.cat(acts) if acts else None), np.array(ok, int), errors
 
 def _pixels_of(bb, files:list) -> torch.Tensor:
     "Preprocessed pixels of `files`, in order, on the model's device (mode 3 reads each training batch again)."
     idx, x, bad = next(bb.pixel_batches(files, batch_size=len(files), num_workers=0))
-    if bad: raise NearError(f'{len(bad)} training image(s) could no longer be read (changed during training?): '
+    if bad:
+        raise NearError(f'{len(bad)} training image(s) could no longer be read (changed during training?): '
                             f'{files[min(bad)]}: {bad[min(bad)]}')
     return x[torch.argsort(torch.tensor(idx)).to(x.device)]
 
