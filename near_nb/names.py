@@ -18,7 +18,7 @@ __all__ = ['ParsedAnswer', 'clean_name', 'parse_answer', 'parse_names', 'singula
 # %% ../nbs/02_names.ipynb #e148cdb9
 @dataclass
 class ParsedAnswer:
-    "What one MLLM answer names: the image's names (most likely first), stated synonyms, hedged alternatives, contrasts."
+    "What one MLLM answer names: the image's names (most likely first), synonyms, hedged alternatives, contrasts."
     names: list = field(default_factory=list) # the image's names: the primary, its stated synonyms, then alternatives
     synonyms: list = field(default_factory=list) # (a, b) pairs the answer states are one thing
     refusal: bool = False # no name, and the answer declines
@@ -34,7 +34,8 @@ _REFUSAL = re.compile(r"\b(?:i(?:'m| am)? (?:sorry|unable|not able)|i can(?:not|
                       r"unable to (?:identify|determine)|cannot (?:be )?(?:determined|identif(?:y|ied)|"
                       r"determine)|not possible to (?:identify|determine)|can't (?:identify|determine|help)|"
                       r"no (?:bird|flower|car|object|animal|plant)s? (?:is |are )?(?:visible|present))", re.I)
-_JSON_KEYS = ('names', 'candidates', 'labels', 'predictions', 'answers', 'species', 'name', 'label', 'answer', 'prediction', 'class', 'category')
+_JSON_KEYS = ('names', 'candidates', 'labels', 'predictions', 'answers', 'species', 'name', 'label', 'answer',
+              'prediction', 'class', 'category')
 
 def _from_json(text):
     "Names from a JSON list/object in the answer (possibly in a ``` fence), or None if there is none."
@@ -66,7 +67,8 @@ def _json_names(obj):
 _COLOUR = (r'red|pink|white|yellow|blue|purple|orange|green|black|brown|gr[ae]y|violet|golden|gold|silver|'
            r'tan|cream|lavender|magenta|crimson|scarlet|maroon|beige|lilac|bronze|rust|chestnut|olive|ivory|'
            r'\w+ish|\w+-colou?red')
-_TONE = r'pale|dark|light|bright|deep|vivid|rich|dull|soft|pastel|mottled|speckled|striped|streaked|spotted|checkered|small|large'
+_TONE = (r'pale|dark|light|bright|deep|vivid|rich|dull|soft|pastel|mottled|speckled|striped|streaked|spotted|'
+         r'checkered|small|large')
 _PART = (r'center|centre|petals?|leaf|leaves|flowers?|blooms?|blossoms?|buds?|stems?|bracts?|sepals?|'
          r'stamens?|florets?|hues?|tones?|shades?|colou?rs?|background|markings?|spots?|stripes?|streaks?|'
          r'patch(?:es)?|speckles?|tips?|edges?|head|bill|beak|wings?|tail|eyes?|throat|breast|belly|back|'
@@ -84,9 +86,11 @@ _DISCOURSE = re.compile(  # whole words: a hyphenated name ("Whip-poor-will", "F
     r"essential|individual|variant|cultivated|distributed|primarily|within|resembling|like|pinpointed|"
     r"considered|depending|compare|showcases|offered|appears|following|initial|revised|introduced|margin|"
     r"simply|traditional|models|versions?)(?!\w)", re.I)
+# lower case: "Other" may start a name
 _VAGUE = re.compile(r'^(?:other|another|some|certain|many|several|various|different|earlier|later|older|'
-                    r'newer|most|more|less|such|any|each|every|both|all|closely|its|their|his|her)\b')  # lower case: "Other" may start a name
-_SUFFIX = re.compile(r'^[a-z]+(?:ed|ly|ible|able|ent|ive|ous|al)$')  # one lower-case word that reads as a verb/adjective
+                    r'newer|most|more|less|such|any|each|every|both|all|closely|its|their|his|her)\b')
+# one lower-case word that reads as a verb/adjective
+_SUFFIX = re.compile(r'^[a-z]+(?:ed|ly|ible|able|ent|ive|ous|al)$')
 
 def _fragment(name:str) -> bool:
     "Whether `name` reads as a piece of the explanation rather than a name (a discourse phrase, a colour, a part)."
@@ -97,9 +101,10 @@ def _fragment(name:str) -> bool:
     return bool(_SUFFIX.match(n)) and not n.endswith(('lily', 'fly'))
 
 # %% ../nbs/02_names.ipynb #f80e94f4
-_GENERIC = {'bird', 'birds', 'flower', 'flowers', 'car', 'cars', 'plant', 'plants', 'species', 'image', 'photo', 'picture',
-            'vehicle', 'animal', 'animals', 'object', 'genus', 'family', 'variety', 'cultivar', 'type', 'it', 'this', 'one',
-            'specimen', 'hybrid', 'the image', 'this species', 'model', 'sedan', 'suv', 'coupe', 'truck', 'flowering plant',
+_GENERIC = {'bird', 'birds', 'flower', 'flowers', 'car', 'cars', 'plant', 'plants', 'species', 'image', 'photo',
+            'picture', 'vehicle', 'animal', 'animals', 'object', 'genus', 'family', 'variety', 'cultivar', 'type',
+            'it', 'this', 'one', 'specimen', 'hybrid', 'the image', 'this species', 'model', 'sedan', 'suv',
+            'coupe', 'truck', 'flowering plant',
             'dog', 'dogs', 'breed', 'breeds', 'cat', 'cats'}
 _STOPWORDS = (r'which|that|with|from|commonly|also|known|specifically|native|in|on|is|are|was|were|it|as|'
               r'based|because|due|belonging|characterized|recognized|recognizable|here|shown|seen|often|'
@@ -147,7 +152,8 @@ def clean_name(s:str) -> str:
     s = unicodedata.normalize('NFKC', s).replace('’', "'").replace('“', '"').replace('”', '"')
     s = re.sub(r'[*_`"]', '', s).strip(" \t'.,;:!?-")
     s = re.sub(r'^(?:(?:an?|the|of|and|or|but|nor|at|in|on|from|to|for|by|than)\s+)+', '', s, flags=re.I)
-    s = re.sub(r'^(?:(?:young|juvenile|immature|adult|male|female|breeding|non-breeding|baby)\s+)+', '', s, flags=re.I)
+    s = re.sub(r'^(?:(?:young|juvenile|immature|adult|male|female|breeding|non-breeding|baby)\s+)+', '', s,
+               flags=re.I)
     s = re.sub(r'(?:\s+(?:and|or|nor|of|with|in|on|at|to|for|from|by|the|an?|as))+$', '', s)
     s = re.sub(r"(?<=[A-Za-z])'S\b", "'s", s)  # a title-cased possessive: "Anna'S Hummingbird"
     return re.sub(r'\s+', ' ', s).strip(" \t'.,;:!?-")
@@ -158,7 +164,7 @@ def _ok(name:str) -> bool:
     return not re.match(r'(?:this|these|that|those|it|its|one|some)\b', n)
 
 def _take(s:str, i:int=0) -> tuple:
-    "(name, end, synonyms in parentheses) of the name at `s[i:]`: a marked span (bold, italic, quoted), else words up to a delimiter."
+    "(name, end, synonyms in parentheses) of the name at `s[i:]`: a marked span, else words up to a delimiter."
     rest = s[i:]
     lead = re.match(r'\s*(?:(?:an?|the)\s+)?', rest).end()
     m = _MARKED.match(rest, lead)
@@ -178,11 +184,13 @@ def _take(s:str, i:int=0) -> tuple:
 
 def _take_name(s:str) -> str:
     "The name at the start of `s` (after a cue): a bold span, else words up to a delimiter or a stop word."
-    s = re.sub(r'^(?:(?:commonly|also|often|popularly)\s+)?(?:known as|called|referred to as|named)\s+', '', s.lstrip(), flags=re.I)
+    s = re.sub(r'^(?:(?:commonly|also|often|popularly)\s+)?(?:known as|called|referred to as|named)\s+', '',
+               s.lstrip(), flags=re.I)
     return _take(s)[0]
 
 def _sentences(text:str) -> list:
-    text = re.sub(r'\b(var|ssp|subsp|cv|spp|sp|St|Mt|Dr|Mr|vs|e\.g|i\.e)\.', lambda m: m.group(1) + '\u2024', text)
+    text = re.sub(r'\b(var|ssp|subsp|cv|spp|sp|St|Mt|Dr|Mr|vs|e\.g|i\.e)\.',
+                  lambda m: m.group(1) + '\u2024', text)
     parts = re.split(r'(?<=[.!?])(?<!\b\d\.)(?<!\b\d\d\.)\s+|\n+', text)  # "1. Blue Jay" is one item
     return [s.replace('\u2024', '.') for s in parts if s.strip()]
 
@@ -254,11 +262,11 @@ def _take_list(s:str, i:int=0, ellipsis:bool=False,
 _DECLINE = re.compile(r"\bI(?:'m| am)? (?:sorry|unable|not able|can(?:not|'t))\b")
 
 class _Reader:
-    "Reads one free-text answer sentence by sentence, sorting what it names into primary, synonyms, alternatives, contrasts."
+    "Reads a free-text answer sentence by sentence, sorting its names into primary, synonyms, alternatives, contrasts."
     def __init__(self, text:str):
         self.text, self.primary, self.syns, self.alts, self.cons, self.refined = text, None, [], [], [], []
     def _keep(self, n:str, primary:bool=False) -> bool:
-        "A name to keep: namey, and a lone lower-case word only if the answer capitalises it somewhere or it is the primary."
+        "A name to keep: namey, and a lone lower-case word only if the answer capitalises it or it is the primary."
         if not _namey(n): return False
         if primary or ' ' in n or not n.islower(): return True
         return bool(re.search(rf'\b{re.escape(n.capitalize())}', self.text))  # "Snapdragons" capitalises "snapdragon"
@@ -290,7 +298,7 @@ class _Reader:
                 for p in par: self.synonym(n, p)
 
     def mask_contrasts(self, s:str) -> str:
-        "Record the names `s` rules out ('unlike Y', 'similar species such as Y'), blank them out of `s`; hedged: alternatives."
+        "Record and blank out the names `s` rules out ('unlike Y', 'similar to Y'); hedged ones are alternatives."
         spans = []
         for m in _CONTRAST.finditer(s):
             items, end = _take_list(s, m.end(), ellipsis=True)
@@ -402,7 +410,7 @@ _INTRO = re.compile(r'\b(?:one of|following|include|candidates?|options?)\b', re
 
 def parse_answer(text:str, # the MLLM's raw answer
                 ) -> ParsedAnswer:
-    "The names in an MLLM answer, sorted: the image's names (most likely first), stated synonyms, alternatives, contrasts."
+    "The names in an MLLM answer, sorted: the image's names (most likely first), synonyms, alternatives, contrasts."
     if not isinstance(text, str) or not text.strip(): return ParsedAnswer()  # None, NaN from a CSV, blank
     js = _from_json(text)
     if js is not None:
@@ -452,7 +460,7 @@ _LEAD = re.compile(r"^(?:(?:this|it|that|the \w+(?: (?:in|shown in) the (?:image
                    r"(?:is|appears to be|looks like|seems to be)\s+)(?:an?\s+|the\s+)?", re.I)
 
 def normalize_name(s:str) -> str:
-    "The comparison key of a name: lower case, no markdown, articles, punctuation or lead-in phrase, last word singular."
+    "The comparison key of a name: lower case, no markdown, articles, punctuation or lead-in, last word singular."
     s = clean_name(_LEAD.sub('', re.sub(r'[*_`]', '', s).strip()))
     s = re.sub(r"['\u2019`]", '', s.lower())
     words = re.sub(r'[^0-9a-z\u00c0-\u024f]+', ' ', s).split()
@@ -474,7 +482,8 @@ def parse_agreement(responses, published) -> dict:
             group += k in {ours[0]} | syn
             words += set(ours[0].split()) <= set(k.split())
     return {'answers': n, 'published_first_in_ours': round(100 * hit / n, 1),
-            'published_first_is_our_first_or_synonym': round(100 * group / n, 1), 'our_first_words_in_published': round(100 * words / n, 1)}
+            'published_first_is_our_first_or_synonym': round(100 * group / n, 1),
+            'our_first_words_in_published': round(100 * words / n, 1)}
 
 # %% ../nbs/02_names.ipynb #83a076f5
 @dataclass
@@ -501,7 +510,10 @@ class Vocabulary:
                  merges:list=(), # `Merge` steps to apply
                  prefer_common:bool=True, # display a group by its most frequent common name, not a binomial
                 ):
-        self.mentions, self.stated, self.merges, self.prefer_common = list(mentions), list(stated), list(merges), prefer_common
+        self.mentions = list(mentions)
+        self.stated = list(stated)
+        self.merges = list(merges)
+        self.prefer_common = prefer_common
         self._build()
     @classmethod
     def from_answers(cls, answers, # iterable of (image, answer id, raw answer text)
@@ -514,7 +526,8 @@ class Vocabulary:
             st += p.synonyms
         return cls(ms, st)
     def __len__(self): return len(self.names)
-    def __repr__(self): return f'Vocabulary({len(self)} names from {len(self.mentions)} mentions, {len(self.merges)} merges)'
+    def __repr__(self):
+        return f'Vocabulary({len(self)} names from {len(self.mentions)} mentions, {len(self.merges)} merges)'
 
 # %% ../nbs/02_names.ipynb #91768a11
 from fastcore.basics import patch
@@ -523,13 +536,15 @@ _BINOMIAL = re.compile(r'^[A-Z][a-z]+ (?:x |× )?[a-z][a-z-]{2,}$')
 
 def _display(aliases:Counter, prefer_common:bool=True, scientific:set=frozenset()) -> str:
     "The name shown for a group of aliases (`scientific`: normalised keys known to be binomials)."
-    common = Counter({a: c for a, c in aliases.items() if not _BINOMIAL.match(a) and normalize_name(a) not in scientific}) \
-             if prefer_common else None
+    common = None
+    if prefer_common:
+        common = Counter({a: c for a, c in aliases.items()
+                          if not _BINOMIAL.match(a) and normalize_name(a) not in scientific})
     return (common or aliases).most_common(1)[0][0]
 
 @patch
 def _scientific(self:Vocabulary) -> set:
-    "Keys of the names written as binomials (\"Genus species\") in a mention or a stated synonym pair: a published list may title-case them."
+    "Keys of names written as binomials (\"Genus species\") in a mention or stated synonym pair."
     raw = [m.raw for m in self.mentions] + [n for pair in self.stated for n in pair]
     return {normalize_name(n) for n in raw if _BINOMIAL.match(clean_name(n))}
 
@@ -605,18 +620,21 @@ def to_frame(self:Vocabulary) -> pd.DataFrame:
 @patch
 def merge(self:Vocabulary, a:str, b:str, reason:str='manual', score=None) -> Vocabulary:
     "A new vocabulary in which names `a` and `b` are one."
-    return Vocabulary(self.mentions, self.stated, self.merges + [Merge(a, b, reason, score)], self.prefer_common)
+    return Vocabulary(self.mentions, self.stated,
+                      self.merges + [Merge(a, b, reason, score)], self.prefer_common)
 
 @patch
 def rename(self:Vocabulary, name:str, new:str) -> Vocabulary:
     "A new vocabulary that shows `name`'s group as `new` (and joins the group of `new` when that name is in use)."
-    return Vocabulary(self.mentions, self.stated, self.merges + [Merge(name, new, 'rename')], self.prefer_common)
+    return Vocabulary(self.mentions, self.stated,
+                      self.merges + [Merge(name, new, 'rename')], self.prefer_common)
 
 @patch
 def undo(self:Vocabulary, *steps:int) -> Vocabulary:
     "A new vocabulary without the merge steps at positions `steps` (default: the last one)."
     drop = {s % len(self.merges) for s in steps} if steps else {len(self.merges) - 1}
-    return Vocabulary(self.mentions, self.stated, [m for i, m in enumerate(self.merges) if i not in drop], self.prefer_common)
+    kept = [m for i, m in enumerate(self.merges) if i not in drop]
+    return Vocabulary(self.mentions, self.stated, kept, self.prefer_common)
 
 @patch
 def merge_stated(self:Vocabulary, min_support:int=1, # answers that must state the pair
@@ -643,7 +661,7 @@ def merge_stated(self:Vocabulary, min_support:int=1, # answers that must state t
     return Vocabulary(self.mentions, self.stated, self.merges + new, self.prefer_common)
 
 # %% ../nbs/02_names.ipynb #ba8e9e14
-def sentence_encoder(model:str|None=None, # a sentence-transformers model name or path; None: all-MiniLM-L6-v2 (offline package)
+def sentence_encoder(model:str|None=None, # sentence-transformers model name or path; None: all-MiniLM-L6-v2 (offline)
                      device:str='cpu'):
     "A function `names -> L2-normalised embeddings` using sentence-transformers; `.model_name` says which model."
     # lazy: sentence-transformers is heavy; only sentence similarity needs it
@@ -667,16 +685,17 @@ def sentence_encoder(model:str|None=None, # a sentence-transformers model name o
     return encode
 
 def contrasting(a:str, b:str) -> bool:
-    "Whether two names share words but swap one word for another (\"Western\" / \"Eastern Meadowlark\"): different things, however similar they read."
+    "Whether two names share words but swap one (\"Western X\" / \"Eastern X\"): different things, however alike."
     ta, tb = set(normalize_name(a).split()), set(normalize_name(b).split())
     word = lambda ws: any(not w.isdigit() for w in ws)
     return bool(ta & tb) and word(ta - tb) and word(tb - ta)
 
 @patch
-def merge_similar(self:Vocabulary, encode, # names -> L2-normalised embeddings (`sentence_encoder()`, `Backbone.embed_text`)
+def merge_similar(self:Vocabulary,
+                  encode, # names -> L2-normalised embeddings (`sentence_encoder()`, `Backbone.embed_text`)
                   threshold:float=0.9, # cosine needed between every pair of names in a merged group
                   reason:str='sentence',
-                  contrast:bool=True, # never merge `contrasting` names (numbers may differ: model years; words may be added)
+                  contrast:bool=True, # never merge `contrasting` names (model years may differ; words may be added)
                  ) -> Vocabulary:
     "Merge names whose embeddings are similar (complete linkage: a group joins only if all its pairs pass)."
     if len(self) < 2: return self
@@ -702,7 +721,7 @@ def _parsed(text:str):
     return parse_answer(text)
 
 def _answer_names(names:list, response, alternatives:bool=True) -> list:
-    "An image's names: the given ones (a labels CSV's `names`; parsed from the answer when there are none), then alternatives."
+    "An image's names: the given ones (a labels CSV's `names`, else parsed from the answer), then alternatives."
     if not isinstance(response, str) or not response.strip(): return list(names)
     parsed = _parsed(response)
     if not names: return [n for n in parsed.names if alternatives or n not in parsed.alternatives]
