@@ -43,7 +43,8 @@ class NearClassifier:
         self.text_weights = None if text_weights is None else np.asarray(text_weights, np.float32)
         self.text_alpha = float(text_alpha)
         if self.text_weights is not None and self.text_weights.shape != self.weights.shape:
-            raise ValueError(f'text weights {self.text_weights.shape} do not match the weights {self.weights.shape}')
+            raise ValueError(f'text weights {self.text_weights.shape} do not match the weights '
+                             f'{self.weights.shape}')
     def __repr__(self):
         return f'NearClassifier({int(self.active.sum())} of {len(self.names)} names active, dim={self.weights.shape[1]})'
 
@@ -174,10 +175,12 @@ def backbone_from_spec(spec:dict, # a `backbone_spec`, as config.json holds it
         return Backbone(name, None, random_init=True, seed=spec.get('seed', 0), device=device)
     want, weights = spec.get('checkpoint_sha256'), pretrained or spec.get('pretrained') or spec.get('checkpoint')
     if want and not Path(str(weights)).is_file():
-        raise NearError(f'this classifier was trained on {name} features from a local checkpoint (sha256 {want[:16]}) '
-                        f'that is not at {weights}: pass that file with pretrained=PATH (CLI: --pretrained PATH)')
+        raise NearError(f'this classifier was trained on {name} features from a local checkpoint (sha256 '
+                        f'{want[:16]}) that is not at {weights}: pass that file with pretrained=PATH (CLI: '
+                        f'--pretrained PATH)')
     if want and sha256_file(weights) != want:
-        raise NearError(f'{weights} is not the checkpoint this classifier was trained with (sha256 {want[:16]}): pass that one')
+        raise NearError(f'{weights} is not the checkpoint this classifier was trained with (sha256 '
+                        f'{want[:16]}): pass that one')
     return Backbone(name, weights, device=device)
 
 # %% ../nbs/05b_classifier.ipynb #f5a0cfc5
@@ -201,11 +204,11 @@ def config(self:NearClassifier) -> dict:
 def _model_card(cfg:dict) -> str:
     "A short README.md for the Hub: what the classifier is and how to load it."
     bb = (cfg['backbone'] or {}).get('model_id', 'no backbone')
-    return (f"---\nlibrary_name: near_nb\ntags: [near_nb, image-classification, clip]\n---\n# NearClassifier\n\n"
-            f"{len(cfg['names'])} names ({cfg['n_active']} active) over {bb} image features, "
-            f"trained with NeaR by near_nb {cfg['near_nb_version']}.\n\n```python\n"
-            f"from near_nb.classifier import NearClassifier\nclf = NearClassifier.from_pretrained('THIS_FOLDER_OR_REPO')\n"
-            f"clf.predict(['image.jpg'], top=3)\n```\n")
+    return (f"---\nlibrary_name: near_nb\ntags: [near_nb, image-classification, clip]\n---\n# "
+            f"NearClassifier\n\n{len(cfg['names'])} names ({cfg['n_active']} active) over {bb} image "
+            f"features, trained with NeaR by near_nb {cfg['near_nb_version']}.\n\n```python\nfrom "
+            f"near_nb.classifier import NearClassifier\nclf = "
+            f"NearClassifier.from_pretrained('THIS_FOLDER_OR_REPO')\nclf.predict(['image.jpg'], top=3)\n```\n")
 
 @patch
 def save_pretrained(self:NearClassifier, path, # a folder (created; a folder this wrote before is overwritten)

@@ -141,7 +141,8 @@ def ray_out(path:str|Path, # --out of a --ray run
     "The folder of Parquet files a --ray run appends to."
     out = Path(path)
     if out.suffix.lower() != '.parquet':
-        raise NearError(f'--out {display_path(out)}: with --ray, name a .parquet folder (Ray writes a Parquet file per block)')
+        raise NearError(f'--out {display_path(out)}: with --ray, name a .parquet folder (Ray writes a '
+                        f'Parquet file per block)')
     if out.is_file():
         raise NearError(f'{display_path(out)} is a file: with --ray the output is a folder of Parquet files')
     return out
@@ -156,8 +157,8 @@ def ray_report(args, what:str, r:dict) -> int:
         return 0
     for _, b in bad.iterrows(): print(f'skipped {display_path(b.path)}: {b.error}')
     retried = f"; {len(r['failures'])} failed batch(es) retried: " + '; '.join(r['failures'][:3]) if r['failures'] else ''
-    print(f"near {what} --ray: {r['images']} images, {r['already_done']} already in the output, {r['written']} done now, "
-          f"{len(bad)} unreadable{retried}; wrote {display_path(r['out'])}/")
+    print(f"near {what} --ray: {r['images']} images, {r['already_done']} already in the output, "
+          f"{r['written']} done now, {len(bad)} unreadable{retried}; wrote {display_path(r['out'])}/")
     return 0
 
 def cmd_embed_ray(args) -> int:
@@ -259,12 +260,13 @@ def cmd_fit(args) -> int:
 def fit_report(r:dict) -> str:
     "`near fit`'s summary, for people."
     top = ', '.join(f'{n} ({c})' for n, c in r['top_names'].items())
-    return (f"near fit: {r['images']} images, {r['with_answer']} with an answer, {len(r['skipped'])} unreadable (skipped)\n"
-            f"  vocabulary: {r['vocabulary']} names ({r['distinct_first_names']} distinct first names, stated synonyms merged)\n"
-            f"  NeaR ({r['mode']}): {r['relabelled']} first names relabelled; {r['changed']} labels now differ from the MLLM's "
-            f"first name; {r['names_active']} names kept; neighbour weight {r['neighbour_weight']}\n"
-            f"  most frequent: {top}\n  wrote {r['out']}/ (config.json, model.safetensors) and {r['refined_labels']} "
-            f"in {r['seconds']:.1f}s\n  next: near predict IMAGES --classifier {r['out']} --out predictions.csv")
+    return (f"near fit: {r['images']} images, {r['with_answer']} with an answer, {len(r['skipped'])} "
+            f"unreadable (skipped)\n  vocabulary: {r['vocabulary']} names ({r['distinct_first_names']} "
+            f"distinct first names, stated synonyms merged)\n  NeaR ({r['mode']}): {r['relabelled']} first "
+            f"names relabelled; {r['changed']} labels now differ from the MLLM's first name; "
+            f"{r['names_active']} names kept; neighbour weight {r['neighbour_weight']}\n  most frequent: "
+            f"{top}\n  wrote {r['out']}/ (config.json, model.safetensors) and {r['refined_labels']} in "
+            f"{r['seconds']:.1f}s\n  next: near predict IMAGES --classifier {r['out']} --out predictions.csv")
 
 # %% ../nbs/09_cli.ipynb #90ab4f68
 def cmd_predict(args) -> int:
@@ -339,11 +341,12 @@ def cmd_demo(args) -> int:
     if args.json:
         print(json.dumps({k: v for k, v in r.items() if k != 'report'}, indent=1))
         return 0
-    print(f"\nnear demo: NeaR on the shipped Flowers-102 sample ({r['images']} images, {r['classes']} classes; "
-          f"answers of {r['mllm']}, replayed)")
+    print(f"\nnear demo: NeaR on the shipped Flowers-102 sample ({r['images']} images, {r['classes']} "
+          f"classes; answers of {r['mllm']}, replayed)")
     print(f"  CLIP embeddings ({r['model']}): {r['embedding']} ({r['embeddings_source']})")
-    print(f"  names (as recorded with the sample): {r['mllm_distinct_top1_names']} distinct first names; {r['vocabulary']} "
-          f"names in all (every rank), synonyms merged; neighbour weight {r['neighbour_weight']}")
+    print(f"  names (as recorded with the sample): {r['mllm_distinct_top1_names']} distinct first names; "
+          f"{r['vocabulary']} names in all (every rank), synonyms merged; neighbour weight "
+          f"{r['neighbour_weight']}")
     print(r['report'])
     print(f"  wrote {r['out']}/: classifier/ (config.json, model.safetensors), refined_labels.csv, report.json, "
           "near_map.html (open it in a browser)")
@@ -374,8 +377,9 @@ def _print_text(t:dict):
     "The text prototypes' Recall@K and fused weights, and the caveat."
     for kind, rec in t['recall'].items():
         a = t['alpha']
-        print(f"text {kind:5s}: Recall@1/5/10 {rec['R@1']:.1f} / {rec['R@5']:.1f} / {rec['R@10']:.1f}; fused weight "
-              f"{a['transductive'][kind]:.2f} (transductive), {a['heldout'][kind]:.2f} (held-out, mean over folds)")
+        print(f"text {kind:5s}: Recall@1/5/10 {rec['R@1']:.1f} / {rec['R@5']:.1f} / {rec['R@10']:.1f}; fused "
+              f"weight {a['transductive'][kind]:.2f} (transductive), {a['heldout'][kind]:.2f} (held-out, "
+              f"mean over folds)")
     print(f"text: {t['model']}, descriptors {t['descriptors']}; {t['note']}")
 
 def cmd_bench(args) -> int:
@@ -392,11 +396,13 @@ def cmd_bench(args) -> int:
     r = bench_testbed(args.dir, seeds=args.seeds, encode=enc, similar=args.similar, support=support,
                       progress=not args.quiet, text=text, per_call=per_call, prices=args.prices)
     if bb is not None: _add_text_bench(r, args, bb, enc, support)
-    print(f"{r['dataset']}: {r['images']} images, {r['classes']} classes; {r['seeds']} seeds (mean ± std); sACC with {r['sentence_model']}")
+    print(f"{r['dataset']}: {r['images']} images, {r['classes']} classes; {r['seeds']} seeds (mean ± std); "
+          f"sACC with {r['sentence_model']}")
     print(f"{'protocol':13s} {'method':14s} {'cACC':>12s} {'sACC':>12s} {'names':>6s}")
     for p in ('transductive', 'heldout'):
         for m, v in methods(r, p).items():
-            print(f"{p:13s} {m:14s} {v['cacc']:6.1f} ± {v['cacc_std']:<3.1f} {v['sacc']:6.1f} ± {v['sacc_std']:<3.1f} {v['names']:6.0f}")
+            print(f"{p:13s} {m:14s} {v['cacc']:6.1f} ± {v['cacc_std']:<3.1f} {v['sacc']:6.1f} ± "
+                  f"{v['sacc_std']:<3.1f} {v['names']:6.0f}")
     for p in ('transductive', 'heldout'):
         ch = r[p]['near']['changes']
         what = 'the discovery set' if p == 'transductive' else 'the training images (summed over folds)'
@@ -408,11 +414,13 @@ def cmd_bench(args) -> int:
           f"; random 0.3: {rnd['cacc']:.1f} / {rnd['sacc']:.1f}; NeaR's ECE {r['heldout']['near']['ece']:.1f}")
     if 'text' in r: _print_text(r['text'])
     c = r['cost']
-    print(f"MLLM calls per new image: NeaR {c['mllm_calls_per_new_image']['near']}, asking the MLLM {c['mllm_calls_per_new_image']['mllm_top1']}; "
-          f"classifier head {c['classifier_images_per_s']:,} images/s on embeddings; {r['seconds']:.0f}s in all")
+    print(f"MLLM calls per new image: NeaR {c['mllm_calls_per_new_image']['near']}, asking the MLLM "
+          f"{c['mllm_calls_per_new_image']['mllm_top1']}; classifier head {c['classifier_images_per_s']:,} "
+          f"images/s on embeddings; {r['seconds']:.0f}s in all")
     for b, v in c['per_1000_images'].items():
         bill = (f"{v['prompt_tokens']:,}+{v['completion_tokens']:,} tokens, "
-                f"{'$' + format(v['usd'], '.2f') if v['usd'] is not None else 'no prices given'}, {v['seconds']:.0f}s"
+                f"{'$' + format(v['usd'], '.2f') if v['usd'] is not None else 'no prices given'}, "
+                f"{v['seconds']:.0f}s"
                 if v['prompt_tokens'] is not None else 'tokens and time not measured (--costs-from STORE)')
         print(f"per 1,000 new images at budget {b}: {v['mllm_calls']} MLLM calls; {bill}")
     if args.json:

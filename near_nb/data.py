@@ -130,7 +130,8 @@ def load_image(src:str|Path|bytes, # a path or the file's bytes
     except Exception as e: raise ImageLoadError(f'truncated or corrupt image (cannot open it): {e}') from None
     w, h = img.size
     if max_pixels is not None and w * h > max_pixels:
-        raise ImageLoadError(f'image too large: {w}x{h} = {w*h:,} pixels > max_pixels={max_pixels:,} (decompression bomb?)')
+        raise ImageLoadError(f'image too large: {w}x{h} = {w*h:,} pixels > max_pixels={max_pixels:,} '
+                             f'(decompression bomb?)')
     if draft and img.format == 'JPEG':
         img.draft(img.mode, (draft, draft))  # libjpeg's DCT scaling: far less work
     try: img.load()

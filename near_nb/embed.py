@@ -171,9 +171,9 @@ def _weights_help(model_name, pretrained) -> str:
     oc = _oc()
     cfg = oc.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
     src = ' or '.join(s for s in [cfg.get('hf_hub') and f"hf-hub {cfg['hf_hub']}", cfg.get('url')] if s)
-    return (f"Download the checkpoint where there is network ({src or 'open_clip weights'}), then pass its path: "
-            f"Backbone({model_name!r}, pretrained='/path/to/open_clip_pytorch_model.bin'). "
-            f"For tests and timing only: Backbone({model_name!r}, pretrained=None, random_init=True).")
+    return (f"Download the checkpoint where there is network ({src or 'open_clip weights'}), then pass its "
+            f"path: Backbone({model_name!r}, pretrained='/path/to/open_clip_pytorch_model.bin'). For tests "
+            f"and timing only: Backbone({model_name!r}, pretrained=None, random_init=True).")
 
 @patch
 def load(self:Backbone) -> Backbone:

@@ -345,8 +345,8 @@ def confusion_figure(table:pd.DataFrame):
                          colorscale=[[0, '#d9d9d9'], [1, '#d9d9d9']], hoverongaps=False,
                          hovertemplate=f'{rows}: %{{y}}<br>{cols}: %{{x}}<br>matched names, %{{text}} images<extra></extra>')
     a = table.attrs
-    title = (f"{a.get('off_diagonal', int(np.nansum(n)))} of {a.get('images', int(n.sum()))} images off the diagonal "
-             f"({a.get('shown', '?')} in this table); rows: {rows} names, columns: {cols} names")
+    title = (f"{a.get('off_diagonal', int(np.nansum(n)))} of {a.get('images', int(n.sum()))} images off the "
+             f"diagonal ({a.get('shown', '?')} in this table); rows: {rows} names, columns: {cols} names")
     layout = dict(title=dict(text=title, font=dict(size=13)), height=max(420, 24 * len(y) + 220), template='plotly_white',
                   xaxis=dict(tickangle=45, automargin=True), yaxis=dict(autorange='reversed', automargin=True),
                   margin=dict(l=10, r=10, t=50, b=10))

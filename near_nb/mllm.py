@@ -32,10 +32,11 @@ def make_prompt(domain:str|None=None, # 'bird', 'flower', 'car'...; None: the ma
     "The labeling prompt."
     what = f'the {domain}' if domain else 'the main object'
     if top_k:
-        return (f'What is the exact, most specific name of {what} in this image? List the {top_k} most likely names, '
-                f'most likely first, as JSON: {{"names": ["...", "..."]}}. Answer with the JSON only.')
-    return (f'What is the exact, most specific name of {what} in this image (species, model or variety, not just the '
-            f'category)? Answer with the name first, then one short sentence on why.')
+        return (f'What is the exact, most specific name of {what} in this image? List the {top_k} most '
+                f'likely names, most likely first, as JSON: {{"names": ["...", "..."]}}. Answer with the '
+                f'JSON only.')
+    return (f'What is the exact, most specific name of {what} in this image (species, model or variety, not '
+            f'just the category)? Answer with the name first, then one short sentence on why.')
 
 # %% ../nbs/03_mllm.ipynb #64cdee65
 _COLS = ('sha256', 'model', 'prompt_hash', 'sample', 'path', 'prompt', 'status', 'response', 'names', 'refusal',

@@ -113,7 +113,8 @@ def read_labels(src:str|Path, # LABELS.csv, a label store .sqlite, a FiftyOne ex
         df = pd.read_csv(p, keep_default_na=False, dtype=str)
         col = 'path' if 'path' in df.columns else 'file' if 'file' in df.columns else None
         if col is None or 'names' not in df.columns:
-            raise NearError(f'{p} needs a path (or file) column and a names column; it has {", ".join(df.columns)}')
+            raise NearError(f'{p} needs a path (or file) column and a names column; it has '
+                            f'{", ".join(df.columns)}')
         df = _one_mllm(df, 'model' if 'model' in df.columns else 'mllm', mllm, p)
         # relative to the CSV's folder
         paths = [str(x if Path(x).is_absolute() else p.parent/x) for x in df[col]]
@@ -144,7 +145,8 @@ def fit_config(args) -> NearConfig:
     kw.update({k: getattr(args, k) for k in getattr(args, 'given', set())})
     fields = {f.name for f in dataclasses.fields(NearConfig)}
     if set(kw) - fields:
-        raise NearError(f'unknown NeaR option(s) {sorted(set(kw) - fields)}; known: {", ".join(sorted(fields))}')
+        raise NearError(f'unknown NeaR option(s) {sorted(set(kw) - fields)}; known: '
+                        f'{", ".join(sorted(fields))}')
     if args.mode != 'head':  # the tower modes train in mini-batches, gently
         kw.setdefault('batch_size', 32)
         kw.setdefault('lr', 1e-5)
