@@ -315,6 +315,7 @@ def grow_classifier(clf, # the `NearClassifier` that named the images
     # a text head (`prototypes.fuse_text`) gets the image mean as a new name's text half too: its score stays the cosine
     text = None if clf.text_weights is None else np.vstack([clf.text_weights, rows])
     grown = NearClassifier(clf.names + [a['name'] for a in added], np.vstack([clf.weights, rows]), tau=clf.tau,
-                           active=np.concatenate([clf.active, np.ones(len(added), bool)]), backbone=clf.backbone,
+                           active=np.concatenate([clf.active, np.ones(len(added), bool)]),
+                           backbone=clf.backbone,
                            visual_state=clf.visual_state, meta=meta, text_weights=text, text_alpha=clf.text_alpha)
     return grown, added

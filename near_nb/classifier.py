@@ -195,7 +195,8 @@ def config(self:NearClassifier) -> dict:
     training = {k: v for k, v in self.meta.items() if k not in skip}
     bb = backbone_spec(self.backbone) if self.backbone is not None else self.meta.get('backbone')
     return {'format': FORMAT, 'format_version': _format_version(self), 'near_nb_version': near_nb.__version__,
-            'names': self.names, 'tau': self.tau, 'dim': int(self.weights.shape[1]), 'n_active': int(self.active.sum()),
+            'names': self.names, 'tau': self.tau, 'dim': int(self.weights.shape[1]),
+            'n_active': int(self.active.sum()),
             'backbone': bb, 'tuned_tower': self.visual_state is not None,
             'near_config': _jsonable(self.meta.get('config')), 'training': _jsonable(training),
             'text_head': _jsonable({**self.meta.get('text_head', {}), 'alpha': self.text_alpha})

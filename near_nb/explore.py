@@ -244,8 +244,10 @@ def map_traces(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
 
 def _map_layout(title:str) -> dict:
     return dict(title=title, dragmode='lasso', hovermode='closest', height=620, margin=dict(l=10, r=10, t=50, b=10),
-                xaxis=dict(visible=False), yaxis=dict(visible=False), template='plotly_white', uirevision='map',
-                hoverlabel=dict(align='left'), legend=dict(title=dict(text='click: hide, double-click: only this'),
+                xaxis=dict(visible=False), yaxis=dict(visible=False),
+                template='plotly_white', uirevision='map',
+                hoverlabel=dict(align='left'),
+                legend=dict(title=dict(text='click: hide, double-click: only this'),
                                                           itemsizing='constant'))
 
 def map_title(view:LabelView, by:str) -> str:
@@ -348,7 +350,8 @@ def confusion_figure(table:pd.DataFrame):
     title = (f"{a.get('off_diagonal', int(np.nansum(n)))} of {a.get('images', int(n.sum()))} images off the "
              f"diagonal ({a.get('shown', '?')} in this table); rows: {rows} names, columns: {cols} names")
     layout = dict(title=dict(text=title, font=dict(size=13)), height=max(420, 24 * len(y) + 220), template='plotly_white',
-                  xaxis=dict(tickangle=45, automargin=True), yaxis=dict(autorange='reversed', automargin=True),
+                  xaxis=dict(tickangle=45, automargin=True),
+                  yaxis=dict(autorange='reversed', automargin=True),
                   margin=dict(l=10, r=10, t=50, b=10))
     return go.Figure([off, matched], layout=layout)
 

@@ -486,7 +486,8 @@ def _record(job, req, a):
         text, cut = cap_answer(a.response, job.max_chars)
         job.store.record(req.sha256, model, req.prompt_hash or job.phash, req.sample, path=req.path, prompt=req.prompt,
                          response=text,
-                         prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens, latency=a.latency,
+                         prompt_tokens=a.prompt_tokens,
+                         completion_tokens=a.completion_tokens, latency=a.latency,
                          attempts=a.attempts)
         run.done += 1
         run.truncated += cut
@@ -623,7 +624,8 @@ def export_labels(images, store:LabelStore, model:str, prompt_hash:str, *, out:s
                          'names': json.dumps(r['names'] if r is not None else []),
                          'response': _CTRL.sub('', r['response']) if r is not None and isinstance(r['response'], str) else '',
                          'status': r['status'] if r is not None else ('unreadable' if not h else 'missing'),
-                         'error': r['error'] if r is not None and isinstance(r['error'], str) else '', 'prompt_hash': prompt_hash,
+                         'error': r['error'] if r is not None and isinstance(r['error'], str) else '',
+                         'prompt_hash': prompt_hash,
                          'prompt_tokens': int(r['prompt_tokens']) if r is not None else 0,
                          'completion_tokens': int(r['completion_tokens']) if r is not None else 0,
                          'latency': float(r['latency']) if r is not None else 0.0})
@@ -714,7 +716,8 @@ def tiny_vlm(path:str|Path) -> Path:
     special = dict(eos_token_id=i['<|im_end|>'], pad_token_id=i['<|endoftext|>'],
                    bos_token_id=i['<|endoftext|>'])
     cfg = Qwen2VLConfig(text_config=dict(vocab_size=len(ft), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                                         num_attention_heads=2, num_key_value_heads=1,
+                                         max_position_embeddings=512,
                                          rope_scaling={'type': 'mrope', 'mrope_section': [2, 3, 3]}, **special),
                         vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14,
                                            spatial_merge_size=2, temporal_patch_size=2),

@@ -189,7 +189,8 @@ def fit_summary(voc, own:list, res, clf:NearClassifier, *, top:int=8) -> dict:
     return {'images': len(own), 'with_answer': sum(bool(o) for o in own), 'vocabulary': len(voc),
             'distinct_first_names': len({f for f in first if f >= 0}), 'names_active': int(clf.active.sum()),
             'relabelled': int(res.relabel.changed.sum()) if res.relabel is not None else 0,
-            'changed': int(sum(f != j for f, j in zip(first, refined))), 'neighbour_weight': round(float(res.neighbour_weight), 3),
+            'changed': int(sum(f != j for f, j in zip(first, refined))),
+            'neighbour_weight': round(float(res.neighbour_weight), 3),
             'top_names': counts.head(top).to_dict()}
 
 def refined_table(paths:list, sha256:list, voc, own:list, *, res) -> pd.DataFrame:
@@ -225,7 +226,8 @@ def merge_cascade(args, clf, iset, df, *, embedded) -> pd.DataFrame:
         raise NearError('--budget / --threshold send images to an MLLM: give --mllm and --store too')
     lab = get_labeler(args.mllm, base_url=args.base_url, max_side=args.max_side)
     cas = cascade_predict(clf, embedded.emb, iset.files, budget=args.budget, threshold=args.threshold, labeler=lab,
-                          store=args.store, k=args.candidates, domain=args.domain, concurrency=args.concurrency,
+                          store=args.store, k=args.candidates, domain=args.domain,
+                          concurrency=args.concurrency,
                           progress=not (args.quiet or args.json))
     asked = cas.candidates.map(len) > 0  # escalated; unanswered ones keep the classifier's name
     unanswered = asked & (cas.source == 'classifier')
@@ -327,9 +329,11 @@ def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home
     bar.update()
     bar.close()
     r = {'images': len(s.images), 'classes': len(s.classnames), 'unusable_images': len(errors), 'labeled': run.done + run.skipped,
-         'embedding': e.summary(), 'model': e.model_id, 'embeddings_source': 'precomputed OpenAI CLIP ViT-B/16 (RAR), served from the cache',
+         'embedding': e.summary(), 'model': e.model_id,
+         'embeddings_source': 'precomputed OpenAI CLIP ViT-B/16 (RAR), served from the cache',
          'loo_1nn_accuracy': round(loo_1nn_accuracy(e.emb[ok], gt), 1), 'mllm': s.labels.mllm.iloc[0],
-         'mllm_distinct_top1_names': len(set(raw)), 'vocabulary': len(voc), 'neighbour_weight': round(res.neighbour_weight, 3),
+         'mllm_distinct_top1_names': len(set(raw)), 'vocabulary': len(voc),
+         'neighbour_weight': round(res.neighbour_weight, 3),
          'sentence_model': enc.model_name, 'table': rep.frame.round(2).to_dict('index'), 'seconds': round(time.time() - t0, 1)}
     (out/'report.json').write_text(json.dumps(r, indent=2))
     r['out'], r['report'] = str(out), rep
