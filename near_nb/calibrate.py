@@ -111,7 +111,8 @@ def reliability_figure(table:pd.DataFrame, # `reliability_table`
     fig = go.Figure()
     fig.add_trace(go.Bar(x=mid, y=t.accuracy, width=t.high - t.low, name='accuracy',
                          customdata=np.c_[t['count'], t.confidence],
-                         hovertemplate='confidence %{customdata[1]:.2f}<br>accuracy %{y:.2f}<br>%{customdata[0]} images'))
+                         hovertemplate='confidence %{customdata[1]:.2f}<br>accuracy '
+                                       '%{y:.2f}<br>%{customdata[0]} images'))
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode='lines', name='calibrated', line=dict(dash='dash')))
     fig.update_layout(title=title, xaxis_title='confidence', yaxis_title='accuracy', xaxis_range=[0, 1],
                       yaxis_range=[0, 1], width=480, height=420, bargap=0)

@@ -84,7 +84,8 @@ def curve_figure(curves:dict, # label -> `cascade_curve` output
         b = [float(k) for k in curve]
         y = [v[metric] for v in curve.values()]
         fig.add_trace(go.Scatter(x=b, y=y, mode='lines+markers', name=f'{label}: by confidence'))
-        fig.add_trace(go.Scatter(x=[b[0], b[-1]], y=[y[0], y[-1]], mode='lines', line=dict(dash='dot', width=1),
+        fig.add_trace(go.Scatter(x=[b[0], b[-1]], y=[y[0], y[-1]], mode='lines',
+                                 line=dict(dash='dot', width=1),
                                  name=f'{label}: straight line between the ends', hoverinfo='skip'))
         fig.add_annotation(x=b[0], y=y[0], text='classifier only', showarrow=False, xanchor='left', yshift=12)
         fig.add_annotation(x=b[-1], y=y[-1], text='MLLM for every image', showarrow=False, xanchor='right',
@@ -102,7 +103,8 @@ def call_costs(answers, # a `LabelStore.frame(...)`: one row per image with stat
     "Mean prompt tokens, completion tokens and seconds per answered call of a labeling run."
     done = answers[answers.status == 'done']
     if done.empty: raise ValueError('no answered calls in this store: label some images first')
-    return {'prompt_tokens': float(done.prompt_tokens.mean()), 'completion_tokens': float(done.completion_tokens.mean()),
+    return {'prompt_tokens': float(done.prompt_tokens.mean()),
+            'completion_tokens': float(done.completion_tokens.mean()),
             'seconds': float(done.latency.mean()), 'calls_measured': len(done)}
 
 def cascade_cost(budget:float, # share of the images sent to the MLLM
@@ -123,7 +125,8 @@ def cascade_cost(budget:float, # share of the images sent to the MLLM
     usd = None if prices is None else round((pt * prices[0] + ct * prices[1]) / 1e6, 4)
     seconds = calls * per_call['seconds'] / max(concurrency, 1) + own
     return {'budget': budget, 'images': images, 'mllm_calls': calls, 'prompt_tokens': round(pt),
-            'completion_tokens': round(ct), 'usd': usd, 'seconds': round(seconds, 1), 'classifier_seconds': round(own, 1)}
+            'completion_tokens': round(ct), 'usd': usd, 'seconds': round(seconds, 1),
+            'classifier_seconds': round(own, 1)}
 
 # %% ../nbs/11_cascade.ipynb #97130ac5
 def rerank_prompt(candidates:list, # the candidate names, most likely first
@@ -248,7 +251,8 @@ def cascade_predict(clf, # a classifier with `.names` and `.scores(emb)` (`NearC
         sel = escalate(conf[ok], budget=budget, threshold=threshold)
         esc[np.flatnonzero(ok)[sel]] = True
     top = P.argmax(1)
-    out = pd.DataFrame({'path': [str(p) for p in paths], 'name': [clf.names[j] if o else '' for j, o in zip(top, ok)],
+    out = pd.DataFrame({'path': [str(p) for p in paths],
+                        'name': [clf.names[j] if o else '' for j, o in zip(top, ok)],
                         'probability': np.where(ok, P.max(1), np.nan), 'margin': np.where(ok, conf, np.nan),
                         'source': np.where(ok, 'classifier', 'unreadable'), 'candidates': [[] for _ in paths],
                         'answer': ''})
@@ -314,8 +318,10 @@ def grow_classifier(clf, # the `NearClassifier` that named the images
     meta = dict(clf.meta, added_names=list(clf.meta.get('added_names', [])) + added)
     # a text head (`prototypes.fuse_text`) gets the image mean as a new name's text half too: its score stays the cosine
     text = None if clf.text_weights is None else np.vstack([clf.text_weights, rows])
-    grown = NearClassifier(clf.names + [a['name'] for a in added], np.vstack([clf.weights, rows]), tau=clf.tau,
+    grown = NearClassifier(clf.names + [a['name'] for a in added], np.vstack([clf.weights, rows]),
+                           tau=clf.tau,
                            active=np.concatenate([clf.active, np.ones(len(added), bool)]),
                            backbone=clf.backbone,
-                           visual_state=clf.visual_state, meta=meta, text_weights=text, text_alpha=clf.text_alpha)
+                           visual_state=clf.visual_state, meta=meta, text_weights=text,
+                           text_alpha=clf.text_alpha)
     return grown, added

@@ -260,7 +260,8 @@ def _read_config(d:Path) -> dict:
         raise NearError(f'{d} is not a saved classifier: no readable config.json ({e})') from e
     if cfg.get('format') != FORMAT: raise NearError(f'{d}/config.json is not a NearClassifier config')
     if cfg.get('format_version', 0) > FORMAT_VERSION:
-        raise NearError(f'{d} was written by a newer near_nb ({cfg.get("near_nb_version")}): upgrade near_nb to load it')
+        raise NearError(f'{d} was written by a newer near_nb ({cfg.get("near_nb_version")}): upgrade near_nb '
+                        f'to load it')
     return cfg
 
 # %% ../nbs/05b_classifier.ipynb #6f4029a4

@@ -107,7 +107,8 @@ def cmd_check(args) -> int:
     errors = iset.check(progress=not (args.quiet or args.json))
     if args.json:
         print(json.dumps({'images': len(iset), 'usable': len(iset) - len(errors),
-                          'unusable': [str(e) for e in errors], 'ignored': [str(e) for e in iset.ignored]}, indent=1))
+                          'unusable': [str(e) for e in errors],
+                          'ignored': [str(e) for e in iset.ignored]}, indent=1))
         return 1 if errors else 0
     for e in iset.ignored + errors: print(f'skipped {e}')
     print(f'{len(iset)} images: {len(iset) - len(errors)} usable, {len(errors)} unusable; '
@@ -125,7 +126,8 @@ def cmd_embed(args) -> int:
     e = bb.embed_images(iset, cache=cache, batch_size=args.batch_size, num_workers=args.workers,
                         progress=not (args.quiet or args.json), decode=args.decode)
     np.savez(out, emb=e.emb, path=np.array([display_path(f) for f in iset.files]),
-             sha256=np.array([h or '' for h in e.sha256]), valid=e.valid, model_id=e.model_id, prep_id=e.prep_id)
+             sha256=np.array([h or '' for h in e.sha256]), valid=e.valid,
+             model_id=e.model_id, prep_id=e.prep_id)
     if args.json:
         print(json.dumps({'images': len(e), 'from_cache': e.n_cached, 'embedded': e.n_computed,
                           'skipped': [str(x) for x in iset.ignored + e.errors], 'model_id': e.model_id,
@@ -165,7 +167,8 @@ def cmd_embed_ray(args) -> int:
     out = ray_out(args.out)
     iset = open_images(args.images, args.allow_outside)
     bb = Backbone(args.model, None if args.random_init else args.pretrained, random_init=args.random_init)
-    kw = {'spec': backbone_spec(bb), 'device': args.device, 'precision': args.precision, 'decode': args.decode,
+    kw = {'spec': backbone_spec(bb), 'device': args.device,
+          'precision': args.precision, 'decode': args.decode,
           'batch_size': args.batch_size, 'num_workers': args.workers or 0}
     r = run_batches(EmbedBatches, kw, iset, out, address=args.ray or None, actors=args.actors,
                     num_gpus=args.gpus_per_actor)
@@ -177,7 +180,8 @@ def cmd_label(args) -> int:
     iset = open_images(args.images, args.allow_outside)
     temp = args.temperature if args.temperature is not None else (0.7 if args.samples > 1 else 0.0)
     lab = get_labeler(args.mllm, base_url=args.base_url, temperature=temp, max_side=args.max_side,
-                      timeout=args.timeout, max_attempts=args.max_attempts, max_retry_after=args.max_retry_after)
+                      timeout=args.timeout, max_attempts=args.max_attempts,
+                      max_retry_after=args.max_retry_after)
     prompt = args.prompt or make_prompt(args.domain, args.top_k)
     store = LabelStore(args.store)
     run = label_images(iset, lab, store, prompt=prompt, samples=args.samples, concurrency=args.concurrency,
@@ -249,8 +253,10 @@ def cmd_fit(args) -> int:
         n_top = args.n_top if args.mode == 'top' else None
         clf, res = fit_near_tower(bb, paths, own, voc.names, cfg=cfg, n_top=n_top, **kw)
     bar.close()
-    r = {**fit_summary(voc, own, res, clf), 'mode': args.mode, 'backbone': bb.model_id, 'skipped': [str(e) for e in skipped],
-         'labels': str(args.labels), 'out': str(out), 'refined_labels': str(refined_csv), 'seconds': round(time.time() - t0, 1)}
+    r = {**fit_summary(voc, own, res, clf), 'mode': args.mode, 'backbone': bb.model_id,
+         'skipped': [str(e) for e in skipped],
+         'labels': str(args.labels), 'out': str(out), 'refined_labels': str(refined_csv),
+         'seconds': round(time.time() - t0, 1)}
     clf.meta.update({k: v for k, v in r.items() if k not in ('out', 'refined_labels', 'skipped')})
     clf.save_pretrained(out)
     write_table(refined_table(paths, sha, voc, own, res=res), refined_csv)
@@ -295,7 +301,8 @@ def cmd_predict(args) -> int:
     bad = df[df.name == '']
     for _, b in bad.iterrows(): print(f'unreadable: {b.path}: {b.error}', file=sys.stderr)
     named = df.name[df.name != '']
-    r = {'images': len(df), 'named': len(named), 'unreadable': len(bad), 'distinct_names': int(named.nunique()),
+    r = {'images': len(df), 'named': len(named), 'unreadable': len(bad),
+         'distinct_names': int(named.nunique()),
          'sources': df.source[df.name != ''].value_counts().to_dict(),
          'classifier': str(args.classifier), 'out': str(out), 'seconds': round(time.time() - t0, 1)}
     if grow is not None:
@@ -314,7 +321,8 @@ def cmd_predict_ray(args) -> int:
     out = ray_out(args.out)
     iset = open_images(args.images)
     clf = Path(args.classifier).expanduser()
-    kw = {'classifier': str(clf.resolve()) if clf.is_dir() else args.classifier, 'pretrained': args.pretrained,
+    kw = {'classifier': str(clf.resolve()) if clf.is_dir() else args.classifier,
+          'pretrained': args.pretrained,
           'device': args.device, 'batch_size': args.batch_size}
     r = run_batches(PredictBatches, kw, iset, out, address=args.ray or None, actors=args.actors,
                     num_gpus=args.gpus_per_actor)
@@ -460,7 +468,8 @@ def fit_arguments(f:argparse.ArgumentParser) -> argparse.ArgumentParser:
     f.add_argument('--config',
                    help='NeaR options in a TOML or JSON file (NearConfig fields; the flags typed here win)')
     f.add_argument('--mode', choices=['head', 'top', 'full'], default='head',
-                   help='head: a classifier on fixed features; top: also the last --n-top blocks; full: the whole image tower')
+                   help='head: a classifier on fixed features; top: also the last --n-top blocks; full: the '
+                        'whole image tower')
     f.add_argument('--n-top', type=int, default=2, help='blocks --mode top trains')
     cfg = NearConfig()
     f.add_argument('--k', type=int, default=cfg.k, action=Given,
@@ -515,7 +524,8 @@ def ray_arguments(p:argparse.ArgumentParser):
     "--ray [ADDRESS], --actors, --gpus-per-actor: run on a Ray cluster (see `distributed`)."
     g = p.add_argument_group('Ray: past one machine (pip install near_nb[ray])')
     g.add_argument('--ray', nargs='?', const='', default=None, metavar='ADDRESS',
-                   help="run on Ray: alone, a Ray on this machine; 'auto', the cluster of this node; or ray://HEAD:10001")
+                   help="run on Ray: alone, a Ray on this machine; 'auto', the cluster of this node; or "
+                        "ray://HEAD:10001")
     g.add_argument('--actors', type=at_least(1), default=1, help='model replicas (one per GPU)')
     g.add_argument('--gpus-per-actor', type=at_least(0.0, float), default=None,
                    help='default: 1 where the cluster has GPUs')
@@ -595,7 +605,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument('--seeds', type=int, default=3)
     t.add_argument('--similar', type=float, default=0.9, help='sentence-similarity merge threshold (0: off)')
     t.add_argument('--support', default='none',
-                   help="visual support a sentence merge needs: quantile of same-name image pairs' cosine ('none': off)")
+                   help="visual support a sentence merge needs: quantile of same-name image pairs' cosine "
+                        "('none': off)")
     t.add_argument('--sentence-model', default=None,
                    help='sentence-transformers model for sACC (default: all-MiniLM-L6-v2, offline)')
     t.add_argument('--text-model', default=None,
@@ -609,8 +620,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument('--prices', type=price_pair, default=None, metavar='IN,OUT',
                    help='USD per 1M prompt tokens and per 1M completion tokens, e.g. 2.5,10')
     t.add_argument('--text-llm', default=None,
-                   help='openai:MODEL, hf:MODEL_ID_OR_PATH or replay:FILE: a text LLM describes the names (default: '
-                        'descriptors mined from the MLLM answers)')
+                   help='openai:MODEL, hf:MODEL_ID_OR_PATH or replay:FILE: a text LLM describes the names '
+                        '(default: descriptors mined from the MLLM answers)')
     t.add_argument('--text-store', default=None,
                    help="the text LLM's answers (default: $NEAR_NB_HOME/descriptions.sqlite)")
     t.add_argument('--base-url', default=None,

@@ -257,7 +257,8 @@ def _manifest_rows(path:Path, # the CSV file
     for n, r in rows:
         if any(v is None for v in r.values()) or any((v or '').strip() for v in r.get(None, [])):
             got = sum(v is not None for k, v in r.items() if k is not None) + len(r.get(None, []))
-            raise NearError(f'{where}, line {n}: {got} fields for a header of {len(rd.fieldnames)}; fix or quote the row')
+            raise NearError(f'{where}, line {n}: {got} fields for a header of {len(rd.fieldnames)}; fix or '
+                            f'quote the row')
         if not r[file_col].strip(): raise NearError(f'{where}, line {n}: the {file_col!r} cell is empty')
     return rows
 

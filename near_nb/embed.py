@@ -456,7 +456,8 @@ def embed_images(self:Backbone, images, # an `ImageSet` or a list of paths
         elif i not in errors: errors[i] = 'could not be embedded'
     out = Embeddings(emb, hashes, [LoadError(str(iset.files[i]), r) for i, r in sorted(errors.items())],
                      n_cached=sum(h in cached for h in hashes),
-                     n_computed=sum(h in found and h not in cached for h in hashes), model_id=ids[0], prep_id=ids[1])
+                     n_computed=sum(h in found and h not in cached for h in hashes),
+                     model_id=ids[0], prep_id=ids[1])
     if out.errors:
         log.warning(f'embed_images: skipped {len(out.errors)} image(s): ' + '; '.join(map(str, out.errors[:5])))
     return out

@@ -231,19 +231,23 @@ def map_traces(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
     tail = groups.pop(None, [])
     def trace(idx, name, colour, rank):
         idx = np.asarray(idx, int)
-        return go.Scattergl(x=xy[idx, 0], y=xy[idx, 1], mode='markers', name=name, customdata=idx, legendrank=rank,
+        return go.Scattergl(x=xy[idx, 0], y=xy[idx, 1], mode='markers', name=name,
+                            customdata=idx, legendrank=rank,
                             hovertext=[_hover(view, i, labels[i], by, answer_chars=answer_chars) for i in idx], hoverinfo='text',
                             marker=dict(size=7, color=colour, line=dict(width=0)))
     n_tail = len({labels[i] for i in tail})
     out = [trace(tail, f'{n_tail} other names, grey ({len(tail)})', TAIL, 10_000)]
     for r, n in enumerate(sorted(groups, key=lambda n: (-len(groups[n]), n))):
         out.append(trace(groups[n], f'{escape(n)} ({len(groups[n])})', colour_of(colours, n), r))
-    out.append(go.Scattergl(x=[], y=[], mode='markers', name='found', customdata=[], hovertext=[], hoverinfo='text',
-                            showlegend=False, marker=dict(size=11, color=[], line=dict(width=1.5, color='#000'))))
+    out.append(go.Scattergl(x=[], y=[], mode='markers', name='found', customdata=[],
+                            hovertext=[], hoverinfo='text',
+                            showlegend=False,
+                            marker=dict(size=11, color=[], line=dict(width=1.5, color='#000'))))
     return out
 
 def _map_layout(title:str) -> dict:
-    return dict(title=title, dragmode='lasso', hovermode='closest', height=620, margin=dict(l=10, r=10, t=50, b=10),
+    return dict(title=title, dragmode='lasso', hovermode='closest', height=620,
+                margin=dict(l=10, r=10, t=50, b=10),
                 xaxis=dict(visible=False), yaxis=dict(visible=False),
                 template='plotly_white', uirevision='map',
                 hoverlabel=dict(align='left'),
@@ -313,7 +317,8 @@ def confusion(view:LabelView, rows:str='mllm', cols:str='refined',
     R = [k for k in np.argsort(-off.sum(1), kind='stable')[:top] if off[k].sum() > 0]
     C = [k for k in np.argsort(-off.sum(0), kind='stable')[:top] if off[:, k].sum() > 0]
     out = t.iloc[R, C]
-    out.attrs = dict(diagonal=diag[np.ix_(R, C)], off_diagonal=int(off.sum()), shown=int(off[np.ix_(R, C)].sum()),
+    out.attrs = dict(diagonal=diag[np.ix_(R, C)], off_diagonal=int(off.sum()),
+                     shown=int(off[np.ix_(R, C)].sum()),
                      images=len(a))
     return out
 
@@ -340,16 +345,19 @@ def confusion_figure(table:pd.DataFrame):
     # gaps as None: widget messages are strict JSON
     z = [[None if np.isnan(v) else float(v) for v in row] for row in z]
     bar = dict(title='images', tickvals=np.log10(ticks), ticktext=[str(t) for t in ticks])
-    off = go.Heatmap(z=z, x=x, y=y, text=n.astype(int), colorscale='OrRd', zmin=0, zmax=zmax, hoverongaps=False,
+    off = go.Heatmap(z=z, x=x, y=y, text=n.astype(int), colorscale='OrRd', zmin=0,
+                     zmax=zmax, hoverongaps=False,
                      colorbar=bar, hovertemplate=hover)
     grey = [[1.0 if d else None for d in row] for row in diag & (n > 0)]
     matched = go.Heatmap(z=grey, x=x, y=y, text=n.astype(int), showscale=False,
                          colorscale=[[0, '#d9d9d9'], [1, '#d9d9d9']], hoverongaps=False,
-                         hovertemplate=f'{rows}: %{{y}}<br>{cols}: %{{x}}<br>matched names, %{{text}} images<extra></extra>')
+                         hovertemplate=f'{rows}: %{{y}}<br>{cols}: %{{x}}<br>matched names, %{{text}} '
+                                       f'images<extra></extra>')
     a = table.attrs
     title = (f"{a.get('off_diagonal', int(np.nansum(n)))} of {a.get('images', int(n.sum()))} images off the "
              f"diagonal ({a.get('shown', '?')} in this table); rows: {rows} names, columns: {cols} names")
-    layout = dict(title=dict(text=title, font=dict(size=13)), height=max(420, 24 * len(y) + 220), template='plotly_white',
+    layout = dict(title=dict(text=title, font=dict(size=13)),
+                  height=max(420, 24 * len(y) + 220), template='plotly_white',
                   xaxis=dict(tickangle=45, automargin=True),
                   yaxis=dict(autorange='reversed', automargin=True),
                   margin=dict(l=10, r=10, t=50, b=10))
@@ -763,7 +771,8 @@ def map_html(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
     colours = name_colours(*(view.labels(b) for b in view.stages), top=top)
     labels = view.labels(by)
     fig = map_figure(view, xy, by, colours, top=top, title=title)
-    div = fig.to_html(full_html=False, include_plotlyjs=True if plotlyjs == 'inline' else plotlyjs, div_id='near-map',
+    div = fig.to_html(full_html=False,
+                      include_plotlyjs=True if plotlyjs == 'inline' else plotlyjs, div_id='near-map',
                       config={'scrollZoom': True, 'displaylogo': False})
     paths = view.paths or []
     data = dict(ids=view.ids, labels=labels, xy=np.round(xy, 4).tolist(), max_images=max_images, grey=_GREY,

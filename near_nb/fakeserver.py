@@ -58,7 +58,8 @@ def _response(code:int, body, headers=()) -> bytes:
     return ('\r\n'.join(head) + '\r\n\r\n').encode() + data
 
 def _completion(fp, n, model, text) -> dict:
-    return {'id': f'chatcmpl-{fp}-{n}', 'object': 'chat.completion', 'created': int(time.time()), 'model': model,
+    return {'id': f'chatcmpl-{fp}-{n}', 'object': 'chat.completion',
+            'created': int(time.time()), 'model': model,
             'choices': [{'index': 0, 'finish_reason': 'stop',
                          'message': {'role': 'assistant', 'content': text}}],
             'usage': {'prompt_tokens': 85, 'completion_tokens': len(text.split()),

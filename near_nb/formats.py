@@ -68,7 +68,8 @@ def from_imagefolder(root:str|Path, # a folder with one sub-folder per name
         raise NearError(f'{root}: not an ImageFolder tree ({e})') from e
     if not len(iset): raise NearError(f'{root}: no images in its sub-folders')
     hashes = [iset.sha256(i) or '' for i in range(len(iset))]
-    return pd.DataFrame({'path': [str(f) for f in iset.files], 'sha256': hashes, 'names': [[n] for n in iset.gt_name],
+    return pd.DataFrame({'path': [str(f) for f in iset.files], 'sha256': hashes,
+                         'names': [[n] for n in iset.gt_name],
                          'response': '', 'source': 'imagefolder'})
 
 # %% ../nbs/10_formats.ipynb #0ac0b8f7
@@ -105,7 +106,8 @@ def from_hf_dataset(ds, # a `datasets.Dataset`, or a folder saved with `save_to_
         lab = ex[label_col] if label_col else None
         if classes is not None and lab is not None: name = classes[lab] if lab >= 0 else ''
         else: name = '' if lab is None else str(lab)
-        rows.append({'path': str(f), 'sha256': sha256_bytes(data), 'names': [name] if name else [], 'response': '',
+        rows.append({'path': str(f), 'sha256': sha256_bytes(data),
+                     'names': [name] if name else [], 'response': '',
                      'source': 'hf-datasets'})
     return pd.DataFrame(rows)
 

@@ -334,7 +334,8 @@ async def answer(self:OpenAILabeler, req:Request) -> Answer:
     for attempt in range(1, self.max_attempts + 1):
         t0, wait = time.perf_counter(), None
         try:
-            r = await self.client().post('/chat/completions', cast_to=httpx.Response, body={'model': self.model, 'messages': msgs,
+            r = await self.client().post('/chat/completions', cast_to=httpx.Response,
+                                         body={'model': self.model, 'messages': msgs,
                                        'temperature': self.temperature, 'max_tokens': self.max_tokens})
             j = json.loads(r.content)
             m = j['choices'][0]['message']
@@ -484,7 +485,8 @@ def _record(job, req, a):
     run, model = job.run, job.labeler.model
     if isinstance(a, Answer):
         text, cut = cap_answer(a.response, job.max_chars)
-        job.store.record(req.sha256, model, req.prompt_hash or job.phash, req.sample, path=req.path, prompt=req.prompt,
+        job.store.record(req.sha256, model, req.prompt_hash or job.phash, req.sample,
+                         path=req.path, prompt=req.prompt,
                          response=text,
                          prompt_tokens=a.prompt_tokens,
                          completion_tokens=a.completion_tokens, latency=a.latency,
@@ -494,7 +496,8 @@ def _record(job, req, a):
         run.prompt_tokens += a.prompt_tokens
         run.completion_tokens += a.completion_tokens
     else:
-        job.store.record(req.sha256, model, req.prompt_hash or job.phash, req.sample, path=req.path, prompt=req.prompt,
+        job.store.record(req.sha256, model, req.prompt_hash or job.phash, req.sample,
+                         path=req.path, prompt=req.prompt,
                          error=str(a),
                          attempts=a.attempts)
         run.failed.append((req.path, req.sample, str(a)))
@@ -629,7 +632,8 @@ def export_labels(images, store:LabelStore, model:str, prompt_hash:str, *, out:s
                          'prompt_tokens': int(r['prompt_tokens']) if r is not None else 0,
                          'completion_tokens': int(r['completion_tokens']) if r is not None else 0,
                          'latency': float(r['latency']) if r is not None else 0.0})
-    df = pd.DataFrame(rows, columns=['path', 'sha256', 'model', 'sample', 'names', 'response', 'status', 'error',
+    df = pd.DataFrame(rows,
+                      columns=['path', 'sha256', 'model', 'sample', 'names', 'response', 'status', 'error',
                                      'prompt_hash', 'prompt_tokens', 'completion_tokens', 'latency'])
     # quoted: answers hold \r and worse
     df.map(escape_cell).to_csv(out, index=False, quoting=csv.QUOTE_NONNUMERIC)
@@ -710,19 +714,23 @@ def tiny_vlm(path:str|Path) -> Path:
     ft.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}{% else %}"
         "{% for c in m['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% elif c['type'] == 'text' %}"
         "{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    proc = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112), tokenizer=ft,
+    proc = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112),
+                            tokenizer=ft,
                             video_processor=Qwen2VLVideoProcessor(), chat_template=ft.chat_template)
     i = {s: ft.convert_tokens_to_ids(s) for s in sp}
     special = dict(eos_token_id=i['<|im_end|>'], pad_token_id=i['<|endoftext|>'],
                    bos_token_id=i['<|endoftext|>'])
-    cfg = Qwen2VLConfig(text_config=dict(vocab_size=len(ft), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    cfg = Qwen2VLConfig(text_config=dict(vocab_size=len(ft), hidden_size=32,
+                                         intermediate_size=64, num_hidden_layers=2,
                                          num_attention_heads=2, num_key_value_heads=1,
                                          max_position_embeddings=512,
                                          rope_scaling={'type': 'mrope', 'mrope_section': [2, 3, 3]}, **special),
-                        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14,
+                        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2,
+                                           mlp_ratio=2, patch_size=14,
                                            spatial_merge_size=2, temporal_patch_size=2),
                         image_token_id=i['<|image_pad|>'], video_token_id=i['<|video_pad|>'],
-                        vision_start_token_id=i['<|vision_start|>'], vision_end_token_id=i['<|vision_end|>'], **special)
+                        vision_start_token_id=i['<|vision_start|>'],
+                        vision_end_token_id=i['<|vision_end|>'], **special)
     import torch  # lazy: torch takes seconds to import; only this call needs it
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

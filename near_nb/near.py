@@ -417,7 +417,8 @@ def fit_near_head(emb:np.ndarray, # (n, d) L2-normalised image embeddings of the
     Y, nn_idx, Cw, a, W0, rl = _setup(X, own, C, cfg, text_emb=text_emb,
                                       verified=verified, contrasts=contrasts)
     Xt = torch.tensor(X)
-    W, res = train_near(lambda b: Xt[b], [], W0, Cw, own_weights=Y, nn_idx=nn_idx, cfg=cfg, neighbour_weight=a,
+    W, res = train_near(lambda b: Xt[b], [], W0, Cw, own_weights=Y, nn_idx=nn_idx,
+                        cfg=cfg, neighbour_weight=a,
                         progress=progress, verified=verified)
     res.relabel = rl
     active = np.bincount(res.refined, minlength=C) > 0 if cfg.prune else None

@@ -176,7 +176,8 @@ def fit_embeddings(args, labels:pd.DataFrame, bb:Backbone) -> tuple:
         sha = [str(h) for h in z['sha256']] if 'sha256' in z else [''] * len(ok)
         return z['emb'][ok], [str(p) for p in z['path'][ok]], [h for h, v in zip(sha, ok) if v], []
     iset = open_images(args.images) if args.images else ImageSet([Path(p) for p in labels.path])
-    e = bb.embed_images(iset, cache=EmbeddingCache(args.cache) if args.cache else True, batch_size=args.batch_size,
+    e = bb.embed_images(iset, cache=EmbeddingCache(args.cache) if args.cache else True,
+                        batch_size=args.batch_size,
                         progress=args.progress)
     ok = e.valid
     return e.emb[ok], [str(f) for f, v in zip(iset.files, ok) if v], [h for h, v in zip(e.sha256, ok) if v], e.errors
@@ -225,7 +226,8 @@ def merge_cascade(args, clf, iset, df, *, embedded) -> pd.DataFrame:
     if not (args.mllm and args.store):
         raise NearError('--budget / --threshold send images to an MLLM: give --mllm and --store too')
     lab = get_labeler(args.mllm, base_url=args.base_url, max_side=args.max_side)
-    cas = cascade_predict(clf, embedded.emb, iset.files, budget=args.budget, threshold=args.threshold, labeler=lab,
+    cas = cascade_predict(clf, embedded.emb, iset.files, budget=args.budget,
+                          threshold=args.threshold, labeler=lab,
                           store=args.store, k=args.candidates, domain=args.domain,
                           concurrency=args.concurrency,
                           progress=not (args.quiet or args.json))
@@ -328,13 +330,15 @@ def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home
               title='Shipped sample: CLIP ViT-B/16 embeddings (PCA), coloured by NeaR name')
     bar.update()
     bar.close()
-    r = {'images': len(s.images), 'classes': len(s.classnames), 'unusable_images': len(errors), 'labeled': run.done + run.skipped,
+    r = {'images': len(s.images), 'classes': len(s.classnames), 'unusable_images': len(errors),
+         'labeled': run.done + run.skipped,
          'embedding': e.summary(), 'model': e.model_id,
          'embeddings_source': 'precomputed OpenAI CLIP ViT-B/16 (RAR), served from the cache',
          'loo_1nn_accuracy': round(loo_1nn_accuracy(e.emb[ok], gt), 1), 'mllm': s.labels.mllm.iloc[0],
          'mllm_distinct_top1_names': len(set(raw)), 'vocabulary': len(voc),
          'neighbour_weight': round(res.neighbour_weight, 3),
-         'sentence_model': enc.model_name, 'table': rep.frame.round(2).to_dict('index'), 'seconds': round(time.time() - t0, 1)}
+         'sentence_model': enc.model_name, 'table': rep.frame.round(2).to_dict('index'),
+         'seconds': round(time.time() - t0, 1)}
     (out/'report.json').write_text(json.dumps(r, indent=2))
     r['out'], r['report'] = str(out), rep
     return r

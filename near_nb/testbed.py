@@ -99,7 +99,8 @@ def _names_keys(voc, j):
 def _near_labels(tb, idx, encode, similar, *, support, alternatives=True):
     "(vocabulary, own name ids, contrast ids) of the images `idx`, as NeaR builds them."
     lab = tb.labels.iloc[idx]
-    voc, own = answers_vocabulary(lab.image_id.tolist(), lab.names.tolist(), lab.response.tolist(), encode, similar=similar,
+    voc, own = answers_vocabulary(lab.image_id.tolist(), lab.names.tolist(), lab.response.tolist(), encode,
+                                  similar=similar,
                                   emb=tb.emb[idx], support=support, alternatives=alternatives)
     return voc, own, answer_contrasts(voc, lab.response.tolist())
 

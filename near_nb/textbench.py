@@ -60,7 +60,8 @@ def _own_descriptors(tb:TestBed, idx:np.ndarray, voc, own:list, describer=None) 
     return mined_descriptors(first, tb.labels.response.iloc[idx].tolist())
 
 # %% ../nbs/07b_textbench.ipynb #99f497c3
-def text_transductive(tb:TestBed, backbone, cfg:NearConfig|None=None, encode=None, *, describer=None, seed:int=0,
+def text_transductive(tb:TestBed, backbone, cfg:NearConfig|None=None, encode=None, *,
+                      describer=None, seed:int=0,
                       **near_kw, # similar, support, alternatives (as `evaluate.transductive`)
                      ) -> dict:
     "{'labels': {method: names per image}, 'alpha': {kind: fused weight}, 'recall': {kind: {'R@K': %}}}."

@@ -111,7 +111,8 @@ def _train_tower(bb, n_top, acts, files:list, W0, Cw, Y, nn_idx, cfg:NearConfig,
     for p in params: p.requires_grad_(True)
     visual.train()
     try:
-        W, res = train_near(forward, params, W0, Cw, own_weights=Y, nn_idx=nn_idx, cfg=cfg, neighbour_weight=a,
+        W, res = train_near(forward, params, W0, Cw, own_weights=Y, nn_idx=nn_idx,
+                            cfg=cfg, neighbour_weight=a,
                             progress=progress, verified=verified)
     finally:
         visual.eval()
@@ -152,7 +153,8 @@ def fit_near_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
         W = F.normalize((1 - wise) * torch.tensor(W0) + wise * W, dim=1)
     visual.load_state_dict(zs)  # the backbone itself stays zero-shot; the classifier carries the tuned tower
     active = np.bincount(res.refined, minlength=C) > 0 if cfg.prune else None
-    meta = {'mode': 'top' if n_top is not None else 'full', 'n_top': n_top, 'wise': wise, 'config': asdict(cfg),
+    meta = {'mode': 'top' if n_top is not None else 'full', 'n_top': n_top,
+            'wise': wise, 'config': asdict(cfg),
             'neighbour_weight': a, 'n_train': len(ok), 'skipped': [str(e) for e in errs]}
     meta['calibration'] = _calibration_meta(res, cfg)
     return NearClassifier(names, W.numpy(), res.tau or cfg.tau, active, bb, state, meta), res
