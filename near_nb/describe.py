@@ -4,7 +4,6 @@
 
 # %% ../nbs/03b_describe.ipynb #fb3c15b1
 from __future__ import annotations
-import hashlib
 import json
 import re
 import time
@@ -13,7 +12,7 @@ from collections import Counter
 import pandas as pd
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .core import NearError, get_device
+from .core import NearError, get_device, sha256_bytes
 from typing import Callable
 from .mllm import (LabelRun, LabelStore, OpenAILabeler, ReplayLabeler, Request, Answer, LabelError, new_owner,
                    prompt_hash, _Job, _ask_all, _ask_batches, _run_coro, _read_rows)
@@ -68,7 +67,7 @@ def parse_descriptors(text:str|None, # an LLM's answer
 # %% ../nbs/03b_describe.ipynb #a7c7cbd2
 def name_hash(name:str) -> str:
     "The store's key of a name (where an image's sha256 goes): a hash of the name's text."
-    return hashlib.sha256(f'name:{name}'.encode('utf-8')).hexdigest()
+    return sha256_bytes(f'name:{name}'.encode('utf-8'))
 
 class OpenAIDescriber(OpenAILabeler):
     "A text LLM behind any OpenAI-compatible server; `OpenAILabeler`'s retries, key handling and prices."
