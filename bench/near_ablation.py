@@ -26,6 +26,7 @@ VARIANTS = {  # name -> (config changes, bench_testbed keyword changes)
     '+ GMM split, consensus refinement': ({'gmm': True}, {}),
     '+ GMM split, relaxed refinement': ({'gmm': True, 'refine': 'relax'}, {}),
     'trained head (not class means)': ({'head': 'trained'}, {}),
+    'class means only (no nearest image, nearest=0)': ({'nearest': 0.0}, {}),
 }
 
 def main():

@@ -25,11 +25,16 @@ MIN_CONF = (0.4, 0.5, 0.6, 0.7, 0.8)
 SUPPORT = (None, 0.25)  # None: sentence merges need no visual support
 PRODEN = (True, False)
 MARGIN = 3  # see `admissible`
-GRID = [{'relabel': False, 'support': s, 'proden': p} for s, p in itertools.product(SUPPORT, PRODEN)] + \
-       [{'relabel': True, 'min_conf': c, 'support': s, 'proden': p}
-        for c, s, p in itertools.product(MIN_CONF, SUPPORT, PRODEN)]
+NEAREST = (0.2, 0.4)  # the class-mean head's share of a name's nearest training image (0: means only)
+GRID = [{'relabel': False, 'support': s, 'proden': p, 'nearest': 0.0} for s, p in itertools.product(SUPPORT, PRODEN)] + \
+       [{'relabel': True, 'min_conf': c, 'support': s, 'proden': p, 'nearest': 0.0}
+        for c, s, p in itertools.product(MIN_CONF, SUPPORT, PRODEN)] + \
+       [{'relabel': True, 'min_conf': c, 'support': None, 'proden': p, 'nearest': b}
+        for c, p, b in itertools.product(MIN_CONF, PRODEN, NEAREST)]  # the memory only with the chosen support
 
-def key(setting:dict) -> str: return json.dumps(setting, sort_keys=True)
+def key(setting:dict) -> str:
+    "A setting's key in --out; `nearest` 0 is left out, as in files written before the memory head existed."
+    return json.dumps({k: v for k, v in setting.items() if not (k == 'nearest' and v == 0)}, sort_keys=True)
 
 def run(root, ds, setting, enc, seeds):
     cfg = replace(NearConfig(), **{k: v for k, v in setting.items() if k != 'support'})

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 from scipy.special import softmax
+from .classifier import nearest_cosines
 
 # %% auto #0
-__all__ = ['loo_prototype_scores', 'fit_temperature', 'fit_calibration', 'margins', 'reliability_table',
+__all__ = ['loo_prototype_scores', 'loo_head_scores', 'fit_temperature', 'fit_calibration', 'margins', 'reliability_table',
            'expected_calibration_error', 'reliability_figure']
 
 # %% ../nbs/06a_calibrate.ipynb #af43bad2
@@ -35,6 +36,23 @@ def loo_prototype_scores(emb:np.ndarray, # (n, d) L2-normalised embeddings of th
     S[i, lab[i]] = np.where(n_rest > 1e-6, own, -np.inf)
     return S
 
+# %% ../nbs/06a_calibrate.ipynb #bf6aef59
+def loo_head_scores(emb:np.ndarray, # (n, d) L2-normalised embeddings of the training images
+                    labels:np.ndarray, # (n,) name id per image (-1: none)
+                    n_names:int,
+                    *,
+                    nearest:float=0.0, # share of a name's nearest image in its score (`NearClassifier.nearest`)
+                   ) -> np.ndarray:
+    "(n, C) leave-one-out scores of the classifier's image head: class means blended with the nearest image."
+    S = loo_prototype_scores(emb, labels, n_names)
+    if nearest == 0: return S
+    lab = np.asarray(labels)
+    rows = np.flatnonzero(lab >= 0)
+    exclude = np.full(len(lab), -1)
+    exclude[rows] = np.arange(len(rows))  # each labelled image is memory row `exclude[i]`: never its own match
+    N = nearest_cosines(emb, np.asarray(emb, np.float32)[rows], lab[rows], n_names, exclude=exclude)
+    return (1 - nearest) * S + nearest * np.where(np.isfinite(N), N, S)
+
 # %% ../nbs/06a_calibrate.ipynb #10bfe890
 def fit_temperature(scores:np.ndarray, # (m, C) scores (-inf allowed)
                     labels:np.ndarray, # (m,) the label each row should predict
@@ -51,9 +69,10 @@ def fit_calibration(emb:np.ndarray, # (n, d) L2-normalised embeddings of the tra
                     active:np.ndarray|None=None, # (C,) bool: names the classifier may predict
                     *,
                     bounds:tuple=(1e-3, 1.0), # search interval for the temperature
+                    nearest:float=0.0, # the head's share of a name's nearest image (`loo_head_scores`)
                    ) -> float:
-    "The softmax temperature that makes leave-one-out class-mean scores most likely to give each image its own name."
-    S = loo_prototype_scores(emb, labels, n_names)
+    "The softmax temperature that makes leave-one-out head scores most likely to give each image its own name."
+    S = loo_head_scores(emb, labels, n_names, nearest=nearest)
     if active is not None:
         S[:, ~np.asarray(active, bool)] = -np.inf
     lab = np.asarray(labels)

@@ -306,7 +306,7 @@ def grow_classifier(clf, # the `NearClassifier` that named the images
     if new.empty: return clf, []
     emb = np.asarray(emb, np.float32)
     known = {name_key(n) for n in clf.names}
-    added, rows = [], []
+    added, rows, members = [], [], []
     for key, grp in new.groupby(new.name.map(name_key), sort=True):
         if key in known: continue
         X = emb[grp.index.to_numpy()]
@@ -314,14 +314,20 @@ def grow_classifier(clf, # the `NearClassifier` that named the images
         added.append(_provenance(grp, X, model))
         m = X.mean(0)
         rows.append(m / np.linalg.norm(m))
+        members.append(X)
     if not added: return clf, []
     meta = dict(clf.meta, added_names=list(clf.meta.get('added_names', [])) + added)
     # a text head (`prototypes.fuse_text`) gets the image mean as a new name's text half too: its score stays the cosine
     text = None if clf.text_weights is None else np.vstack([clf.text_weights, rows])
+    memory = {}
+    if clf.memory is not None:  # a new name's images join the memory: its nearest image is one of them
+        new_labels = np.concatenate([np.full(len(x), len(clf.names) + j) for j, x in enumerate(members)])
+        memory = dict(memory=np.vstack([clf.memory, *members]),
+                      memory_labels=np.concatenate([clf.memory_labels, new_labels]), nearest=clf.nearest)
     grown = NearClassifier(clf.names + [a['name'] for a in added], np.vstack([clf.weights, rows]),
                            tau=clf.tau,
                            active=np.concatenate([clf.active, np.ones(len(added), bool)]),
                            backbone=clf.backbone,
                            visual_state=clf.visual_state, meta=meta, text_weights=text,
-                           text_alpha=clf.text_alpha)
+                           text_alpha=clf.text_alpha, **memory)
     return grown, added

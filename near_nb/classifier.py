@@ -20,7 +20,7 @@ from .data import ImageSet
 from .embed import Backbone, Embeddings
 
 # %% auto #0
-__all__ = ['FORMAT', 'FORMAT_VERSION', 'NearClassifier', 'backbone_spec', 'backbone_from_spec']
+__all__ = ['FORMAT', 'FORMAT_VERSION', 'NearClassifier', 'nearest_cosines', 'backbone_spec', 'backbone_from_spec']
 
 # %% ../nbs/05b_classifier.ipynb #501560cf
 class NearClassifier:
@@ -34,6 +34,10 @@ class NearClassifier:
                  meta:dict|None=None, # anything worth keeping (config, model id, training figures)
                  text_weights:np.ndarray|None=None, # (C, d) L2-normalised text prototypes fused with `weights`
                  text_alpha:float=0.0, # the text prototypes' share of each score (`prototypes.fuse_text`)
+                 *,
+                 memory:np.ndarray|None=None, # (n, d) L2-normalised features of the training images
+                 memory_labels:np.ndarray|None=None, # (n,) the name id each of them carries
+                 nearest:float=0.0, # share of the nearest training image of a name in its score (needs memory)
                 ):
         self.names, self.weights, self.tau = list(names), np.asarray(weights, np.float32), float(tau)
         self.active = np.ones(len(self.names), bool) if active is None else np.asarray(active, bool)
@@ -45,18 +49,58 @@ class NearClassifier:
         if self.text_weights is not None and self.text_weights.shape != self.weights.shape:
             raise ValueError(f'text weights {self.text_weights.shape} do not match the weights '
                              f'{self.weights.shape}')
+        self.memory = None if memory is None else np.asarray(memory, np.float32)
+        self.memory_labels = None if memory_labels is None else np.asarray(memory_labels, np.int64)
+        self.nearest = float(nearest)
+        if (self.memory is None) != (self.memory_labels is None):
+            raise ValueError('memory and memory_labels come together')
+        if self.memory is not None and (len(self.memory) != len(self.memory_labels)
+                                        or self.memory.shape[1:] != self.weights.shape[1:]):
+            raise ValueError(f'memory {self.memory.shape} with {len(self.memory_labels)} labels does not fit '
+                             f'the weights {self.weights.shape}')
+        if not 0 <= self.nearest < 1: raise ValueError(f'nearest must be in [0, 1), not {self.nearest}')
     def __repr__(self):
-        return f'NearClassifier({int(self.active.sum())} of {len(self.names)} names active, dim={self.weights.shape[1]})'
+        return (f'NearClassifier({int(self.active.sum())} of {len(self.names)} names active, '
+                f'dim={self.weights.shape[1]})')
 
 # %% ../nbs/05b_classifier.ipynb #d2cdbe6a
 from contextlib import contextmanager
 from fastcore.basics import patch
 
+def nearest_cosines(emb:np.ndarray, # (m, d) L2-normalised embeddings
+                    memory:np.ndarray, # (n, d) L2-normalised features of labelled images
+                    labels:np.ndarray, # (n,) the name id each memory image carries
+                    n_names:int,
+                    *,
+                    exclude:np.ndarray|None=None, # (m,) memory row each embedding must not match (-1: none)
+                    chunk:int=1024, # embeddings scored at a time (bounds the (chunk, n) similarity matrix)
+                   ) -> np.ndarray:
+    "(m, C) cosine of each embedding to the nearest memory image of each name (-inf: a name with none)."
+    x = np.asarray(emb, np.float32)
+    lab = np.asarray(labels)
+    order = np.argsort(lab, kind='stable')
+    present, starts = np.unique(lab[order], return_index=True)
+    mem = np.asarray(memory, np.float32)[order]
+    where = np.empty(len(order), np.int64)
+    where[order] = np.arange(len(order))  # memory row -> its column after sorting
+    out = np.full((len(x), n_names), -np.inf, np.float32)
+    for a in range(0, len(x), chunk):
+        S = x[a:a + chunk] @ mem.T
+        if exclude is not None:
+            ex = np.asarray(exclude[a:a + chunk])
+            rows = np.flatnonzero(ex >= 0)
+            S[rows, where[ex[rows]]] = -np.inf
+        if len(present): out[a:a + chunk, present] = np.maximum.reduceat(S, starts, axis=1)
+    return out
+
 @patch
 def cosines(self:NearClassifier, emb:np.ndarray) -> np.ndarray:
-    "(m, C) similarity to each name: cosine to its weights, or `(1 - a) * image + a * text` with a text head."
+    "(m, C) similarity to each name: its weights' cosine, mixed with its nearest image's and its text's if set."
     x = np.asarray(emb, np.float32)
     s = x @ self.weights.T
+    if self.memory is not None and self.nearest > 0:
+        near = nearest_cosines(x, self.memory, self.memory_labels, len(self.names))
+        s = (1 - self.nearest) * s + self.nearest * np.where(np.isfinite(near), near, s)
     if self.text_weights is None or self.text_alpha == 0: return s
     return (1 - self.text_alpha) * s + self.text_alpha * (x @ self.text_weights.T)
 
@@ -130,7 +174,7 @@ def _tower(self:NearClassifier):
 
 # %% ../nbs/05b_classifier.ipynb #009aeb57
 FORMAT = 'near_nb.NearClassifier' # config.json's "format"
-FORMAT_VERSION = 3 # 1 was the pickled .pt file; 2 has no text head
+FORMAT_VERSION = 4 # 1 was the pickled .pt file; 2 has no text head; 3 no memory of training images
 
 def _jsonable(x):
     "`x` with NumPy scalars and arrays and paths turned into plain Python (for config.json)."
@@ -185,8 +229,9 @@ def backbone_from_spec(spec:dict, # a `backbone_spec`, as config.json holds it
 
 # %% ../nbs/05b_classifier.ipynb #f5a0cfc5
 def _format_version(clf:NearClassifier) -> int:
-    "3 for a classifier with a text head (an older near_nb would ignore it and predict otherwise), else 2."
-    return FORMAT_VERSION if clf.text_weights is not None else 2
+    "The oldest format that holds `clf` (an older near_nb would ignore a text head or a memory and predict otherwise)."
+    if clf.memory is not None and clf.nearest > 0: return 4
+    return 3 if clf.text_weights is not None else 2
 
 @patch
 def config(self:NearClassifier) -> dict:
@@ -200,7 +245,8 @@ def config(self:NearClassifier) -> dict:
             'backbone': bb, 'tuned_tower': self.visual_state is not None,
             'near_config': _jsonable(self.meta.get('config')), 'training': _jsonable(training),
             'text_head': _jsonable({**self.meta.get('text_head', {}), 'alpha': self.text_alpha})
-                         if self.text_weights is not None else None}
+                         if self.text_weights is not None else None,
+            'nearest': self.nearest if self.memory is not None else None}
 
 def _model_card(cfg:dict) -> str:
     "A short README.md for the Hub: what the classifier is and how to load it."
@@ -222,6 +268,8 @@ def save_pretrained(self:NearClassifier, path, # a folder (created; a folder thi
     d.mkdir(parents=True, exist_ok=True)
     tensors = {'weights': torch.tensor(self.weights), 'active': torch.tensor(self.active)}
     if self.text_weights is not None: tensors['text_weights'] = torch.tensor(self.text_weights)
+    if self.memory is not None:
+        tensors.update(memory=torch.tensor(self.memory), memory_labels=torch.tensor(self.memory_labels))
     for k, v in (self.visual_state or {}).items(): tensors[f'visual.{k}'] = v.detach().cpu().contiguous()
     save_file(tensors, d/'model.safetensors', metadata={'format': 'pt'})
     cfg = self.config()
@@ -289,8 +337,10 @@ def from_pretrained(cls:NearClassifier, src, # a `save_pretrained` folder, or a 
         except NearError as e: meta.update(backbone=cfg['backbone'], backbone_missing=str(e))
     tw = t['text_weights'].numpy() if text and 'text_weights' in t else None
     alpha = text['alpha'] if tw is not None else 0.0
+    memory = {} if cfg.get('nearest') is None or 'memory' not in t else dict(
+        memory=t['memory'].numpy(), memory_labels=t['memory_labels'].numpy(), nearest=cfg['nearest'])
     return cls(cfg['names'], t['weights'].numpy(), cfg['tau'], t['active'].numpy(),
-               backbone, visual, meta, tw, alpha)
+               backbone, visual, meta, tw, alpha, **memory)
 
 # %% ../nbs/05b_classifier.ipynb #cbd95faf
 @patch(cls_method=True)

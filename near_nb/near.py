@@ -20,8 +20,8 @@ from .classifier import NearClassifier
 # %% auto #0
 __all__ = ['HEADS', 'PLL_METHODS', 'own_targets', 'first_names', 'name_agreement', 'candidate_targets', 'loo_name_scores',
            'Relabel', 'relabel', 'gmm_clean', 'update_targets', 'prototypes', 'NearResult', 'prototype_head',
-           'trained_head', 'register_head', 'soft_cross_entropy', 'PLLMethod', 'proden_gmm', 'register_pll',
-           'NearConfig', 'train_near', 'fit_near_head']
+           'trained_head', 'register_head', 'head_memory', 'soft_cross_entropy', 'PLLMethod', 'proden_gmm',
+           'register_pll', 'NearConfig', 'train_near', 'fit_near_head']
 
 # %% ../nbs/06_near.ipynb #54fb312d
 def own_targets(own:list, n_names:int) -> np.ndarray:
@@ -189,12 +189,13 @@ class NearResult:
     history:list = field(default_factory=list) # per epoch: loss, clean share, seconds
     relabel:Relabel|None = None # what leave-one-out relabelling changed before training
     tau:float|None = None # the class-mean head's calibrated temperature (`calibrate.fit_calibration`); None: training's
+    memory:tuple|None = None # (features (m, d), name ids (m,)) of the training images the head keeps (`head_memory`)
     @property
     def refined(self) -> np.ndarray: return self.targets.argmax(1)
 
-def _calibrated_tau(X:np.ndarray, labels:np.ndarray, n_names:int) -> float|None:
+def _calibrated_tau(X:np.ndarray, labels:np.ndarray, n_names:int, nearest:float) -> float|None:
     "The temperature that calibrates the class-mean head (None when too few images share a name to fit one)."
-    try: return fit_calibration(X, labels, n_names)
+    try: return fit_calibration(X, labels, n_names, nearest=nearest)
     except ValueError: return None
 
 def prototype_head(W:torch.Tensor, # (C, d) the trained classifier's weights, L2-normalised
@@ -202,18 +203,20 @@ def prototype_head(W:torch.Tensor, # (C, d) the trained classifier's weights, L2
                    forward:Callable, # idx (LongTensor) -> (b, d) normalised features
                    cfg:NearConfig,
                   ) -> tuple:
-    "Nearest class mean over the (possibly tuned) features of each name's refined images, and its calibrated tau."
+    "Class means of the (possibly tuned) features of each name's refined images, a memory of them, the calibrated tau."
     n, C = res.targets.shape
     with torch.no_grad():
         X = torch.cat([forward(b).float().cpu() for b in torch.arange(n).split(cfg.batch_size or n)]).numpy()
     # no candidate: no vote
     H = np.eye(C, dtype=np.float32)[res.refined] * (res.targets.sum(1, keepdims=True) > 0)
     W = torch.where(torch.tensor(H.sum(0) > 0)[:, None], torch.tensor(prototypes(X, H)), W)
-    return W, _calibrated_tau(X, np.where(H.sum(1) > 0, res.refined, -1), C)
+    voting = H.sum(1) > 0
+    if cfg.nearest > 0: res.memory = (X[voting], res.refined[voting])
+    return W, _calibrated_tau(X, np.where(voting, res.refined, -1), C, cfg.nearest)
 
 def trained_head(W:torch.Tensor, # (C, d) the trained classifier's weights, L2-normalised
                  res:NearResult, forward:Callable, cfg:NearConfig) -> tuple:
-    "The trained cosine classifier as it is, at the training temperature."
+    "The trained cosine classifier as it is, at the training temperature (no memory)."
     return W, None
 
 HEADS = {'prototypes': prototype_head, 'trained': trained_head}
@@ -224,6 +227,13 @@ def register_head(name:str, # the key `NearConfig(head=...)` names it by
     "Add a final classifier to `HEADS`: it turns the trained weights and the run's targets into the classifier."
     HEADS[name] = head
     return head
+
+def head_memory(res:NearResult, # a finished run
+                cfg:NearConfig,
+               ) -> dict:
+    "`NearClassifier` keyword arguments for the memory of training images the head kept ({} when it kept none)."
+    if res.memory is None or cfg.nearest == 0: return {}
+    return {'memory': res.memory[0], 'memory_labels': res.memory[1], 'nearest': cfg.nearest}
 
 # %% ../nbs/06_near.ipynb #e7271576
 def soft_cross_entropy(logits:torch.Tensor, # (b, C)
@@ -285,6 +295,7 @@ class NearConfig:
     relax:float=0.1 # weight of the whole vocabulary when refine='relax'
     prune:bool=True # names no image ends up with are not predicted
     head:str='prototypes' # final classifier, a key of `HEADS`: 'prototypes' (class means) or 'trained'
+    nearest:float=0.2 # share of a name's nearest training image in its score, next to its mean ('prototypes')
     pll:str='proden-gmm' # partial-label method, a key of `PLL_METHODS`
     warmup:int=5 # epochs before re-weighting and the GMM split
     epochs:int=30
@@ -298,6 +309,7 @@ class NearConfig:
         for name in ('relabel', 'capacity', 'contrasts', 'proden', 'gmm', 'prune'):
             _need(isinstance(getattr(self, name), (bool, np.bool_)), name,
                   'True or False', getattr(self, name))
+        _need(_is_num(self.nearest) and 0 <= self.nearest < 1, 'nearest', 'a number in [0, 1)', self.nearest)
         for name in ('min_conf', 'relax'):
             _need(_is_num(getattr(self, name)) and 0 <= getattr(self, name) <= 1, name, 'a number in [0, 1]',
                   getattr(self, name))
@@ -395,7 +407,8 @@ def _setup(emb:np.ndarray, own:list, n_names:int, cfg:NearConfig, *, text_emb=No
 def _calibration_meta(res:NearResult, cfg:NearConfig) -> dict:
     "How the classifier's probabilities were calibrated, for its meta."
     if res.tau is None: return {'tau': cfg.tau, 'method': 'none: the training temperature'}
-    return {'tau': res.tau, 'method': 'leave-one-out class means (calibrate.fit_calibration)'}
+    head = 'class means' if res.memory is None else f'class means with {cfg.nearest:g} nearest image'
+    return {'tau': res.tau, 'method': f'leave-one-out {head} (calibrate.fit_calibration)'}
 
 def fit_near_head(emb:np.ndarray, # (n, d) L2-normalised image embeddings of the training images
                   own:list, # per image: its own name ids, first-ranked first (`answers_vocabulary`)
@@ -424,4 +437,6 @@ def fit_near_head(emb:np.ndarray, # (n, d) L2-normalised image embeddings of the
     active = np.bincount(res.refined, minlength=C) > 0 if cfg.prune else None
     meta = {'mode': 'head', 'config': asdict(cfg), 'neighbour_weight': a, 'n_train': len(X)}
     meta['calibration'] = _calibration_meta(res, cfg)
-    return NearClassifier(names, W.numpy(), res.tau or cfg.tau, active, backbone, meta=meta), res
+    clf = NearClassifier(names, W.numpy(), res.tau or cfg.tau, active, backbone, meta=meta,
+                         **head_memory(res, cfg))
+    return clf, res

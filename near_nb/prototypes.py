@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
-from .calibrate import fit_temperature, loo_prototype_scores
+from .calibrate import fit_temperature, loo_head_scores
 from .classifier import NearClassifier
 
 # %% auto #0
@@ -158,22 +158,27 @@ def fused_loo_scores(emb:np.ndarray, # (n, d) training embeddings (in the classi
                      labels:np.ndarray, # (n,) their name ids (-1: none)
                      text_emb:np.ndarray, # (C, d) text prototypes
                      alpha:float, # the text share
+                     *,
+                     nearest:float=0.0, # the image head's share of a name's nearest image (`NearClassifier.nearest`)
                     ) -> np.ndarray:
-    "(n, C) leave-one-out fused scores: class means without the image itself, mixed with the text cosines."
-    S = loo_prototype_scores(emb, labels, len(text_emb))
+    "(n, C) leave-one-out fused scores: the image head without the image itself, mixed with the text cosines."
+    S = loo_head_scores(emb, labels, len(text_emb), nearest=nearest)
     S = np.where(np.isfinite(S), S, -2.0)  # a name without (other) images: below any cosine
     return (1 - alpha) * S + alpha * (np.asarray(emb, np.float32) @ np.asarray(text_emb, np.float32).T)
 
 def fusion_table(emb:np.ndarray, labels:np.ndarray, text_emb:np.ndarray,
                  alphas:tuple=tuple(np.round(np.linspace(0, 1, 11), 2)), # the weights tried
+                 *,
+                 nearest:float=0.0, # the image head's share of a name's nearest image
                 ) -> pd.DataFrame:
     "Leave-one-out accuracy (percent) of the fused head at each `alpha` (ascending), over the images that can vote."
     alphas = sorted(alphas)
     lab = np.asarray(labels)
-    S0 = loo_prototype_scores(emb, lab, len(text_emb))
+    S0 = loo_head_scores(emb, lab, len(text_emb), nearest=nearest)
     rows = np.flatnonzero(lab >= 0)
     rows = rows[np.isfinite(S0[rows, lab[rows]])]
-    acc = [100 * float((fused_loo_scores(emb, lab, text_emb, a)[rows].argmax(1) == lab[rows]).mean())
+    acc = [100 * float((fused_loo_scores(emb, lab, text_emb, a, nearest=nearest)[rows].argmax(1)
+                        == lab[rows]).mean())
            if len(rows) else float('nan') for a in alphas]
     return pd.DataFrame({'alpha': list(alphas), 'loo_acc': acc, 'n': len(rows)})
 
@@ -189,16 +194,19 @@ def fuse_text(clf:NearClassifier, # a trained classifier (any mode)
     T = _unit(text_emb)
     if T.shape != clf.weights.shape:
         raise ValueError(f'text prototypes {T.shape} for weights {clf.weights.shape}')
-    tab = fusion_table(emb, labels, T, alphas)
+    near = clf.nearest if clf.memory is not None else 0.0
+    tab = fusion_table(emb, labels, T, alphas, nearest=near)
     best = float(tab.alpha[tab.loo_acc.idxmax()]) if tab.loo_acc.notna().any() else 0.0
     lab = np.asarray(labels)
     rows = np.flatnonzero(lab >= 0)
     tau = clf.tau
-    if best > 0 and len(rows): tau = fit_temperature(fused_loo_scores(emb, lab, T, best)[rows], lab[rows])
+    if best > 0 and len(rows): tau = fit_temperature(fused_loo_scores(emb, lab, T, best, nearest=near)[rows], lab[rows])
     info = {'method': method, 'chosen_by': 'leave-one-out accuracy on the training images',
             'loo_acc': dict(zip(map(str, tab.alpha), tab.loo_acc)), 'n_voting': int(tab.n.iloc[0]),
             'tau_image': clf.tau}
     meta = {**clf.meta, 'text_head': info}
+    memory = {} if clf.memory is None else dict(memory=clf.memory, memory_labels=clf.memory_labels,
+                                                nearest=clf.nearest)
     out = NearClassifier(clf.names, clf.weights, tau, clf.active, clf.backbone,
-                         clf.visual_state, meta, T, best)
+                         clf.visual_state, meta, T, best, **memory)
     return out, tab

@@ -15,7 +15,7 @@ from .classifier import NearClassifier
 from .core import NearError
 from .data import ImageSet, LoadError
 from .embed import input_dtype
-from .near import NearConfig, train_near, _calibration_meta, _setup
+from .near import NearConfig, train_near, _calibration_meta, _setup, head_memory
 
 log = logging.getLogger('near_nb')
 
@@ -157,4 +157,7 @@ def fit_near_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
             'wise': wise, 'config': asdict(cfg),
             'neighbour_weight': a, 'n_train': len(ok), 'skipped': [str(e) for e in errs]}
     meta['calibration'] = _calibration_meta(res, cfg)
-    return NearClassifier(names, W.numpy(), res.tau or cfg.tau, active, bb, state, meta), res
+    # the memory holds the tuned tower's features; WiSE-FT interpolates the tower afterwards, so they are stale
+    memory = head_memory(res, cfg) if wise is None else {}
+    clf = NearClassifier(names, W.numpy(), res.tau or cfg.tau, active, bb, state, meta, **memory)
+    return clf, res

@@ -100,7 +100,9 @@ def test_fused_head_mode1_saved_loaded_and_used_by_near_predict(tmp_path, photos
     assert fused.text_alpha == 0.6 and np.abs(fused.cosines(emb) - clf.cosines(emb)).max() > 1e-3
     fused.save_pretrained(tmp_path/'clf')
     cfg = json.loads((tmp_path/'clf'/'config.json').read_text())
-    assert cfg['format_version'] == 3 and cfg['text_head']['method'] == 'grain'
+    # NeaR's head keeps its training images (memory): format 4, which holds the text head too
+    assert fused.memory is not None and cfg['format_version'] == 4 and cfg['nearest'] == fused.nearest
+    assert cfg['text_head']['method'] == 'grain'
     assert cfg['text_head']['alpha'] == 0.6
     df = predict_cli(tmp_path/'clf', photos, tmp_path/'p.csv')                 # a fresh process, the CLI
     want = fused.predict([str(f) for f in files])
