@@ -24,7 +24,7 @@ __all__ = ['IMAGE_EXTS', 'DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_BYTES', 'ImageLoadEr
 class ImageLoadError(Exception):
     "An image that cannot be used; the message is the reason, fit for a report."
 
-def display_path(p:str|Path, # a path, perhaps with bytes that are not UTF-8 (held as surrogates by `os.fsdecode`)
+def display_path(p:str|Path, # a path, perhaps with non-UTF-8 bytes (surrogates, `os.fsdecode`)
                 ) -> str:
     "`p` as printable text: bytes that are not UTF-8 shown as `\\xNN`, so printing never fails."
     return os.fsencode(p).decode('utf-8', 'backslashreplace')
@@ -75,8 +75,8 @@ def to_rgb(img:Image.Image, # any mode Pillow reads
     return img.convert('RGB')
 
 # %% ../nbs/01_data.ipynb #b02a01c5
-_KINDS = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO (named pipe)'), (stat.S_ISCHR, 'a character device'),
-          (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket'))
+_KINDS = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO (named pipe)'),
+          (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket'))
 
 def file_kind(mode:int, # `st_mode` from `os.stat`
              ) -> str:
@@ -96,7 +96,8 @@ def check_regular(st:os.stat_result, # the file's `os.stat` (or `os.fstat`)
 def read_file(path:str|Path, # the file
               max_bytes:int|None=DEFAULT_MAX_BYTES, # larger files are refused before reading; None: no limit
              ) -> bytes:
-    "The bytes of a regular file of at most `max_bytes`, or `ImageLoadError`; never blocks on a FIFO or reads a device."
+    """The bytes of a regular file of at most `max_bytes`, or
+    `ImageLoadError`; never blocks on a FIFO or reads a device."""
     try:
         check_regular(os.stat(path), max_bytes)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
@@ -112,10 +113,10 @@ def read_file(path:str|Path, # the file
 
 # %% ../nbs/01_data.ipynb #4b6ad020
 def load_image(src:str|Path|bytes, # a path or the file's bytes
-               max_pixels:int|None=DEFAULT_MAX_PIXELS, # refuse larger images (decompression bombs); None: Pillow's limit
+               max_pixels:int|None=DEFAULT_MAX_PIXELS, # refuse larger images (bombs); None: Pillow's limit
                background:tuple=(255, 255, 255), # colour behind transparent pixels
-               max_bytes:int|None=DEFAULT_MAX_BYTES, # refuse larger files before reading them (see `read_file`)
-               draft:int|None=None, # JPEG only: decode at 1/2, 1/4 or 1/8 scale while both sides stay >= `draft` px
+               max_bytes:int|None=DEFAULT_MAX_BYTES, # refuse larger files before reading (see `read_file`)
+               draft:int|None=None, # JPEG: decode at 1/2, 1/4 or 1/8 scale, both sides >= `draft` px
               ) -> Image.Image:
     "Load an image as upright 8-bit RGB, or raise `ImageLoadError` with the reason."
     data = bytes(src) if isinstance(src, (bytes, bytearray)) else read_file(src, max_bytes)
@@ -188,7 +189,8 @@ class ImageSet:
 def _walk(root:Path, # the folder, resolved
           exts:set, # file extensions taken as images (lower case)
          ) -> tuple:
-    "Image files under `root` (sorted, hidden ones skipped, each real folder once), and a `LoadError` per thing left out."
+    """Image files under `root` (sorted, hidden ones skipped, each real
+    folder once), and a `LoadError` per thing left out."""
     files, ignored, seen = [], [], {os.path.realpath(root)}
     onerror = lambda e: ignored.append(LoadError(e.filename, f'cannot list folder: {e.strerror}'))
     for dp, dns, fns in os.walk(root, followlinks=True, onerror=onerror):
@@ -221,7 +223,8 @@ def _from_folder(cls:ImageSet, path:str|Path, # the folder
     files, ignored = _walk(root, exts)
     rel = [f.relative_to(root) for f in files]
     if class_folders == 'auto':
-        class_folders = bool(rel) and all(len(r.parts) == 2 for r in rel) and len({r.parts[0] for r in rel}) >= 2
+        class_folders = (bool(rel) and all(len(r.parts) == 2 for r in rel)
+                         and len({r.parts[0] for r in rel}) >= 2)
     gt_class = gt_name = None
     if class_folders:
         if any(len(r.parts) < 2 for r in rel):
@@ -243,7 +246,8 @@ def _manifest_rows(path:Path, # the CSV file
     try: text = raw.decode('utf-8-sig')
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b'\n') + 1
-        raise NearError(f'{display_path(path)}, line {line}: not UTF-8 text; save the manifest as a UTF-8 CSV') from None
+        raise NearError(f'{display_path(path)}, line {line}: not UTF-8 text; '
+                        'save the manifest as a UTF-8 CSV') from None
     rd = csv.DictReader(io.StringIO(text, newline=''), strict=True)
     try: rows = [(rd.line_num, r) for r in rd]
     except csv.Error as e:
@@ -302,7 +306,8 @@ def subset(self:ImageSet, idx) -> ImageSet:
 
 @patch
 def sha256(self:ImageSet, i:int) -> str|None:
-    "Content hash of image `i`, or None when it is not a readable regular file of at most `DEFAULT_MAX_BYTES`."
+    """Content hash of image `i`, or None when it is not a readable
+    regular file of at most `DEFAULT_MAX_BYTES`."""
     f = self.files[i]
     try:
         st = f.stat()
@@ -361,7 +366,8 @@ class Sample:
     model_name: str = 'ViT-B-16' # the open_clip model and tag the embeddings belong to
     pretrained: str = 'openai'
     def __repr__(self):
-        return f'Sample({len(self.images)} Flowers-102 images, {len(self.classnames)} classes, MLLM: {self.labels.mllm.iloc[0]})'
+        return (f'Sample({len(self.images)} Flowers-102 images, {len(self.classnames)} classes, '
+                f'MLLM: {self.labels.mllm.iloc[0]})')
 
 def _sample_dir() -> Path:
     "The folder of the shipped sample, inside the installed package."
