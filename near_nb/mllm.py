@@ -39,8 +39,9 @@ def make_prompt(domain:str|None=None, # 'bird', 'flower', 'car'...; None: the ma
             f'just the category)? Answer with the name first, then one short sentence on why.')
 
 # %% ../nbs/03_mllm.ipynb #64cdee65
-_COLS = ('sha256', 'model', 'prompt_hash', 'sample', 'path', 'prompt', 'status', 'response', 'names', 'refusal',
-         'prompt_tokens', 'completion_tokens', 'latency', 'attempts', 'error', 'created', 'updated')
+_COLS = ('sha256', 'model', 'prompt_hash', 'sample', 'path', 'prompt', 'status', 'response', 'names',
+         'refusal', 'prompt_tokens', 'completion_tokens', 'latency', 'attempts', 'error',
+         'created', 'updated')
 _SCHEMA = '''CREATE TABLE IF NOT EXISTS answers (sha256 TEXT, model TEXT, prompt_hash TEXT, sample INTEGER,
     path TEXT, prompt TEXT, status TEXT, response TEXT, names TEXT, refusal INTEGER, prompt_tokens INTEGER,
     completion_tokens INTEGER, latency REAL, attempts INTEGER, error TEXT, created REAL, updated REAL,
@@ -66,7 +67,8 @@ class LabelStore:
             self.con = open_sqlite(self.path, _SCHEMA)
             len(self)
         except sqlite3.DatabaseError as e:
-            what = 'is not a SQLite file (corrupt?)' if 'not a database' in str(e) else f'cannot be written ({e})'
+            what = ('is not a SQLite file (corrupt?)' if 'not a database' in str(e)
+                    else f'cannot be written ({e})')
             raise NearError(f'the label store {where} {what}; pass another --store or fix the file') from None
         except OSError as e:
             raise NearError(f'cannot create the label store {where}: {e.strerror or e}') from None
@@ -90,14 +92,16 @@ def record(self:LabelStore, sha256:str, model:str, prompt_hash:str, sample:int, 
     p = parse_answer(response) if done else None
     key = (sha256, model, prompt_hash, sample)
     row = (*key, _db_path(path), prompt, 'done' if done else 'failed', _text(response),
-           json.dumps(p.names) if done else None, int(p.refusal) if done else 0, prompt_tokens, completion_tokens,
-           latency, attempts, _text(error), now, now)
+           json.dumps(p.names) if done else None, int(p.refusal) if done else 0, prompt_tokens,
+           completion_tokens, latency, attempts, _text(error), now, now)
     with self.con:
         self.con.execute(f'''INSERT INTO answers VALUES ({",".join("?" * len(_COLS))})
-            ON CONFLICT (sha256, model, prompt_hash, sample) DO UPDATE SET path=excluded.path, status=excluded.status,
-            response=excluded.response, names=excluded.names, refusal=excluded.refusal, prompt_tokens=excluded.prompt_tokens,
-            completion_tokens=excluded.completion_tokens, latency=excluded.latency, attempts=answers.attempts+excluded.attempts,
-            error=excluded.error, updated=excluded.updated''', row)
+            ON CONFLICT (sha256, model, prompt_hash, sample) DO UPDATE SET path=excluded.path,
+            status=excluded.status, response=excluded.response, names=excluded.names,
+            refusal=excluded.refusal, prompt_tokens=excluded.prompt_tokens,
+            completion_tokens=excluded.completion_tokens, latency=excluded.latency,
+            attempts=answers.attempts+excluded.attempts, error=excluded.error,
+            updated=excluded.updated''', row)
         self.con.execute('DELETE FROM claims WHERE sha256=? AND model=? AND prompt_hash=? AND sample=?', key)
 
 @patch
@@ -108,7 +112,8 @@ def done(self:LabelStore, model:str, prompt_hash:str) -> set:
 
 @patch
 def frame(self:LabelStore, model:str|None=None, prompt_hash:str|None=None) -> pd.DataFrame:
-    "All rows (optionally of one model / prompt) as a DataFrame, `names` as lists, paths as `str` (`os.fsdecode`)."
+    """All rows (optionally of one model / prompt) as a DataFrame,
+    `names` as lists, paths as `str` (`os.fsdecode`)."""
     q, a = 'SELECT * FROM answers WHERE 1=1', []
     if model:
         q += ' AND model=?'
@@ -117,7 +122,8 @@ def frame(self:LabelStore, model:str|None=None, prompt_hash:str|None=None) -> pd
         q += ' AND prompt_hash=?'
         a.append(prompt_hash)
     df = pd.read_sql_query(q + ' ORDER BY sha256, sample', self.con, params=a)
-    # object dtype: an Arrow-backed string column (pandas with pyarrow) refuses the surrogates of undecodable names
+    # object dtype: an Arrow-backed string column (pandas with
+    # pyarrow) refuses the surrogates of undecodable names
     paths = [os.fsdecode(p) if isinstance(p, bytes) else p for p in df['path']]
     df['path'] = pd.Series(paths, index=df.index, dtype=object)
     order = sorted(range(len(df)), key=lambda k: (str(paths[k]), df['sample'].iat[k]))
@@ -170,7 +176,7 @@ class Request:
     sha256: str # its content hash
     sample: int # sample index (0 for the first answer)
     prompt: str
-    prompt_hash: str = '' # its own prompt's hash when images have their own prompts (re-ranking); '': the run's
+    prompt_hash: str = '' # the image's own prompt hash (re-ranking); '': the run's
 
 @dataclass
 class Answer:
@@ -189,16 +195,17 @@ class LabelError(Exception):
 
 @runtime_checkable
 class Labeler(Protocol):
-    """What `label_images` needs from a labeler. It also uses, when a labeler has them: `answer_batch(reqs)` with
-    `batch_size` (answers a batch at a time: local models), `cost(prompt_tokens, completion_tokens)` (USD) and
-    `aclose()` (closes connections when the run ends)."""
+    """What `label_images` needs from a labeler. It also uses, when a labeler has them:
+    `answer_batch(reqs)` with `batch_size` (answers a batch at a time: local models),
+    `cost(prompt_tokens, completion_tokens)` (USD) and `aclose()` (closes connections when the run ends)."""
     model: str # the model name, recorded with every answer (part of the store's key)
     def settings(self) -> dict: ... # the settings that change the answers; they enter the prompt hash
     async def answer(self, req:Request) -> Answer: ... # one image and prompt; raises `LabelError` to give up
 
 # %% ../nbs/03_mllm.ipynb #7c08dffc
 def image_data_url(path:str|Path, max_side:int=768, quality:int=90) -> str:
-    "A base64 JPEG data URL of the image (size limits of `load_image` apply), its longer side at most `max_side`."
+    """A base64 JPEG data URL of the image (size limits of
+    `load_image` apply), its longer side at most `max_side`."""
     img = load_image(path)
     if max(img.size) > max_side: img.thumbnail((max_side, max_side), Image.BICUBIC)
     buf = io.BytesIO()
@@ -207,7 +214,8 @@ def image_data_url(path:str|Path, max_side:int=768, quality:int=90) -> str:
 
 # %% ../nbs/03_mllm.ipynb #007a0ab5
 _VALUE = r'[^\s"\',}]+'  # a header or JSON value: up to a space, quote, comma or brace
-_AUTH = re.compile(r'(?i)((?:authorization|api[-_]?key|x-api-key)["\']?\s*[:=]\s*["\']?)(?:bearer\s+)?' + _VALUE
+_AUTH = re.compile(r'(?i)((?:authorization|api[-_]?key|x-api-key)["\']?\s*[:=]\s*["\']?)(?:bearer\s+)?'
+                   + _VALUE
                    + r'|bearer\s+' + _VALUE)
 
 def scrub_secrets(text:str|None, # an error or answer text
@@ -247,7 +255,8 @@ def _shown(url:str|None) -> str:
     return u._replace(netloc=u.netloc.rpartition('@')[2]).geturl()
 
 class ServerUnreachable(Exception):
-    "Nothing listens at the server's address: the whole run stops (every other request would fail the same way)."
+    """Nothing listens at the server's address: the whole run stops
+    (every other request would fail the same way)."""
 
 class OpenAILabeler:
     "An MLLM behind any OpenAI-compatible chat-completions server."
@@ -256,11 +265,13 @@ class OpenAILabeler:
                  max_side:int=768, *, temperature:float=0.0, max_tokens:int=300,
                  timeout:float=60.0, # seconds per request
                  max_attempts:int=5, backoff:float=1.0, max_backoff:float=60.0, # retry policy
-                 max_retry_after:float=60.0, # longest wait a server's Retry-After gets (longer asks are capped, logged)
+                 max_retry_after:float=60.0, # longest Retry-After wait (longer asks: capped, logged)
                  prices:tuple|None=None, # (USD per 1M prompt tokens, per 1M completion tokens)
                 ):
-        self.model, self.max_side, self.temperature, self.max_tokens = model, max_side, temperature, max_tokens
-        self.max_attempts, self.backoff, self.max_backoff, self.prices = max_attempts, backoff, max_backoff, prices
+        (self.model, self.max_side,
+         self.temperature, self.max_tokens) = model, max_side, temperature, max_tokens
+        (self.max_attempts, self.backoff,
+         self.max_backoff, self.prices) = max_attempts, backoff, max_backoff, prices
         self.max_retry_after = max_retry_after
         self.base_url, self.timeout = base_url or os.environ.get('OPENAI_BASE_URL'), timeout
         # in memory only: never stored, logged or shown
@@ -271,15 +282,16 @@ class OpenAILabeler:
         self._key = self._key or 'EMPTY'
         self._client, self._loop = None, None
     def client(self):
-        "The SDK client of the running event loop (aiohttp transport when `openai[aiohttp]` is installed: less CPU per request)."
+        """The SDK client of the running event loop (aiohttp transport when
+        `openai[aiohttp]` is installed: less CPU per request)."""
         import openai  # lazy: only the OpenAI-compatible labeler needs openai
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             kw = {}
             try: kw['http_client'] = openai.DefaultAioHttpClient(timeout=self.timeout)
             except (AttributeError, RuntimeError, ImportError): pass
-            self._client, self._loop = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._key, max_retries=0,
-                                                          timeout=self.timeout, **kw), loop
+            self._client, self._loop = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._key,
+                                                          max_retries=0, timeout=self.timeout, **kw), loop
         return self._client
     async def aclose(self):
         if self._client is not None:
@@ -290,7 +302,8 @@ class OpenAILabeler:
     def __repr__(self): return f'OpenAILabeler({self.model!r}, base_url={self.base_url!r})'  # never the key
     def scrub(self, text:str|None) -> str|None: return scrub_secrets(text, (self._key,))
     def cost(self, prompt_tokens:int, completion_tokens:int) -> float|None:
-        return None if not self.prices else (prompt_tokens * self.prices[0] + completion_tokens * self.prices[1]) / 1e6
+        return (None if not self.prices else (prompt_tokens * self.prices[0]
+                                              + completion_tokens * self.prices[1]) / 1e6)
 
 # %% ../nbs/03_mllm.ipynb #e2193b85
 _FATAL = (400, 401, 403, 404, 422)
@@ -318,16 +331,19 @@ def _wait(self:OpenAILabeler, e) -> float|None:
 
 @patch
 async def messages(self:OpenAILabeler, req:Request) -> list:
-    "The chat messages of one request: its prompt and its image as a data URL (a subclass may ask about other things)."
+    """The chat messages of one request: its prompt and its image as a
+    data URL (a subclass may ask about other things)."""
     small = os.path.getsize(req.path) < 65536 if os.path.isfile(req.path) else True
-    url = image_data_url(req.path, self.max_side) if small else await asyncio.to_thread(image_data_url, req.path, self.max_side)
+    url = (image_data_url(req.path, self.max_side) if small
+           else await asyncio.to_thread(image_data_url, req.path, self.max_side))
     return [{'role': 'user',
              'content': [{'type': 'text', 'text': req.prompt},
                          {'type': 'image_url', 'image_url': {'url': url}}]}]
 
 @patch
 async def answer(self:OpenAILabeler, req:Request) -> Answer:
-    "Ask once per attempt until an answer comes, or raise `LabelError` with the last error (secrets scrubbed)."
+    """Ask once per attempt until an answer comes, or raise
+    `LabelError` with the last error (secrets scrubbed)."""
     import openai, httpx  # lazy: only the OpenAI-compatible labeler needs openai
     msgs = await self.messages(req)
     err, refused = None, 0
@@ -348,7 +364,8 @@ async def answer(self:OpenAILabeler, req:Request) -> Answer:
             err = f'HTTP {e.status_code}: {self.scrub(str(e))[:200]}'
             if e.status_code in _FATAL: raise LabelError(err, attempt) from None
             wait = self._wait(e)
-        except openai.APIConnectionError as e:  # timeouts too; aiohttp reports a refused connection as a timeout
+        # timeouts too; aiohttp reports a refused connection as a timeout
+        except openai.APIConnectionError as e:
             if _refused(e):
                 refused += 1
                 err = f'connection refused at {_shown(self.base_url)}'
@@ -537,7 +554,8 @@ async def _ask_all(job, reqs, concurrency, poll:float=0.5):
         if hasattr(job.labeler, 'aclose'): await job.labeler.aclose()
 
 async def _ask_batches(job, reqs):
-    "For labelers that answer a batch at a time (local models); images another run has claimed are left to it."
+    """For labelers that answer a batch at a time (local models);
+    images another run has claimed are left to it."""
     busy = []
     for i in range(0, len(reqs), job.labeler.batch_size):
         chunk = [r for r in reqs[i:i + job.labeler.batch_size] if _claim(job, r, busy)]
@@ -564,7 +582,7 @@ def _unreadable(iset:ImageSet, hashes:list) -> list:
     return out
 
 def label_images(images, # an `ImageSet` or a list of paths
-                 labeler:Labeler, # `OpenAILabeler`, `HFLabeler`, `ReplayLabeler` or your own (`register_labeler`)
+                 labeler:Labeler, # `OpenAILabeler`, `HFLabeler`, `ReplayLabeler`, or registered
                  store:LabelStore|str|Path, # where answers go
                  prompt:str|list|None=None, # default: `make_prompt(domain)`; a list: one prompt per image
                  *,
@@ -573,11 +591,13 @@ def label_images(images, # an `ImageSet` or a list of paths
                  concurrency:int=8, # requests in flight
                  progress:bool=True,
                  max_answer_chars:int=32_768, # longer answers are cut, with a marker, and counted
-                 lease:float=900.0, # seconds a claim holds if this run dies on another host (see `LabelStore.claim`)
+                 lease:float=900.0, # seconds a claim holds if its run dies (`LabelStore.claim`)
                 ) -> LabelRun:
-    "Label every image (and sample) not in the store yet; return what happened (`NearError`: server unreachable)."
+    """Label every image (and sample) not in the store yet; return
+    what happened (`NearError`: server unreachable)."""
     if not isinstance(labeler, Labeler):
-        raise NearError(f'{type(labeler).__name__} is not a labeler: give it .model, .settings() and .answer(req)')
+        raise NearError(f'{type(labeler).__name__} is not a labeler: '
+                        'give it .model, .settings() and .answer(req)')
     if concurrency < 1 or samples < 1:
         raise ValueError(f'concurrency and samples must be at least 1 (got {concurrency}, {samples})')
     t0 = time.time()
@@ -614,7 +634,8 @@ def label_images(images, # an `ImageSet` or a list of paths
 # %% ../nbs/03_mllm.ipynb #9706df64
 # control characters other CSV readers choke on (the store keeps them)
 _CTRL = re.compile(r'[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
-def export_labels(images, store:LabelStore, model:str, prompt_hash:str, *, out:str|Path, samples:int=1) -> pd.DataFrame:
+def export_labels(images, store:LabelStore, model:str, prompt_hash:str, *, out:str|Path,
+                  samples:int=1) -> pd.DataFrame:
     "Write LABELS.csv: one row per (image, sample), labeled or not, formulas escaped; return it."
     iset = images if isinstance(images, ImageSet) else ImageSet(list(images))
     got = store.frame(model, prompt_hash).drop(columns=['path']).set_index(['sha256', 'sample'])
@@ -625,7 +646,8 @@ def export_labels(images, store:LabelStore, model:str, prompt_hash:str, *, out:s
             r = got.loc[(h, smp)] if h and (h, smp) in got.index else None
             rows.append({'path': display_path(f), 'sha256': h or '', 'model': model, 'sample': smp,
                          'names': json.dumps(r['names'] if r is not None else []),
-                         'response': _CTRL.sub('', r['response']) if r is not None and isinstance(r['response'], str) else '',
+                         'response': _CTRL.sub('', r['response'])
+                         if r is not None and isinstance(r['response'], str) else '',
                          'status': r['status'] if r is not None else ('unreadable' if not h else 'missing'),
                          'error': r['error'] if r is not None and isinstance(r['error'], str) else '',
                          'prompt_hash': prompt_hash,
@@ -660,7 +682,9 @@ class HFLabeler:
             # lazy: transformers is heavy; only the local-VLM labeler needs it
             from transformers import pipeline
             dev = get_device(self.device)
-            dt = self.dtype if self.dtype != 'auto' else ('bfloat16' if dev.startswith('cuda') and torch.cuda.is_bf16_supported() else 'float32')
+            dt = (self.dtype if self.dtype != 'auto'
+                  else ('bfloat16' if dev.startswith('cuda') and torch.cuda.is_bf16_supported()
+                        else 'float32'))
             self.pipe = pipeline('image-text-to-text', model=self.model, device=dev, dtype=getattr(torch, dt))
         return self
 
@@ -682,7 +706,8 @@ def answer_batch(self:HFLabeler, reqs:list) -> list:
     if self.temperature > 0: gen['temperature'] = self.temperature
     t0 = time.perf_counter()
     try:
-        res = self.pipe(text=msgs, batch_size=self.batch_size, return_full_text=False, generate_kwargs=gen) if msgs else []
+        res = (self.pipe(text=msgs, batch_size=self.batch_size, return_full_text=False, generate_kwargs=gen)
+               if msgs else [])
     except Exception as e:
         return [o or LabelError(f'generation failed: {type(e).__name__}: {e}') for o in out]
     dt = (time.perf_counter() - t0) / max(1, len(msgs))
@@ -703,17 +728,23 @@ def tiny_vlm(path:str|Path) -> Path:
     "Write a tiny random-weight Qwen2-VL (model, tokenizer, processor) to `path`; for tests."
     # lazy: only the tiny local-VLM fixture needs tokenizers
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders
-    from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor, Qwen2VLImageProcessor,
-                              Qwen2VLVideoProcessor, PreTrainedTokenizerFast)
-    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}, merges=[]))
+    from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor,
+                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor, PreTrainedTokenizerFast)
+    tok = Tokenizer(models.BPE(vocab={c: i
+                                      for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))},
+                                      merges=[]))
     tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
     sp = ['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<|vision_start|>', '<|vision_end|>',
           '<|image_pad|>', '<|video_pad|>']
     tok.add_special_tokens(sp)
     ft = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token='<|im_end|>', pad_token='<|endoftext|>')
-    ft.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}{% else %}"
-        "{% for c in m['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% elif c['type'] == 'text' %}"
-        "{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    ft.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+                        "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+                        "{% for c in m['content'] %}{% if c['type'] == 'image' %}"
+                        "<|vision_start|><|image_pad|><|vision_end|>"
+                        "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+                        "<|im_end|>\n{% endfor %}"
+                        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     proc = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112),
                             tokenizer=ft,
                             video_processor=Qwen2VLVideoProcessor(), chat_template=ft.chat_template)
@@ -724,7 +755,8 @@ def tiny_vlm(path:str|Path) -> Path:
                                          intermediate_size=64, num_hidden_layers=2,
                                          num_attention_heads=2, num_key_value_heads=1,
                                          max_position_embeddings=512,
-                                         rope_scaling={'type': 'mrope', 'mrope_section': [2, 3, 3]}, **special),
+                                         rope_scaling={'type': 'mrope', 'mrope_section': [2, 3, 3]},
+                                         **special),
                         vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2,
                                            mlp_ratio=2, patch_size=14,
                                            spatial_merge_size=2, temporal_patch_size=2),
@@ -754,7 +786,7 @@ def _replay_labeler(path:str, **_) -> ReplayLabeler:
 LABELERS = {'openai': _openai_labeler, 'hf': _hf_labeler, 'replay': _replay_labeler}
 
 def register_labeler(scheme:str, # what a spec starts with, before the ':'
-                     factory:Callable, # factory(arg, **options) -> a `Labeler`; ignores options it does not use
+                     factory:Callable, # factory(arg, **options) -> a `Labeler`; ignores unused options
                     ) -> Callable:
     "Make `get_labeler('SCHEME:ARG')` (and `near label --mllm SCHEME:ARG`) build labelers with `factory`."
     if not scheme or ':' in scheme: raise NearError(f'a labeler scheme is a word without ":", not {scheme!r}')
@@ -762,7 +794,7 @@ def register_labeler(scheme:str, # what a spec starts with, before the ':'
     return factory
 
 def get_labeler(spec:str, # 'SCHEME:ARG', e.g. 'openai:gpt-4o', 'hf:MODEL_ID_OR_PATH', 'replay:FILE'
-                **options, # passed to the scheme's factory: base_url, api_key, temperature, max_side, timeout...
+                **options, # to the scheme's factory: base_url, api_key, temperature...
                ) -> Labeler:
     "The labeler a spec names, built by the factory registered for its scheme."
     scheme, _, arg = spec.partition(':')
