@@ -26,19 +26,23 @@ def _image_url(body:dict) -> str:
 
 # %% ../nbs/03a_fakeserver.ipynb #ea44b785
 class FakeChatServer:
-    "An OpenAI-compatible chat-completions server on 127.0.0.1 with scripted faults (use as a context manager)."
+    """An OpenAI-compatible chat-completions server on 127.0.0.1
+    with scripted faults (use as a context manager)."""
     def __init__(self, latency:float=0.0, # seconds before each answer
                  fault=None, # fault(fingerprint, attempt) -> one of FAULTS or HOSTILE, or None
                  answer=None, # answer(fingerprint) -> the text of a normal answer
                  slow_seconds:float=3.0, # how long a 'slow' answer takes
                  retry_after:str='0.2', # the Retry-After header of a 429
                  huge_chars:int=1_000_000, # length of a 'huge' answer
-                 rerank:bool=False, # a prompt that lists numbered options gets one of them, or 'None of these: ...'
+                 rerank:bool=False, # numbered options in a prompt: answer one, or 'None of these: ...'
                  describe:bool=False, # a text-only prompt (no image) gets a JSON list of visual descriptors
                 ):
-        self.latency, self.fault, self.slow_seconds, self.retry_after = latency, fault, slow_seconds, retry_after
+        (self.latency, self.fault,
+         self.slow_seconds, self.retry_after) = latency, fault, slow_seconds, retry_after
         self.huge_chars, self.rerank, self.describe = huge_chars, rerank, describe
-        self.answer = answer or (lambda fp: f'The object in the image is a **Specimen {fp[:6]}** (*Fakea {fp[6:10]}*).')
+        self.answer = (answer
+                       or (lambda fp: f'The object in the image is a **Specimen {fp[:6]}** (*Fakea '
+                                      f'{fp[6:10]}*).'))
         self.lock, self.attempts, self.completed, self.outcomes = threading.Lock(), Counter(), Counter(), []
         self.times = {}  # fingerprint -> arrival time (monotonic) of each attempt
         self.headers_seen = []
@@ -52,7 +56,8 @@ import asyncio
 
 def _response(code:int, body, headers=()) -> bytes:
     data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-    reason = {200: 'OK', 400: 'Bad Request', 429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable'}.get(code, 'Error')
+    reason = {200: 'OK', 400: 'Bad Request', 429: 'Too Many Requests', 500: 'Internal Server Error',
+              503: 'Service Unavailable'}.get(code, 'Error')
     head = [f'HTTP/1.1 {code} {reason}', 'Content-Type: application/json', f'Content-Length: {len(data)}',
             *[f'{k}: {v}' for k, v in headers]]
     return ('\r\n'.join(head) + '\r\n\r\n').encode() + data
@@ -91,7 +96,8 @@ _COLOURS = ('red', 'orange', 'yellow', 'green', 'blue', 'purple', 'white', 'blac
 _PARTS = ('petals', 'wings', 'crest', 'tail', 'stripes', 'spots', 'beak', 'leaves', 'grille', 'edges')
 
 def _descriptors(fp:str, n:int=5) -> str:
-    "A describing answer fixed by the prompt: `n` distinct colour-part phrases as JSON (one prompt in three: fenced)."
+    """A describing answer fixed by the prompt: `n` distinct
+    colour-part phrases as JSON (one prompt in three: fenced)."""
     items, i = [], 0
     while len(items) < n:
         h = int(hashlib.sha256(f'{fp}:{i}'.encode()).hexdigest()[:8], 16)
@@ -161,7 +167,8 @@ def start(self:FakeChatServer) -> FakeChatServer:
         port = self.server.sockets[0].getsockname()[1]
         self.url = f'http://127.0.0.1:{port}/v1'
         ready.set()
-    threading.Thread(target=lambda: (self.loop.run_until_complete(main()), self.loop.run_forever()), daemon=True).start()
+    threading.Thread(target=lambda: (self.loop.run_until_complete(main()), self.loop.run_forever()),
+                     daemon=True).start()
     ready.wait(10)
     return self
 
