@@ -14,7 +14,8 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .core import NearError, get_device, sha256_bytes
 from typing import Callable
-from .mllm import (LabelRun, LabelStore, OpenAILabeler, ReplayLabeler, Request, Answer, LabelError, new_owner,
+from .mllm import (LabelRun, LabelStore, OpenAILabeler, ReplayLabeler, Request, Answer, LabelError,
+                          new_owner,
                    prompt_hash, _Job, _ask_all, _ask_batches, _run_coro, _read_rows)
 
 # %% auto #0
@@ -28,8 +29,8 @@ def describe_prompt(domain:str|None=None, # 'bird', 'flower', 'car'...; None: an
                    ) -> str:
     "The describing prompt, with `{name}` where each name goes."
     what = domain or 'object'
-    return (f'List {n} short visual features that tell the {what} "{{name}}" apart from similar {what}s in a photo '
-            '(colour, shape, pattern, parts; 2 to 6 words each, without the name). '
+    return (f'List {n} short visual features that tell the {what} "{{name}}" apart from similar {what}s '
+            'in a photo (colour, shape, pattern, parts; 2 to 6 words each, without the name). '
             'Answer with JSON only: {"descriptors": ["...", "..."]}')
 
 # %% ../nbs/03b_describe.ipynb #66d01b05
@@ -123,7 +124,8 @@ def answer_batch(self:HFDescriber, reqs:list) -> list:
 # %% ../nbs/03b_describe.ipynb #845fd896
 def tiny_llm(path:str|Path, # the folder to write
             ) -> Path:
-    "Write a tiny random-weight Qwen2 chat model (model, tokenizer with a chat template) to `path`; for tests."
+    """Write a tiny random-weight Qwen2 chat model (model, tokenizer
+    with a chat template) to `path`; for tests."""
     import torch  # lazy: a test fixture; importing torch and transformers takes seconds
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders  # lazy: the hf extra
     from transformers import Qwen2Config, Qwen2ForCausalLM, PreTrainedTokenizerFast  # lazy: the hf extra
@@ -158,23 +160,26 @@ def _replay_describer(arg:str, **options):
 DESCRIBERS = {'openai': _openai_describer, 'hf': _hf_describer, 'replay': _replay_describer}
 
 def register_describer(scheme:str, # what a spec starts with, before the ':'
-                       factory:Callable, # factory(arg, **options) -> a describer; ignores options it does not use
+                       factory:Callable, # factory(arg, **options) -> a describer; ignores unused options
                       ) -> Callable:
-    "Make `get_describer('SCHEME:ARG')` (and `near bench testbed --text-llm SCHEME:ARG`) build describers with `factory`."
+    """Make `get_describer('SCHEME:ARG')` (and `near bench testbed
+    --text-llm SCHEME:ARG`) build describers with `factory`."""
     if not scheme or ':' in scheme:
         raise NearError(f'a describer scheme is a word without ":", not {scheme!r}')
     DESCRIBERS[scheme] = factory
     return factory
 
-def get_describer(spec:str, # 'SCHEME:ARG': 'openai:MODEL', 'hf:MODEL_ID_OR_PATH', 'replay:FILE', or a registered one
+def get_describer(spec:str, # 'SCHEME:ARG': 'openai:MODEL', 'hf:MODEL_OR_PATH', 'replay:FILE'...
                   **options, # passed to the scheme's factory: base_url, api_key, temperature...
                  ):
-    "The describer a spec names, built by the factory registered for its scheme (the same specs as `get_labeler`)."
+    """The describer a spec names, built by the factory registered for
+    its scheme (the same specs as `get_labeler`)."""
     scheme, _, arg = spec.partition(':')
     known = ', '.join(f'{k}:...' for k in DESCRIBERS)
     if not arg: raise NearError(f'bad --text-llm spec {spec!r}: use SCHEME:ARG with a scheme of {known}')
     if scheme not in DESCRIBERS:
-        raise NearError(f'unknown describer scheme {scheme!r} in {spec!r}: use {known} (or register_describer)')
+        raise NearError(f'unknown describer scheme {scheme!r} in {spec!r}: '
+                        f'use {known} (or register_describer)')
     return DESCRIBERS[scheme](arg, **options)
 
 # %% ../nbs/03b_describe.ipynb #fc493209
@@ -216,7 +221,8 @@ def describe(names:list, # the names to describe (duplicates asked once)
     bar = tqdm(total=len(reqs), desc=f'describing ({llm.model})', unit='name', disable=not progress)
     job = _Job(llm, store, phash, run, bar, new_owner(), lease, max_answer_chars)
     try:
-        _run_coro(_ask_batches(job, reqs) if hasattr(llm, 'answer_batch') else _ask_all(job, reqs, concurrency))
+        _run_coro(_ask_batches(job, reqs) if hasattr(llm, 'answer_batch')
+                  else _ask_all(job, reqs, concurrency))
     finally:
         store.release(job.owner)
         bar.close()
@@ -236,9 +242,9 @@ _MOD = 'light|dark|darker|lighter|bright|pale|deep|soft|vivid|rich|dull|delicate
 _ADJ = rf'(?:(?:{_MOD})\s+)?(?:{_COLOUR}|{_SHAPE})'
 _PHRASE = re.compile(rf'\b({_ADJ}(?:(?:\s*,\s*|\s+and\s+|\s+|-)(?:{_ADJ}))*\s+([a-z]{{3,}}))\b', re.I)
 _NOT_NOUN = {'and', 'or', 'with', 'the', 'that', 'which', 'this', 'its', 'are', 'for', 'from', 'into', 'than',
-             'color', 'colour', 'coloration', 'colouration', 'hue', 'hues', 'shade', 'shades', 'tone', 'tones',
-             'one', 'ones', 'lower', 'upper', 'background', 'appearance', 'variety', 'species', 'type', 'form',
-             'but', 'while', 'also', 'typical'}
+             'color', 'colour', 'coloration', 'colouration', 'hue', 'hues', 'shade', 'shades', 'tone',
+             'tones', 'one', 'ones', 'lower', 'upper', 'background', 'appearance', 'variety', 'species',
+             'type', 'form', 'but', 'while', 'also', 'typical'}
 
 # %% ../nbs/03b_describe.ipynb #cf3287e8
 def _words(text:str) -> set:
@@ -272,7 +278,8 @@ def mined_descriptors(names:list, # per image: the name it is labelled with (its
 
 # %% ../nbs/03b_describe.ipynb #7dc6baed
 def descriptions_frame(store:LabelStore, names:list, model:str, phash:str):
-    "One row per name: name, sha256 (its key), model, prompt hash, status, response, descriptors (JSON), tokens."
+    """One row per name: name, sha256 (its key), model, prompt hash,
+    status, response, descriptors (JSON), tokens."""
     df = store.frame(model, phash).set_index('sha256')
     rows = []
     for name in dict.fromkeys(names):
