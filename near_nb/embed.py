@@ -35,11 +35,14 @@ class EmbeddingCache:
         if self.path.is_dir():
             raise NearError(f'the embedding cache {where} is a folder; pass a file name (.sqlite)')
         try:
-            self.con = open_sqlite(self.path, '''CREATE TABLE IF NOT EXISTS emb (model_id TEXT, prep_id TEXT, sha256 TEXT,
-                                   vec BLOB, created REAL, PRIMARY KEY (model_id, prep_id, sha256)) WITHOUT ROWID;''')
+            self.con = open_sqlite(self.path, '''CREATE TABLE IF NOT EXISTS emb (
+                model_id TEXT, prep_id TEXT, sha256 TEXT, vec BLOB, created REAL,
+                PRIMARY KEY (model_id, prep_id, sha256)) WITHOUT ROWID;''')
         except sqlite3.DatabaseError as e:
-            what = 'is not a SQLite file (corrupt?)' if 'not a database' in str(e) else f'cannot be written ({e})'
-            raise NearError(f'the embedding cache {where} {what}; pass another --cache or delete the file') from None
+            what = ('is not a SQLite file (corrupt?)' if 'not a database' in str(e)
+                    else f'cannot be written ({e})')
+            raise NearError(f'the embedding cache {where} {what}; '
+                            'pass another --cache or delete the file') from None
         except OSError as e:
             raise NearError(f'cannot create the embedding cache {where}: {e.strerror or e}') from None
     def __repr__(self): return f'EmbeddingCache({str(self.path)!r}, {len(self)} vectors)'
@@ -69,7 +72,8 @@ def get(self:EmbeddingCache, model_id:str, prep_id:str, # what made the vectors
     out, hs = {}, sorted(set(h for h in hashes if h))
     for i in range(0, len(hs), 900):
         chunk = hs[i:i+900]
-        q = f'SELECT sha256, vec FROM emb WHERE model_id=? AND prep_id=? AND sha256 IN ({",".join("?"*len(chunk))})'
+        q = ('SELECT sha256, vec FROM emb WHERE model_id=? AND prep_id=? '
+             f'AND sha256 IN ({",".join("?"*len(chunk))})')
         for h, v in self.con.execute(q, [model_id, prep_id, *chunk]):
             out[h] = np.frombuffer(v, dtype=np.float32)
     return out
@@ -93,11 +97,11 @@ PRECISIONS = ('fp32', 'fp16', 'bf16')
 
 class Backbone:
     "A lazily loaded open_clip model with image/text embedding and a content-keyed cache."
-    def __init__(self, model_name:str='ViT-B-16', # an open_clip model name (`open_clip.list_models()`) or a config .json
+    def __init__(self, model_name:str='ViT-B-16', # open_clip model name (`list_models()`) or a config .json
                  pretrained:str|Path|None='openai', # an open_clip tag, or a local checkpoint file
                  random_init:bool=False, # random weights instead (tests, timing); needs pretrained=None
                  device:str|None=None, # torch device; None: cuda > mps > cpu
-                 precision:str|None=None, # 'fp32', 'fp16', 'bf16' (`PRECISIONS`); None: fp16 on cuda, else fp32
+                 precision:str|None=None, # 'fp32', 'fp16', 'bf16'; None: fp16 on cuda, else fp32
                  seed:int=0, # seed of the random weights
                  cache_dir:str|None=None, # where open_clip keeps downloaded weights
                 ):
@@ -105,10 +109,13 @@ class Backbone:
         if not random_init and not pretrained:
             raise ValueError('pretrained=None: pass an open_clip tag (e.g. "openai"), a local checkpoint '
                              'path, or random_init=True for random weights (tests and timing only)')
-        if str(model_name).endswith('.json') and Path(model_name).is_file():  # a custom open_clip model config
+        # a custom open_clip model config
+        if str(model_name).endswith('.json') and Path(model_name).is_file():
             model_name = register_config(model_name)
-        self.model_name, self.random_init, self.seed, self.cache_dir = model_name, random_init, seed, cache_dir
-        self.pretrained = str(Path(pretrained).expanduser()) if pretrained and Path(str(pretrained)).expanduser().is_file() else pretrained
+        (self.model_name, self.random_init,
+         self.seed, self.cache_dir) = model_name, random_init, seed, cache_dir
+        self.pretrained = (str(Path(pretrained).expanduser())
+                           if pretrained and Path(str(pretrained)).expanduser().is_file() else pretrained)
         self.device = get_device(device)
         self.precision = precision or ('fp16' if self.device.startswith('cuda') else 'fp32')
         if self.precision not in PRECISIONS:
@@ -118,7 +125,8 @@ class Backbone:
     @property
     def loaded(self) -> bool: return self.model is not None
     def __repr__(self):
-        return f'Backbone({self.model_name!r}, pretrained={self.pretrained!r}, device={self.device!r}, loaded={self.loaded})'
+        return (f'Backbone({self.model_name!r}, pretrained={self.pretrained!r}, device={self.device!r}, '
+                f'loaded={self.loaded})')
 
 # %% ../nbs/04_embed.ipynb #c2f1c083
 def _norm_pp(cfg:dict) -> dict:
@@ -157,7 +165,8 @@ def preprocess_cfg(self:Backbone) -> dict:
     if mcfg is None: return self.load().preprocess_cfg  # hf-hub:/local-dir: models: read it off the model
     pp = asdict(oc.transform.PreprocessCfg())
     if not self.random_init and not Path(str(self.pretrained)).is_file():
-        pp = oc.transform.merge_preprocess_dict(pp, oc.get_pretrained_cfg(self.model_name, self.pretrained) or {})
+        pp = oc.transform.merge_preprocess_dict(pp,
+                                                oc.get_pretrained_cfg(self.model_name, self.pretrained) or {})
     pp['size'] = mcfg['vision_cfg']['image_size']
     return _norm_pp(pp)
 
@@ -182,20 +191,24 @@ def load(self:Backbone) -> Backbone:
     oc, name, pre = _oc(), self.model_name, self.pretrained
     if pre and not Path(str(pre)).is_file() and oc.get_model_config(name.replace('/', '-')) is not None \
        and not oc.get_pretrained_cfg(name, pre):
-        raise BackboneLoadError(f'pretrained={pre!r} is neither a local file nor an open_clip tag of {name!r} '
-                                f'(tags: {oc.list_pretrained_tags_by_model(name)}). ' + _weights_help(name, None))
+        raise BackboneLoadError(f'pretrained={pre!r} is neither a local file '
+                                f'nor an open_clip tag of {name!r} '
+                                f'(tags: {oc.list_pretrained_tags_by_model(name)}). '
+                                + _weights_help(name, None))
     expected = self.preprocess_cfg if oc.get_model_config(name.replace('/', '-')) is not None else None
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             model, _, preprocess = oc.create_model_and_transforms(name, pretrained=pre, device=self.device,
-                                                                  precision=self.precision, cache_dir=self.cache_dir)
+                                                                  precision=self.precision,
+                                                                  cache_dir=self.cache_dir)
     except RuntimeError as e:
         if 'not found in built-ins' in str(e):
             raise BackboneLoadError(f'unknown open_clip model {name!r}; see open_clip.list_models()') from e
         if pre and ('download' in str(e).lower() or 'hub' in str(e).lower()):
-            raise BackboneLoadError(f'Could not fetch the weights of open_clip model {name!r} with pretrained={pre!r} '
-                                    f'(no network, or the Hub is unreachable). ' + _weights_help(name, pre)) from e
+            raise BackboneLoadError(f'Could not fetch the weights of open_clip model {name!r} '
+                                    f'with pretrained={pre!r} (no network, or the Hub is unreachable). '
+                                    + _weights_help(name, pre)) from e
         raise
     self.model, self.preprocess, self.tokenizer = model.eval(), preprocess, oc.get_tokenizer(name)
     if expected is not None and self.preprocess_cfg != expected:
@@ -240,7 +253,8 @@ def encode_batch(self:Backbone, x:torch.Tensor, # a preprocessed (b, 3, h, w) ba
 
 # %% ../nbs/04_embed.ipynb #c0cc913e
 class _CacheProbe:
-    "Answers `sha256 in probe` from the cache file, over one read connection per process (DataLoader workers)."
+    """Answers `sha256 in probe` from the cache file, over one read
+    connection per process (DataLoader workers)."""
     def __init__(self, path:Path, model_id:str, prep_id:str):
         self.path, self.ids, self._con = path, (model_id, prep_id), None
     def __getstate__(self): return {**self.__dict__, '_con': None}
@@ -265,7 +279,8 @@ def _plain_jpeg(data:bytes, max_pixels:int|None) -> bool:
     return img.format == 'JPEG' and img.mode in ('RGB', 'L') and img.getexif().get(0x0112, 1) == 1
 
 class _ImageFiles(torch.utils.data.Dataset):
-    "Per file: (index, sha256, kind, payload); kind 'cached', 'jpeg' (bytes), 'pixels' or 'error' (the reason)."
+    """Per file: (index, sha256, kind, payload); kind 'cached',
+    'jpeg' (bytes), 'pixels' or 'error' (the reason)."""
     def __init__(self, files, transform, max_pixels, draft=None, raw_jpeg=False, probe=None):
         self.files, self.transform, self.max_pixels = files, transform, max_pixels
         self.draft, self.raw_jpeg, self.probe = draft, raw_jpeg, probe
@@ -295,7 +310,8 @@ def _default_workers() -> int: return min(4, max(1, (os.cpu_count() or 1) - 1))
 def transform(self:Backbone):
     "open_clip's inference preprocessing for this model, built from `preprocess_cfg` without loading weights."
     if self.preprocess is not None: return self.preprocess
-    return _oc().transform.image_transform_v2(_oc().transform.PreprocessCfg(**self.preprocess_cfg), is_train=False)
+    return _oc().transform.image_transform_v2(_oc().transform.PreprocessCfg(**self.preprocess_cfg),
+                                              is_train=False)
 
 # %% ../nbs/04_embed.ipynb #43d2d78e
 def decode_jpegs(datas:list, # 1-D uint8 CPU tensors, each a JPEG file's bytes
@@ -315,14 +331,16 @@ def tensor_path_ok(cfg:dict, # a `Backbone.preprocess_cfg`
     "Whether `tensor_preprocess` reproduces this preprocessing recipe."
     h, w = cfg['size']
     return cfg.get('interpolation', 'bicubic') in ('bicubic', 'bilinear') and \
-           (cfg.get('resize_mode', 'shortest') == 'squash' or (cfg.get('resize_mode', 'shortest') == 'shortest' and h == w))
+           (cfg.get('resize_mode', 'shortest') == 'squash'
+            or (cfg.get('resize_mode', 'shortest') == 'shortest' and h == w))
 
 def tensor_preprocess(imgs:list, # (3, h, w) uint8 RGB tensors of any sizes, on one device
                       cfg:dict, # a `Backbone.preprocess_cfg`
                      ) -> torch.Tensor:
     "open_clip's inference preprocessing on tensors: a normalised (b, 3, H, W) float32 batch."
     h, w = cfg['size']
-    interp = InterpolationMode.BILINEAR if cfg.get('interpolation') == 'bilinear' else InterpolationMode.BICUBIC
+    interp = (InterpolationMode.BILINEAR if cfg.get('interpolation') == 'bilinear'
+              else InterpolationMode.BICUBIC)
     squash = cfg.get('resize_mode') == 'squash'
     out = []
     for img in imgs:
@@ -361,7 +379,8 @@ def _reader(self:Backbone, files:list, probe, decode:str, batch_size:int, num_wo
 @patch
 def _jpeg_pixels(self:Backbone, datas:list, # JPEG byte tensors
                 ) -> tuple:
-    "Decode and preprocess JPEGs on the model's device: positions decoded, their pixels, and what to do with the rest."
+    """Decode and preprocess JPEGs on the model's device: positions
+    decoded, their pixels, and what to do with the rest."""
     dev = self.device if self.device.startswith('cuda') else 'cpu'
     imgs = decode_jpegs([d.cpu() for d in datas], device=dev)
     ok = [j for j, im in enumerate(imgs) if im is not None]
@@ -374,7 +393,8 @@ def _jpeg_pixels(self:Backbone, datas:list, # JPEG byte tensors
 
 @patch
 def _batch_pixels(self:Backbone, meta:list, pix, jpegs:list, errors:dict) -> tuple:
-    "One reader batch as preprocessed float32 pixels on the model's device: (image indices, (b, 3, h, w) tensor or None)."
+    """One reader batch as preprocessed float32 pixels on the model's
+    device: (image indices, (b, 3, h, w) tensor or None)."""
     idx = [i for i, _, kind, _ in meta if kind == 'pixels']
     xs = [pix.to(self.device, non_blocking=True)] if pix is not None else []
     if jpegs:
@@ -397,7 +417,8 @@ def pixel_batches(self:Backbone, images, # an `ImageSet` or a list of paths
                   decode:str='auto', # see `decoder`
                   max_pixels:int|None=DEFAULT_MAX_PIXELS, # larger images are refused (see `load_image`)
                  ):
-    "Preprocessed images a batch at a time, on the model's device: (indices, (b, 3, h, w) float32 or None, {index: reason})."
+    """Preprocessed images a batch at a time, on the model's device:
+    (indices, (b, 3, h, w) float32 or None, {index: reason})."""
     iset = images if isinstance(images, ImageSet) else ImageSet(list(images))
     for meta, pix, jpegs in self._reader(iset.files, None, decode, batch_size, num_workers, max_pixels):
         errors = {i: r for i, _, kind, r in meta if kind == 'error'}
@@ -407,7 +428,8 @@ def pixel_batches(self:Backbone, images, # an `ImageSet` or a list of paths
 # %% ../nbs/04_embed.ipynb #0097241b
 @patch
 def _encode_stream(self:Backbone, dl, n:int, cache, ids:tuple, progress:bool) -> tuple:
-    "Consume the reader: every image's sha256, the errors, {sha256: vector} and the hashes served by the cache."
+    """Consume the reader: every image's sha256, the errors,
+    {sha256: vector} and the hashes served by the cache."""
     hashes, errors, found, cached = [None] * n, {}, {}, set()
     bar = tqdm(total=n, desc=f'embedding ({self.model_name})', unit='img', disable=not progress)
     for meta, pix, jpegs in dl:
@@ -440,7 +462,7 @@ def embed_images(self:Backbone, images, # an `ImageSet` or a list of paths
                  num_workers:int|None=None, # reading and decoding workers; None: cores - 1 (at most 4)
                  max_pixels:int|None=DEFAULT_MAX_PIXELS, # larger images are refused (see `load_image`)
                  progress:bool=True, # progress bars
-                 decode:str='auto', # 'pil', 'gpu' (decode JPEGs on the model's device) or 'auto' (see `decoder`)
+                 decode:str='auto', # 'pil', 'gpu' (JPEGs on the model's device) or 'auto' (`decoder`)
                 ) -> Embeddings:
     "Embed images, serving what the cache holds and caching what it computes, batch by batch."
     iset = images if isinstance(images, ImageSet) else ImageSet(list(images))
@@ -459,7 +481,8 @@ def embed_images(self:Backbone, images, # an `ImageSet` or a list of paths
                      n_computed=sum(h in found and h not in cached for h in hashes),
                      model_id=ids[0], prep_id=ids[1])
     if out.errors:
-        log.warning(f'embed_images: skipped {len(out.errors)} image(s): ' + '; '.join(map(str, out.errors[:5])))
+        log.warning(f'embed_images: skipped {len(out.errors)} image(s): '
+                    + '; '.join(map(str, out.errors[:5])))
     return out
 
 # %% ../nbs/04_embed.ipynb #c18e036c
@@ -470,7 +493,8 @@ def prompt_templates(domain:str|None=None, # e.g. 'bird', 'flower', 'car'
                      base:tuple=DEFAULT_TEMPLATES,
                     ) -> list:
     "Prompt templates (with `{}` for the name), with domain-specific ones when `domain` is given."
-    return list(base) + ([f'a photo of a {{}}, a type of {domain}.', f'a close-up photo of a {{}}, a type of {domain}.'] if domain else [])
+    return (list(base) + ([f'a photo of a {{}}, a type of {domain}.',
+                           f'a close-up photo of a {{}}, a type of {domain}.'] if domain else []))
 
 @patch
 def embed_text(self:Backbone, names:list, # class names
@@ -487,6 +511,7 @@ def embed_text(self:Backbone, names:list, # class names
             f = self.model.encode_text(self.tokenizer(prompts[i:i+batch_size]).to(self.device))
             feats.append(torch.nn.functional.normalize(f.float(), dim=-1))
     if not feats:
-        return np.zeros((0, self.model.text_projection.shape[1] if hasattr(self.model, 'text_projection') else 0), np.float32)
+        return np.zeros((0, self.model.text_projection.shape[1] if hasattr(self.model, 'text_projection')
+                         else 0), np.float32)
     f = torch.cat(feats).reshape(len(names), len(templates), -1).mean(1)
     return torch.nn.functional.normalize(f, dim=-1).cpu().numpy()
