@@ -34,7 +34,8 @@ def register_tiny_clip(name:str='near-tiny-clip', # the model name to register
                        folder:str|Path|None=None, # where its config file goes; None: a new temporary folder
                        **kwargs, # `tiny_clip_config`'s sizes
                       ) -> str:
-    "Register a tiny CLIP config with open_clip under `name` (its file under `folder`, never `near_home()`); the name."
+    """Register a tiny CLIP config with open_clip under `name` (its file
+    under `folder`, never `near_home()`); the name."""
     import open_clip  # lazy: importing open_clip takes seconds, and only callers that build models need it
     folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix='near_nb_tiny_clip_'))
     open_clip.add_model_config(tiny_clip_config(folder/f'{name}.json', **kwargs))
