@@ -43,7 +43,8 @@ def knn(emb:np.ndarray, # (n, d) L2-normalised embeddings
     return D, I
 
 # %% ../nbs/05_neighbors.ipynb #dce8c9bd
-def ivf_recall(emb:np.ndarray, k:int=10, nlist:int|None=None, nprobe:int=8, *, n_queries:int=1000, seed:int=0) -> float:
+def ivf_recall(emb:np.ndarray, k:int=10, nlist:int|None=None, nprobe:int=8, *, n_queries:int=1000,
+               seed:int=0) -> float:
     "Recall@k of the IVF index against exact search, on a sample of queries."
     rng = np.random.default_rng(seed)
     q = rng.choice(len(emb), size=min(n_queries, len(emb)), replace=False)
@@ -66,7 +67,8 @@ def candidate_sets(names:list, # per image: list of name ids from its answers (o
         raise ValueError(f'unknown weighting {weighting!r}')
     n, k = len(names), nn_idx.shape[1] if k is None else k
     W = np.zeros((n, n_names), np.float32)
-    share = [np.bincount(ns, minlength=n_names)[:n_names] / len(ns) if len(ns) else np.zeros(n_names) for ns in map(np.asarray, names)]
+    share = [np.bincount(ns, minlength=n_names)[:n_names] / len(ns) if len(ns) else np.zeros(n_names)
+             for ns in map(np.asarray, names)]
     for i, ns in enumerate(names):
         for c in ns: W[i, c] += own_weight / len(ns)
         for j, s in zip(nn_idx[i, :k], nn_sim[i, :k]):
