@@ -32,7 +32,7 @@ class NearClassifier:
                  backbone=None, # an `embed.Backbone` for images (paths, PIL, ImageSet)
                  visual_state:dict|None=None, # fine-tuned image-tower weights (modes 2 and 3)
                  meta:dict|None=None, # anything worth keeping (config, model id, training figures)
-                 text_weights:np.ndarray|None=None, # (C, d) L2-normalised text prototypes fused with `weights`
+                 text_weights:np.ndarray|None=None, # (C, d) unit text prototypes fused with `weights`
                  text_alpha:float=0.0, # the text prototypes' share of each score (`prototypes.fuse_text`)
                  *,
                  memory:np.ndarray|None=None, # (n, d) L2-normalised features of the training images
@@ -117,7 +117,8 @@ def scores(self:NearClassifier, emb:np.ndarray) -> np.ndarray:
 def predict(self:NearClassifier, x, # (m, d) embeddings, or image paths / PIL images / an `ImageSet`
             top:int=1, # names per image
             batch_size:int=64) -> list:
-    "Per image: the `top` names with their probabilities, most likely first ([] for an image that could not be read)."
+    """Per image: the `top` names with their probabilities, most likely
+    first ([] for an image that could not be read)."""
     emb = self.embed(x, batch_size=batch_size) if not isinstance(x, np.ndarray) else x
     out, ok = [], ~np.isnan(emb).any(1)
     P = np.zeros((len(emb), len(self.names)), np.float32)
@@ -129,7 +130,8 @@ def predict(self:NearClassifier, x, # (m, d) embeddings, or image paths / PIL im
 
 # %% ../nbs/05b_classifier.ipynb #f8b3177e
 def _no_backbone(clf) -> NearError:
-    return NearError(clf.meta.get('backbone_missing') or 'this classifier has no backbone: pass embeddings, or load it with one')
+    return NearError(clf.meta.get('backbone_missing')
+                     or 'this classifier has no backbone: pass embeddings, or load it with one')
 
 @patch
 def embed_images(self:NearClassifier, images, # an `ImageSet` or image paths
@@ -161,7 +163,8 @@ def embed(self:NearClassifier, x, # image paths, PIL images or an `ImageSet`
 @patch
 @contextmanager
 def _tower(self:NearClassifier):
-    "The backbone with this classifier's tuned tower in place for the duration; the zero-shot weights come back after."
+    """The backbone with this classifier's tuned tower in place for the
+    duration; the zero-shot weights come back after."""
     if self.visual_state is None:  # weights load on demand (cached embeddings need none)
         yield self.backbone
         return
@@ -187,7 +190,8 @@ def _jsonable(x):
 
 def backbone_spec(bb:Backbone, # the backbone the classifier's features come from
                  ) -> dict:
-    "How to rebuild `bb` elsewhere: model name and open_clip config, weights (tag, checkpoint hash or seed), preprocessing."
+    """How to rebuild `bb` elsewhere: model name and open_clip config,
+    weights (tag, checkpoint hash or seed), preprocessing."""
     import open_clip  # lazy: importing open_clip takes seconds; only building a model needs it
     spec = {'model_name': bb.model_name, 'model_id': bb.model_id, 'prep_id': bb.prep_id,
             'open_clip_config': open_clip.get_model_config(bb.model_name)}
@@ -207,7 +211,7 @@ def _register_config(name:str, cfg:dict):
     open_clip.add_model_config(d/f'{name}.json')
 
 def backbone_from_spec(spec:dict, # a `backbone_spec`, as config.json holds it
-                       pretrained:str|None=None, # a local checkpoint (or tag) to use instead of the saved weights
+                       pretrained:str|None=None, # a local checkpoint (or tag) instead of the saved weights
                        device:str|None=None, # torch device; None: cuda > mps > cpu
                       ) -> Backbone:
     "The `Backbone` a saved classifier names (lazy); `NearError` when its checkpoint is not at hand."
@@ -217,7 +221,8 @@ def backbone_from_spec(spec:dict, # a `backbone_spec`, as config.json holds it
         _register_config(name, spec['open_clip_config'])
     if pretrained is None and spec.get('random_init'):
         return Backbone(name, None, random_init=True, seed=spec.get('seed', 0), device=device)
-    want, weights = spec.get('checkpoint_sha256'), pretrained or spec.get('pretrained') or spec.get('checkpoint')
+    want, weights = (spec.get('checkpoint_sha256'),
+                     pretrained or spec.get('pretrained') or spec.get('checkpoint'))
     if want and not Path(str(weights)).is_file():
         raise NearError(f'this classifier was trained on {name} features from a local checkpoint (sha256 '
                         f'{want[:16]}) that is not at {weights}: pass that file with pretrained=PATH (CLI: '
@@ -255,7 +260,8 @@ def _model_card(cfg:dict) -> str:
             f"NearClassifier\n\n{len(cfg['names'])} names ({cfg['n_active']} active) over {bb} image "
             f"features, trained with NeaR by near_nb {cfg['near_nb_version']}.\n\n```python\nfrom "
             f"near_nb.classifier import NearClassifier\nclf = "
-            f"NearClassifier.from_pretrained('THIS_FOLDER_OR_REPO')\nclf.predict(['image.jpg'], top=3)\n```\n")
+            "NearClassifier.from_pretrained('THIS_FOLDER_OR_REPO')\n"
+            "clf.predict(['image.jpg'], top=3)\n```\n")
 
 @patch
 def save_pretrained(self:NearClassifier, path, # a folder (created; a folder this wrote before is overwritten)
@@ -284,15 +290,17 @@ def save(self:NearClassifier, path) -> Path:
 
 # %% ../nbs/05b_classifier.ipynb #fba7fd75
 def _local_folder(src, # a folder or a Hub repo id
-                  **hub, # `huggingface_hub.snapshot_download` arguments (revision, cache_dir, token, local_files_only)
+                  **hub, # `huggingface_hub.snapshot_download` arguments (revision, token...)
                  ) -> Path:
-    "The folder of a saved classifier: `src` itself, or the Hub repo `src` downloaded (or found in the HF cache)."
+    """The folder of a saved classifier: `src` itself, or the Hub
+    repo `src` downloaded (or found in the HF cache)."""
     from huggingface_hub import snapshot_download  # lazy: only the Hub calls need huggingface_hub
     p = Path(src).expanduser()
     if p.is_dir(): return p
     if p.is_file():
-        raise NearError(f'{p} is a file: a saved classifier is a folder with config.json and model.safetensors '
-                                    '(an old pickled .pt file loads only with NearClassifier.load(path, trusted=True))')
+        raise NearError(f'{p} is a file: a saved classifier is a folder with config.json '
+                        'and model.safetensors (an old pickled .pt file loads only with '
+                        'NearClassifier.load(path, trusted=True))')
     if str(src).count('/') != 1 or str(src).startswith(('.', '/', '~')):
         raise NearError(f'no such classifier folder: {p}')
     files = ['config.json', 'model.safetensors', 'README.md']
@@ -315,8 +323,8 @@ def _read_config(d:Path) -> dict:
 # %% ../nbs/05b_classifier.ipynb #6f4029a4
 @patch(cls_method=True)
 def from_pretrained(cls:NearClassifier, src, # a `save_pretrained` folder, or a Hub repo id 'user/name'
-                    pretrained:str|None=None, # local checkpoint for the backbone, instead of the saved tag or path
-                    backbone:Backbone|None=None, # use this backbone as it is (not checked against the saved one)
+                    pretrained:str|None=None, # local backbone checkpoint, instead of the saved tag or path
+                    backbone:Backbone|None=None, # this backbone as is (not checked against the saved one)
                     device:str|None=None, # torch device of the rebuilt backbone
                     **hub, # for a repo id: revision, cache_dir, token, local_files_only
                    ) -> NearClassifier:
@@ -325,7 +333,8 @@ def from_pretrained(cls:NearClassifier, src, # a `save_pretrained` folder, or a 
     cfg = _read_config(d)
     try: t = load_file(d/'model.safetensors')
     except (SafetensorError, OSError) as e:
-        raise NearError(f'{d/"model.safetensors"} is not a readable safetensors file ({e}); nothing was loaded') from e
+        raise NearError(f'{d/"model.safetensors"} is not a readable safetensors file ({e}); '
+                        'nothing was loaded') from e
     if 'weights' not in t or 'active' not in t:
         raise NearError(f'{d/"model.safetensors"} holds no classifier weights')
     visual = {k.removeprefix('visual.'): v for k, v in t.items() if k.startswith('visual.')} or None
@@ -354,7 +363,8 @@ def load(cls:NearClassifier, path, # a `save_pretrained` folder or Hub repo id; 
     if not p.is_file(): return cls.from_pretrained(path, backbone=backbone, **kwargs)
     if not trusted:
         raise NearError(f'{p} is a pickled .pt file, and loading it could run any code it holds; only if you '
-                                    'trust its source: NearClassifier.load(path, trusted=True), then .save_pretrained(FOLDER)')
+                                    'trust its source: NearClassifier.load(path, trusted=True), '
+                                    'then .save_pretrained(FOLDER)')
     d = torch.load(p, map_location='cpu', weights_only=False)
     if not isinstance(d, dict) or d.get('format') != 'near_nb.NearClassifier/1':
         raise NearError(f'{p} is not a saved NearClassifier')
