@@ -38,10 +38,11 @@ def descriptor_phrases(name:str, # a class name
 
 def grain_prototypes(backbone, # an `embed.Backbone` with a text tower
                      names:list, # the vocabulary's names
-                     descriptors:dict, # {name: [descriptors]} (`describe.describe`, `describe.mined_descriptors`)
+                     descriptors:dict, # {name: [descriptors]} (`describe.describe` or `mined_descriptors`)
                      templates:list|None=None, # prompt templates with `{}`; None: `embed.prompt_templates()`
                     ) -> np.ndarray:
-    "(C, d) GRAIN class embeddings: the mean over templates x descriptors of '{name}, which has {descriptor}'."
+    """(C, d) GRAIN class embeddings: the mean over templates x
+    descriptors of '{name}, which has {descriptor}'."""
     phrases, owner = [], []
     for c, name in enumerate(names):
         ps = descriptor_phrases(name, descriptors.get(name) or [])
@@ -55,7 +56,8 @@ def grain_prototypes(backbone, # an `embed.Backbone` with a text tower
 # %% ../nbs/06b_prototypes.ipynb #53e72463
 @dataclass
 class AttributeVocabulary:
-    "LaFG's attribute vocabulary: k-means centroids of descriptor embeddings, and the descriptors behind them."
+    """LaFG's attribute vocabulary: k-means centroids of descriptor
+    embeddings, and the descriptors behind them."""
     centroids:np.ndarray # (K, d) L2-normalised
     descriptors:list # every distinct descriptor
     emb:np.ndarray # (n, d) their text embeddings
@@ -83,7 +85,7 @@ def attribute_vocabulary(backbone, # an `embed.Backbone` with a text tower
 # %% ../nbs/06b_prototypes.ipynb #05d9fa32
 def attribute_distributions(vocab:AttributeVocabulary, # `attribute_vocabulary`
                             names:list, descriptors:dict, # the classes and their descriptors
-                            temperature:float=0.05, # softmax temperature of a descriptor's attribute assignment
+                            temperature:float=0.05, # softmax temperature of attribute assignment
                            ) -> np.ndarray:
     "(C, K): each class's mean soft assignment of its descriptors to the attributes (a zero row without any)."
     pos = {d: i for i, d in enumerate(vocab.descriptors)}
@@ -99,10 +101,11 @@ def attribute_distributions(vocab:AttributeVocabulary, # `attribute_vocabulary`
 def lafg_prototypes(backbone, # an `embed.Backbone` with a text tower
                     names:list, # the vocabulary's names
                     descriptors:dict, # {name: [descriptors]}
-                    vocab:AttributeVocabulary|None=None, # default: `attribute_vocabulary(backbone, descriptors, k)`
+                    vocab:AttributeVocabulary|None=None, # default: `attribute_vocabulary(...)`
                     k:int=32, temperature:float=0.05, seed:int=0,
                    ) -> tuple:
-    "((C, d) class embeddings: the attribute distributions projected onto the centroids; (C, K) distributions; vocab)."
+    """((C, d) class embeddings: the attribute distributions projected
+    onto the centroids; (C, K) distributions; vocab)."""
     vocab = vocab or attribute_vocabulary(backbone, descriptors, k, seed=seed)
     D = attribute_distributions(vocab, names, descriptors, temperature)
     P = D @ vocab.centroids
@@ -130,7 +133,7 @@ def recall_at_k(text_emb:np.ndarray, # (C, d) class text embeddings (the queries
                 img_emb:np.ndarray, # (n, d) L2-normalised image embeddings
                 img_labels:np.ndarray, # (n,) class per image (-1: none)
                 ks:tuple=(1, 5, 10),
-                query_labels:np.ndarray|None=None, # (C,) the class each query stands for (-1: none); default 0..C-1
+                query_labels:np.ndarray|None=None, # (C,) each query's class (-1: none); default 0..C-1
                ) -> dict:
     "{'R@K': percent of queries (whose class has images) that find an image of their class in the top K}."
     lab = np.asarray(img_labels)
@@ -147,7 +150,8 @@ def name_classes(labels:np.ndarray, # (n,) name id per image (-1: none)
                  gt:np.ndarray, # (n,) ground-truth class per image
                  n_names:int,
                 ) -> np.ndarray:
-    "(C,) the ground-truth class most of each name's images belong to (-1: a name without images); for Recall@K."
+    """(C,) the ground-truth class most of each name's images belong
+    to (-1: a name without images); for Recall@K."""
     lab, gt = np.asarray(labels), np.asarray(gt)
     out = np.full(n_names, -1)
     for c in np.unique(lab[lab >= 0]): out[c] = np.bincount(gt[lab == c]).argmax()
@@ -171,7 +175,8 @@ def fusion_table(emb:np.ndarray, labels:np.ndarray, text_emb:np.ndarray,
                  *,
                  nearest:float=0.0, # the image head's share of a name's nearest image
                 ) -> pd.DataFrame:
-    "Leave-one-out accuracy (percent) of the fused head at each `alpha` (ascending), over the images that can vote."
+    """Leave-one-out accuracy (percent) of the fused head at each
+    `alpha` (ascending), over the images that can vote."""
     alphas = sorted(alphas)
     lab = np.asarray(labels)
     S0 = loo_head_scores(emb, lab, len(text_emb), nearest=nearest)
@@ -186,7 +191,7 @@ def fusion_table(emb:np.ndarray, labels:np.ndarray, text_emb:np.ndarray,
 def fuse_text(clf:NearClassifier, # a trained classifier (any mode)
               emb:np.ndarray, # (n, d) its training images' embeddings, in its own feature space
               labels:np.ndarray, # (n,) their refined name ids (`NearResult.refined`; -1: none)
-              text_emb:np.ndarray, # (C, d) text prototypes of its names (`name_prototypes`, `grain_prototypes`...)
+              text_emb:np.ndarray, # (C, d) text prototypes of its names (`name_prototypes`...)
               method:str, # what the text prototypes are, kept in config.json ('name', 'grain', 'lafg', ...)
               alphas:tuple=tuple(np.round(np.linspace(0, 1, 11), 2)), # the weights tried
              ) -> tuple:
