@@ -53,11 +53,12 @@ def _autocast(bb):
 
 def tower_features(backbone, # an `embed.Backbone` (loaded on demand)
                    images, # an `ImageSet` or paths
-                   n_top:int|None, # mode 2: also keep the activations below the last `n_top` blocks; None: mode 3
+                   n_top:int|None, # mode 2: keep activations below the last `n_top` blocks; None: mode 3
                    batch_size:int=32, # images per batch
                    num_workers:int|None=None, # reading and decoding workers
                   ) -> tuple:
-    "Stream the images once: (features (m, d), trunk activations on the host or None, readable indices, `LoadError`s)."
+    """Stream the images once: (features (m, d), trunk activations on
+    the host or None, readable indices, `LoadError`s)."""
     bb = backbone.load()
     visual = bb.model.visual
     iset = images if isinstance(images, ImageSet) else ImageSet([Path(p) for p in images])
@@ -80,7 +81,8 @@ def tower_features(backbone, # an `embed.Backbone` (loaded on demand)
     return emb, (torch.cat(acts) if acts else None), np.array(ok, int), errors
 
 def _pixels_of(bb, files:list) -> torch.Tensor:
-    "Preprocessed pixels of `files`, in order, on the model's device (mode 3 reads each training batch again)."
+    """Preprocessed pixels of `files`, in order, on the model's
+    device (mode 3 reads each training batch again)."""
     idx, x, bad = next(bb.pixel_batches(files, batch_size=len(files), num_workers=0))
     if bad:
         raise NearError(f'{len(bad)} training image(s) could no longer be read (changed during training?): '
@@ -91,11 +93,14 @@ def _pixels_of(bb, files:list) -> torch.Tensor:
 def wise_ft(zero_shot:dict, finetuned:dict, alpha:float) -> dict:
     "Weight-space interpolation `(1 - alpha) * zero_shot + alpha * finetuned` of two state dicts."
     if zero_shot.keys() != finetuned.keys(): raise ValueError('the two state dicts hold different parameters')
-    return {k: (1 - alpha) * zero_shot[k] + alpha * finetuned[k] if torch.is_floating_point(finetuned[k]) else finetuned[k] for k in finetuned}
+    return {k: (1 - alpha) * zero_shot[k] + alpha * finetuned[k] if torch.is_floating_point(finetuned[k])
+            else finetuned[k] for k in finetuned}
 
 # %% ../nbs/06c_tune.ipynb #45c474d4
-def _train_tower(bb, n_top, acts, files:list, W0, Cw, Y, nn_idx, cfg:NearConfig, a:float, progress, verified) -> tuple:
-    "Train the top blocks (over `acts`) or the whole tower (reading `files` again): (`NearResult`, head, tuned state)."
+def _train_tower(bb, n_top, acts, files:list, W0, Cw, Y, nn_idx, cfg:NearConfig, a:float, progress,
+                 verified) -> tuple:
+    """Train the top blocks (over `acts`) or the whole tower (reading
+    `files` again): (`NearResult`, head, tuned state)."""
     visual = bb.model.visual
     low = input_dtype(visual)
     if low != torch.float32: visual.float()  # float32 master weights; autocast runs the arithmetic in bf16
@@ -125,7 +130,7 @@ def _train_tower(bb, n_top, acts, files:list, W0, Cw, Y, nn_idx, cfg:NearConfig,
 def fit_near_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
                    images, # the training images (`ImageSet` or paths), aligned with `own`
                    own:list, names:list, *, cfg:NearConfig|None=None,
-                   n_top:int|None=2, # mode 2: last blocks trained over cached activations; None: mode 3 (full fine-tuning)
+                   n_top:int|None=2, # mode 2: last blocks over cached activations; None: mode 3 (all)
                    text_emb:np.ndarray|None=None,
                    wise:float|None=None, # WiSE-FT alpha (None: the fine-tuned weights as they are)
                    progress=None,
