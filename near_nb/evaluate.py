@@ -81,7 +81,8 @@ def change_counts(before, # label per image before a step (the raw MLLM top-1 na
                   changed, # (n,) bool: the images whose label the step changed
                   gt, # ground-truth class per image
                  ) -> dict:
-    "Labels a step changed, and how many of those changes fixed an error or broke a right label (cACC's matching)."
+    """Labels a step changed, and how many of those changes fixed an
+    error or broke a right label (cACC's matching)."""
     changed = np.asarray(changed, bool)
     ok0, ok1 = matched(before, gt), matched(after, gt)
     return {'changed': int(changed.sum()), 'fixed': int((changed & ~ok0 & ok1).sum()),
