@@ -49,7 +49,8 @@ def load_testbed(d, # a test-bed directory
     z = np.load(npz[0], allow_pickle=False)
     if list(map(str, z['image_id'])) != lab.image_id.astype(str).tolist():
         raise ValueError(f'{npz[0]} rows do not follow labels.csv')
-    cn = (d/'classnames.txt').read_text().splitlines() if (d/'classnames.txt').is_file() else sorted(set(lab.gt_name))
+    cn = ((d/'classnames.txt').read_text().splitlines() if (d/'classnames.txt').is_file()
+          else sorted(set(lab.gt_name)))
     return TestBed(d.name, lab, z['emb'].astype(np.float32), cn)
 
 # %% ../nbs/07a_testbed.ipynb #f533e159
@@ -59,7 +60,8 @@ def raw_name(names:list) -> str:
 
 def knn_vote(emb:np.ndarray, first:np.ndarray, # first name id per image (-1: none)
              k:int=5) -> np.ndarray:
-    "Per image: the name with the most similarity-weighted votes among itself (weight 1) and its k neighbours."
+    """Per image: the name with the most similarity-weighted votes
+    among itself (weight 1) and its k neighbours."""
     S, I = knn(emb, k)
     out = first.copy()
     for i in range(len(first)):
@@ -71,7 +73,7 @@ def knn_vote(emb:np.ndarray, first:np.ndarray, # first name id per image (-1: no
 
 def zero_shot_names(emb:np.ndarray, # (n, d) L2-normalised image embeddings
                     names:list, # the discovered vocabulary
-                    encode_text, # names -> (C, d) CLIP text embeddings (`Backbone.embed_text`, prompt templates averaged)
+                    encode_text, # names -> (C, d) CLIP text embeddings (`Backbone.embed_text`)
                    ) -> list:
     "Zero-shot CLIP over the discovered names: per image, the name whose text embedding is closest."
     T = np.asarray(encode_text(list(names)), np.float32)
@@ -105,7 +107,8 @@ def _near_labels(tb, idx, encode, similar, *, support, alternatives=True):
     return voc, own, answer_contrasts(voc, lab.response.tolist())
 
 def _raw_top1(tb) -> list:
-    "The MLLM's first name per image, as `raw_name` writes it (parsed from the answer where `names` is empty)."
+    """The MLLM's first name per image, as `raw_name` writes it
+    (parsed from the answer where `names` is empty)."""
     labels = tb.labels
     return [raw_name(ns or parse_answer(text).names[:1]) for ns, text in zip(labels.names, labels.response)]
 
@@ -157,7 +160,8 @@ def transductive(tb:TestBed, cfg=None, encode=None, *,
 # %% ../nbs/07a_testbed.ipynb #36a4cdfe
 def heldout(tb:TestBed, cfg=None, encode=None, *, similar:float=0.9, support:float|None=None, seed:int=0,
             alternatives:bool=True, text=None) -> dict:
-    "Per method, (names, alias key sets) for every image from a classifier that never saw it; NeaR's changes and confidence."
+    """Per method, (names, alias key sets) for every image from a
+    classifier that never saw it; NeaR's changes and confidence."""
     cfg = replace(cfg or NearConfig(), seed=seed)
     n, gt = len(tb.labels), tb.labels.gt_class.to_numpy()
     f = _folds(gt, seed)
@@ -230,13 +234,16 @@ COST_BUDGETS = (0.0, 0.3, 1.0)
 
 def _costs(tb:TestBed, images_per_s:int, per_call:dict|None, prices:tuple|None) -> dict:
     "The bill per 1,000 new images at a few budgets; tokens and seconds only from a real run's `per_call`."
-    per_1000 = {str(b): cascade_cost(b, per_call, prices, classifier_images_per_s=images_per_s) for b in COST_BUDGETS}
+    per_1000 = {str(b): cascade_cost(b, per_call, prices, classifier_images_per_s=images_per_s)
+                for b in COST_BUDGETS}
     answers = tb.labels.response.fillna('')
     return {'mllm_calls_per_new_image': {'near': 0, 'mllm_top1': 1},
             'classifier_images_per_s': images_per_s,
-            'classifier_note': 'head on precomputed embeddings; add the CLIP image encoder (bench/results/embed.json)',
+            'classifier_note': 'head on precomputed embeddings; '
+                               'add the CLIP image encoder (bench/results/embed.json)',
             'per_1000_images': per_1000,
-            'per_call': per_call or 'not measured: pass a label store of a real run (near bench testbed --costs-from)',
+            'per_call': per_call
+            or 'not measured: pass a label store of a real run (near bench testbed --costs-from)',
             'prices_usd_per_1m_tokens': list(prices) if prices else None,
             'recorded_answer_chars': round(float(answers.str.len().mean()), 1)}
 
@@ -249,7 +256,7 @@ def bench_testbed(d, # a test-bed directory
                   alternatives:bool=True, # the alternatives answers hedge between join their image's names
                   progress:bool=False,
                   text=None, # CLIP text encoder (`Backbone.embed_text`): adds the zero-shot CLIP baseline
-                  per_call:dict|None=None, # `cascade.call_costs` of a real labeling run: tokens and seconds per call
+                  per_call:dict|None=None, # `cascade.call_costs` of a real run: tokens, seconds per call
                   prices:tuple|None=None, # (USD per 1M prompt tokens, per 1M completion tokens) of that MLLM
                  ) -> dict:
     "Both test-bed protocols on one dataset: figures for every method, means and spreads over seeds."
