@@ -12,7 +12,8 @@ from pathlib import Path
 from .core import NearError
 from .data import ImageSet, sample
 from .describe import mined_descriptors
-from .testbed import (TestBed, load_testbed, transductive, pooled_ids, _agg, _folds, _names_keys, _near_labels,
+from .testbed import (TestBed, load_testbed, transductive, pooled_ids, _agg, _folds, _names_keys,
+                             _near_labels,
                               _score)
 from .near import NearConfig, fit_near_head
 from .prototypes import fuse_text, name_classes, recall_at_k, text_prototypes
@@ -25,7 +26,8 @@ def tiny_testbed(out:str|Path, # the folder to write (labels.csv, the .npz, clas
                  backbone, # an `embed.Backbone`: the image embeddings' model
                  n_classes:int=10, # the first classes of the shipped sample (3 images each)
                 ) -> Path:
-    "A test bed of the shipped sample's first `n_classes` classes, embedded with `backbone`; for tests and examples."
+    """A test bed of the shipped sample's first `n_classes` classes,
+    embedded with `backbone`; for tests and examples."""
     s = sample()
     keep = np.flatnonzero(s.labels.gt_class.to_numpy() < n_classes)
     lab = s.labels.iloc[keep].copy()
@@ -44,17 +46,19 @@ def _check_dims(tb:TestBed, T:dict):
     "The text prototypes must live where the image embeddings do."
     d = next(iter(T.values())).shape[1]
     if d != tb.emb.shape[1]:
-        raise NearError(f'the text model gives {d}-d embeddings, the test bed {tb.emb.shape[1]}-d: pass the model '
-                        'the image embeddings came from (--text-model, --text-pretrained)')
+        raise NearError(f'the text model gives {d}-d embeddings, the test bed {tb.emb.shape[1]}-d: '
+                        'pass the model the image embeddings came from (--text-model, --text-pretrained)')
 
 def check_text_model(d, # a test-bed directory
                      backbone, # the text model meant for it
                     ):
-    "Raise `NearError` before any work when `backbone`'s text embeddings cannot be compared with the test bed's images."
+    """Raise `NearError` before any work when `backbone`'s text
+    embeddings cannot be compared with the test bed's images."""
     _check_dims(load_testbed(d), {'name': backbone.embed_text(['a photo'], ['{}'])})
 
 def _own_descriptors(tb:TestBed, idx:np.ndarray, voc, own:list, describer=None) -> dict:
-    "Descriptors of the vocabulary's names: `describer(names)`, or mined from the answers of the images `idx` only."
+    """Descriptors of the vocabulary's names: `describer(names)`, or
+    mined from the answers of the images `idx` only."""
     if describer is not None: return describer(voc.names)
     first = [voc.names[ns[0]] if ns else None for ns in own]
     return mined_descriptors(first, tb.labels.response.iloc[idx].tolist())
@@ -118,7 +122,8 @@ def _mean_dict(runs:list) -> dict:
     out = {}
     for k, v in runs[0].items():
         vals = [r[k] for r in runs]
-        out[k] = _mean_dict(vals) if isinstance(v, dict) else round(float(np.mean([np.mean(x) for x in vals])), 2)
+        out[k] = (_mean_dict(vals) if isinstance(v, dict)
+                  else round(float(np.mean([np.mean(x) for x in vals])), 2))
     return out
 
 # %% ../nbs/07b_textbench.ipynb #a2a6fd31
@@ -129,7 +134,8 @@ def bench_text(d, # a test-bed directory
                *, describer=None, # names -> {name: [descriptors]}; None: mined from the MLLM answers
                similar:float=0.9, support:float|None=None, alternatives:bool=True,
               ) -> dict:
-    "{'transductive': {method: figures}, 'heldout': {method: figures}, 'text': {...}}: zero-shot and fused, 3 ways."
+    """{'transductive': {method: figures}, 'heldout': {method:
+    figures}, 'text': {...}}: zero-shot and fused, 3 ways."""
     check_text_model(d, backbone)
     tb = load_testbed(d)
     gt, gtn = tb.labels.gt_class.to_numpy(), tb.labels.gt_name.tolist()
