@@ -40,10 +40,12 @@ def layout_2d(emb:np.ndarray, # (n, d) embeddings
         return np.asarray(xy, np.float32), 'pca'
     if method == 'tsne':
         from sklearn.manifold import TSNE  # lazy: only the layout method chosen is imported
-        return TSNE(2, perplexity=min(30.0, (n - 1) / 3), init='pca', random_state=seed, metric='cosine').fit_transform(X).astype(np.float32), 'tsne'
+        return TSNE(2, perplexity=min(30.0, (n - 1) / 3), init='pca', random_state=seed,
+                    metric='cosine').fit_transform(X).astype(np.float32), 'tsne'
     if method == 'umap':
         import umap  # lazy: umap is optional (the explore extra)
-        return umap.UMAP(n_neighbors=min(15, n - 1), metric='cosine', random_state=seed).fit_transform(X).astype(np.float32), 'umap'
+        return umap.UMAP(n_neighbors=min(15, n - 1), metric='cosine',
+                         random_state=seed).fit_transform(X).astype(np.float32), 'umap'
     raise ValueError(f"method must be 'auto', 'umap', 'tsne' or 'pca', not {method!r}")
 
 # %% ../nbs/08_explore.ipynb #ab75428a
@@ -63,7 +65,8 @@ def head_to_head(P:np.ndarray, # (n, C) probabilities (or non-negative scores) p
 # %% ../nbs/08_explore.ipynb #b00a7db6
 @dataclass
 class LabelView:
-    "Per image: the labels and evidence the explorer shows (lists aligned with `ids`; None where a stage is missing)."
+    """Per image: the labels and evidence the explorer shows (lists
+    aligned with `ids`; None where a stage is missing)."""
     ids: list # image keys (the label store's sha256, or any id)
     mllm: list # the MLLM's (first) name, '' for none
     answers: list|None = None # the MLLM's full answer text
@@ -98,7 +101,7 @@ def _neighbour_candidates(mllm:list, emb:np.ndarray, top:int) -> list:
         out.append([(n, w / tot) for n, w in c.most_common(top)])
     return out
 
-def label_view(ids:list, voc, own:list, # image keys; the `Vocabulary` and each image's own name ids (`answers_vocabulary`)
+def label_view(ids:list, voc, own:list, # keys; `Vocabulary`, own name ids (`answers_vocabulary`)
                answers:list|None=None, *, paths:list|None=None, emb:np.ndarray|None=None,
                result=None, # a `NearResult` for these images
                classifier=None, # a `NearClassifier` (confidence from its scores when `emb` is given)
@@ -124,8 +127,10 @@ def label_view(ids:list, voc, own:list, # image keys; the `Vocabulary` and each 
     return v
 
 # %% ../nbs/08_explore.ipynb #92186133
-_GREY = 'data:image/svg+xml;base64,' + base64.b64encode(b'<svg xmlns="http://www.w3.org/2000/svg" width="96" height="96">'
-                                                         b'<rect width="96" height="96" fill="#ccc"/></svg>').decode()
+_GREY = 'data:image/svg+xml;base64,' + base64.b64encode(b'<svg xmlns="http://www.w3.org/2000/svg" width="96" '
+                                                        b'height="96">'
+                                                         b'<rect width="96" height="96" '
+                                                         b'fill="#ccc"/></svg>').decode()
 
 @lru_cache(maxsize=4096)
 def thumbnail(path:str|None, size:int=96) -> str:
@@ -169,9 +174,9 @@ def grid_html(view:LabelView, idx, # the images to show
     return f'<div class="near-grid" style="display:flex;flex-wrap:wrap">{"".join(cards)}</div>{more}'
 
 # %% ../nbs/08_explore.ipynb #b1f9a818
-PALETTE = ('#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#bcbd22', '#637939',
-           '#393b79', '#e6550d', '#31a354', '#ad494a', '#6b6ecf', '#8c6d31', '#de9ed6', '#3182bd', '#b5cf6b', '#843c39',
-           '#fdae6b', '#74c476', '#9e9ac8', '#e7969c')
+PALETTE = ('#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#bcbd22',
+           '#637939', '#393b79', '#e6550d', '#31a354', '#ad494a', '#6b6ecf', '#8c6d31', '#de9ed6', '#3182bd',
+           '#b5cf6b', '#843c39', '#fdae6b', '#74c476', '#9e9ac8', '#e7969c')
 TAIL, UNNAMED = '#c8c8c8', '#ececec'
 
 @lru_cache(maxsize=65536)
@@ -190,7 +195,8 @@ def name_colours(*label_lists, # one or more lists of names (e.g. each view's la
     largest = sorted(size, key=lambda k: (-size[k], k))[:top]
     kept = {k: keep[k] for k in largest if keep and k in keep}
     was = set((keep or {}).values())  # colours of names gone from the top come last: an undo gets them back
-    free = iter([c for c in PALETTE if c not in was] + [c for c in PALETTE if c in was and c not in kept.values()])
+    free = iter([c for c in PALETTE if c not in was]
+                + [c for c in PALETTE if c in was and c not in kept.values()])
     return {k: kept.get(k) or next(free) for k in largest}
 
 def colour_of(colours:dict, name:str) -> str:
@@ -203,7 +209,8 @@ _MARKS = re.compile(r'\*\*|__|[*`#]|^\s*[-+>]\s+', re.M)
 @lru_cache(maxsize=65536)
 def tooltip_text(text:str, width:int=60, # characters per line
                  max_chars:int=240) -> str:
-    "Text for a hover card: markdown marks dropped, cut at `max_chars`, HTML-escaped, wrapped at `width` characters."
+    """Text for a hover card: markdown marks dropped, cut at
+    `max_chars`, HTML-escaped, wrapped at `width` characters."""
     t = ' '.join(_MARKS.sub('', str(text)).split())
     if len(t) > max_chars: t = t[:max_chars].rsplit(' ', 1)[0] + ' ...'
     return '<br>'.join(escape(line) for line in textwrap.wrap(t, width))
@@ -222,7 +229,8 @@ def map_traces(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
                colours:dict|None=None, # `name_colours` (default: this view's `top` largest names)
                *,
                top:int=20, answer_chars:int=160) -> list:
-    "The map's scatter traces: the grey tail, one per coloured name (largest first), and the search hits on top."
+    """The map's scatter traces: the grey tail, one per coloured name
+    (largest first), and the search hits on top."""
     import plotly.graph_objects as go  # lazy: plotly is slow to import; only drawing a figure needs it
     labels = view.labels(by)
     colours = name_colours(labels, top=top) if colours is None else colours
@@ -233,7 +241,8 @@ def map_traces(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
         idx = np.asarray(idx, int)
         return go.Scattergl(x=xy[idx, 0], y=xy[idx, 1], mode='markers', name=name,
                             customdata=idx, legendrank=rank,
-                            hovertext=[_hover(view, i, labels[i], by, answer_chars=answer_chars) for i in idx], hoverinfo='text',
+                            hovertext=[_hover(view, i, labels[i], by, answer_chars=answer_chars)
+                                       for i in idx], hoverinfo='text',
                             marker=dict(size=7, color=colour, line=dict(width=0)))
     n_tail = len({labels[i] for i in tail})
     out = [trace(tail, f'{n_tail} other names, grey ({len(tail)})', TAIL, 10_000)]
@@ -261,7 +270,8 @@ def map_title(view:LabelView, by:str) -> str:
 def map_figure(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
                by:str='mllm', # colour by 'mllm', 'refined' or 'gt'
                colours:dict|None=None, *, top:int=20, title:str|None=None, answer_chars:int=160):
-    "A plotly scatter of the images: the largest names coloured with a legend that toggles, the rest grey, hover cards."
+    """A plotly scatter of the images: the largest names coloured with a
+    legend that toggles, the rest grey, hover cards."""
     import plotly.graph_objects as go  # lazy: plotly is slow to import; only drawing a figure needs it
     traces = map_traces(view, xy, by, colours, top=top, answer_chars=answer_chars)
     return go.Figure(traces, layout=_map_layout(title or map_title(view, by)))
@@ -272,7 +282,7 @@ def find_images(labels:list, query:str) -> np.ndarray:
     q = query.strip().lower()
     return np.array([i for i, n in enumerate(labels) if q and q in n.lower()], int)
 
-def highlight(fig, xy:np.ndarray, labels:list, colours:dict, *, idx, # the images to show on top (empty: restore the map)
+def highlight(fig, xy:np.ndarray, labels:list, colours:dict, *, idx, # images to show on top (empty: restore)
              ):
     "Draw the images `idx` on top, in their colours with a black ring, and fade the other points."
     idx = np.asarray(idx, int)
@@ -280,7 +290,8 @@ def highlight(fig, xy:np.ndarray, labels:list, colours:dict, *, idx, # the image
         for t in fig.data[:-1]: t.marker.opacity = 0.15 if len(idx) else 1.0
         f = fig.data[-1]
         f.x, f.y, f.customdata = xy[idx, 0], xy[idx, 1], idx
-        f.marker.color = [colour_of(colours, labels[i]) if name_key(labels[i]) in colours else '#444' for i in idx]
+        f.marker.color = [colour_of(colours, labels[i]) if name_key(labels[i]) in colours else '#444'
+                          for i in idx]
         f.hovertext = [escape(labels[i] or '(no name)') for i in idx]
     return fig
 
@@ -297,7 +308,8 @@ def cluster_table(view:LabelView, by:str='mllm') -> pd.DataFrame:
         if view.confidence is not None: r['confidence'] += float(view.confidence[i])
         if view.clean is not None: r['noisy'] += int(not view.clean[i])
     df = pd.DataFrame(list(rows.values()), columns=['name', 'images', 'disagreement', 'confidence', 'noisy'])
-    df[['disagreement', 'confidence']] = df[['disagreement', 'confidence']].div(df.images.clip(lower=1), axis=0)
+    df[['disagreement', 'confidence']] = df[['disagreement', 'confidence']].div(df.images.clip(lower=1),
+                                                                                axis=0)
     if view.confidence is None: df['confidence'] = np.nan
     return df.sort_values(['images', 'name'], ascending=[False, True]).reset_index(drop=True)
 
@@ -338,7 +350,8 @@ def confusion_figure(table:pd.DataFrame):
     diag = table.attrs.get('diagonal', np.zeros(n.shape, bool))
     z = np.where(diag | (n == 0), np.nan, np.log10(np.maximum(n, 1)))
     zmax = max(1.0, float(np.nanmax(z))) if np.isfinite(z).any() else 1.0
-    ticks = [v for v in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000) if np.log10(v) <= zmax + 1e-9]
+    ticks = [v for v in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+             if np.log10(v) <= zmax + 1e-9]
     x, y = [escape(str(c)) for c in table.columns], [escape(str(r)) for r in table.index]
     rows, cols = table.index.name, table.columns.name
     hover = f'{rows}: %{{y}}<br>{cols}: %{{x}}<br>%{{text}} images<extra></extra>'
@@ -376,14 +389,17 @@ class Explorer:
         if xy is None and view.emb is None:
             xy = np.zeros((len(view), 2), np.float32)  # names only: no map yet
         self.base, self.edits, self.max_images, self.top = view, edits, max_images, top
-        self.xy, self.layout = (np.asarray(xy, np.float32), 'given') if xy is not None else layout_2d(view.emb, layout)
+        self.xy, self.layout = ((np.asarray(xy, np.float32), 'given') if xy is not None
+                                else layout_2d(view.emb, layout))
         self.by, self.current, self.mode, self.colours = view.stages[0], None, None, None
-        self.selected, self.shown, self.picked, self.hits, self._gathered = [], [], set(), np.array([], int), set()
+        (self.selected, self.shown, self.picked,
+         self.hits, self._gathered) = [], [], set(), np.array([], int), set()
         self._filling = False
         self._refresh_view()
         self._build()
     def _refresh_view(self):
-        self.view, self.flags = edit_view(self.base, self.edits) if self.edits is not None else (self.base, {})
+        self.view, self.flags = (edit_view(self.base, self.edits) if self.edits is not None
+                                 else (self.base, {}))
         lists = [self.view.labels(b) for b in self.view.stages]
         self.colours = name_colours(*lists, top=self.top, keep=self.colours)
     def _ipython_display_(self):
@@ -391,7 +407,8 @@ class Explorer:
         from IPython.display import display  # lazy: IPython is there only inside a notebook
         data = self.widget._repr_mimebundle_() or {}
         data['text/plain'] = repr(self)
-        data['text/html'] = (f'<p><i>{escape(repr(self))}: the interactive explorer needs a running Python kernel; '
+        data['text/html'] = (f'<p><i>{escape(repr(self))}: '
+                             'the interactive explorer needs a running Python kernel; '
                              '<code>map_html</code> makes a static page of its map.</i></p>')
         display(data, raw=True)
     def __repr__(self):
@@ -476,7 +493,8 @@ def _draw_map(self:Explorer):
 
 @patch
 def _gather(self:Explorer, pts, trace, kind:str):
-    "plotly calls a trace's callback once per trace, in order: gather the points, act on the last trace's call."
+    """plotly calls a trace's callback once per trace, in order:
+    gather the points, act on the last trace's call."""
     self._gathered.update(int(trace.customdata[k]) for k in pts.point_inds)
     if pts.trace_index < len(self.fig.data) - 1: return
     got, self._gathered = sorted(self._gathered), set()
@@ -486,7 +504,8 @@ def _gather(self:Explorer, pts, trace, kind:str):
 def hover(self:Explorer, i:int):
     "Show image `i`'s thumbnail, names, confidence and answer in the hover card."
     src = thumbnail(self.view.paths[i], 160) if self.view.paths else _GREY
-    self.hover_card.value = f'<img src="{src}" width="160"/><br>{_hover(self.view, i, self._labels()[i], self.by, answer_chars=600)}'
+    self.hover_card.value = (f'<img src="{src}" width="160"/><br>'
+                             f'{_hover(self.view, i, self._labels()[i], self.by, answer_chars=600)}')
 
 @patch
 def find(self:Explorer, query:str):
@@ -599,7 +618,8 @@ def _fill_names(self:Explorer):
     if q: t = t[t.name.str.lower().str.contains(q, regex=False)]
     if self.sort.value != 'size':
         t = t.sort_values(self.sort.value, ascending=self.sort.value == 'name', kind='stable')
-    opts = [(f"{r.name or '(no name)'}  ({r.images}, {r.disagreement:.0%} disagree)", r.name) for r in t.itertuples()]
+    opts = [(f"{r.name or '(no name)'}  ({r.images}, {r.disagreement:.0%} disagree)", r.name)
+            for r in t.itertuples()]
     self._filling = True  # new options reset a Select's value: keep the open cluster, open nothing else
     try:
         self.names.options = opts
@@ -616,7 +636,8 @@ def _safe(self:Explorer, fn, *args):
 
 @patch
 def _edit(self:Explorer, what:str, *adds, goto:tuple=()):
-    "Journal edits, replay them, open the first name of `goto` still in use (else keep the open cluster), redraw."
+    """Journal edits, replay them, open the first name of `goto`
+    still in use (else keep the open cluster), redraw."""
     if self.edits is None: raise ValueError('this explorer has no edit log: pass `edits=EditLog(store)`')
     if self.by == 'gt': raise ValueError('ground truth is not edited: colour by mllm or refined names')
     for a in adds: self.edits.add(**a)
@@ -702,7 +723,8 @@ _PAGE_CSS = """body{font-family:system-ui,sans-serif;margin:8px;color:#222}
 #near-bar{display:flex;gap:12px;align-items:center;flex-wrap:wrap;margin-bottom:4px}
 #near-bar input{font-size:14px;padding:3px 6px;width:240px}
 #near-main{display:flex;gap:12px}#near-preview{width:200px;flex:none;font-size:12px;overflow-wrap:anywhere}
-#near-grid{display:flex;flex-wrap:wrap;gap:4px}.near-card{width:104px;font-size:11px;border:2px solid #eee;padding:2px;
+#near-grid{display:flex;flex-wrap:wrap;gap:4px}
+.near-card{width:104px;font-size:11px;border:2px solid #eee;padding:2px;
 overflow-wrap:anywhere;cursor:pointer}.near-card.picked{border-color:#1f77b4;background:#eef5fb}
 .near-card img{width:96px;height:96px;object-fit:cover;display:block}"""
 
@@ -718,14 +740,20 @@ _PAGE_JS = r"""(function () {
     const idx = q ? D.labels.flatMap((n, i) => n.toLowerCase().includes(q) ? [i] : []) : [];
     Plotly.restyle(gd, {'marker.opacity': q ? 0.15 : 1}, [...Array(FOUND).keys()]);
     Plotly.restyle(gd, {x: [idx.map(i => D.xy[i][0])], y: [idx.map(i => D.xy[i][1])], customdata: [idx],
-                        hovertext: [idx.map(i => D.labels[i])], 'marker.color': [idx.map(i => D.found[i])]}, [FOUND]);
+                        hovertext: [idx.map(i => D.labels[i])],
+                        'marker.color': [idx.map(i => D.found[i])]}, [FOUND]);
     const names = new Set(idx.map(i => D.labels[i])).size;
     $('near-found').textContent = q ? `${idx.length} images under ${names} names` : '';
   }
-  function count() { $('near-count').textContent = shown.length ? `${picked.size} of ${shown.length} selected` : ''; }
+  function count() {
+    $('near-count').textContent = shown.length ? `${picked.size} of ${shown.length} selected` : '';
+  }
   function card(i) {
     const c = el('label', 'near-card' + (picked.has(i) ? ' picked' : '')), box = el('input'), img = el('img');
-    box.type = 'checkbox'; box.checked = picked.has(i); img.src = D.thumbs[i] || D.grey; img.alt = D.labels[i];
+    box.type = 'checkbox';
+    box.checked = picked.has(i);
+    img.src = D.thumbs[i] || D.grey;
+    img.alt = D.labels[i];
     box.onchange = () => {
       box.checked ? picked.add(i) : picked.delete(i);
       c.classList.toggle('picked', box.checked);
@@ -762,11 +790,12 @@ _PAGE_JS = r"""(function () {
 def map_html(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
              by:str|None=None, # colour by 'mllm', 'refined' or 'gt' (default: the latest stage)
              title:str|None=None, *, top:int=20, # names coloured
-             thumb_size:int=96, max_thumbs:int=5000, # thumbnails inlined (past `max_thumbs` images: grey squares)
+             thumb_size:int=96, max_thumbs:int=5000, # inlined thumbnails (past `max_thumbs`: grey)
              max_images:int=200, # images listed per selection
              plotlyjs='inline', # 'inline' (offline), 'cdn', or a URL (see plotly's `include_plotlyjs`)
             ) -> str:
-    "A self-contained HTML page of the explorer's map: find a name, toggle names in the legend, select images."
+    """A self-contained HTML page of the explorer's map: find a
+    name, toggle names in the legend, select images."""
     by = by or view.stages[0]
     colours = name_colours(*(view.labels(b) for b in view.stages), top=top)
     labels = view.labels(by)
@@ -788,10 +817,13 @@ def map_html(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
            'id="near-all">select all</button> <button id="near-none">select none</button> <button '
            'id="near-copy">copy selected</button> <span id="near-count"></span><div '
            'id="near-grid"></div></div>')
-    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{escape(title or map_title(view, by))}</title>'
+    return ('<!doctype html><html><head><meta charset="utf-8">'
+            f'<title>{escape(title or map_title(view, by))}</title>'
             f'<style>{_PAGE_CSS}</style></head><body>{bar}{div}<div id="near-main">'
-            f'<div id="near-preview"><i>hover a point</i></div><div style="flex:1;min-width:0">{sel}</div></div>'
-            f'<script type="application/json" id="near-data">{blob}</script><script>{_PAGE_JS}</script></body></html>')
+            '<div id="near-preview"><i>hover a point</i></div>'
+            f'<div style="flex:1;min-width:0">{sel}</div></div>'
+            f'<script type="application/json" id="near-data">{blob}</script>'
+            f'<script>{_PAGE_JS}</script></body></html>')
 
 def page_frame(page:str, height:int=1000):
     "An HTML page (e.g. `map_html`) shown in a notebook or a docs page, isolated in an iframe."
