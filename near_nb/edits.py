@@ -31,14 +31,17 @@ class EditLog:
         if kind not in self.kinds: raise ValueError(f'kind must be one of {self.kinds}, not {kind!r}')
         need = {'rename': (a, b), 'merge': (a, b), 'move': (image, b), 'wrong': (image,)}[kind]
         if any(not x for x in need):
-            raise ValueError(f'a {kind!r} edit needs ' + {'rename': 'a name and the new name', 'merge': 'two names',
-                                                     'move': 'an image and a name', 'wrong': 'an image'}[kind])
+            raise ValueError(f'a {kind!r} edit needs '
+                             + {'rename': 'a name and the new name', 'merge': 'two names',
+                                                     'move': 'an image and a name',
+                                                     'wrong': 'an image'}[kind])
         with self.con:
             cur = self.con.execute('INSERT INTO edits (created, kind, image, a, b) VALUES (?,?,?,?,?)',
                                    (time.time(), kind, image, a, b))
         return cur.lastrowid
     def undo(self, id:int|None=None) -> dict|None:
-        "Mark edit `id` (default: the last one in force) undone; the edit, or None when there is nothing to undo."
+        """Mark edit `id` (default: the last one in force) undone; the
+        edit, or None when there is nothing to undo."""
         act = self.active() if id is None else [e for e in self.active() if e['id'] == id]
         if not act: return None
         with self.con: self.con.execute('UPDATE edits SET undone = 1 WHERE id = ?', (act[-1]['id'],))
@@ -60,8 +63,10 @@ def apply_edits(voc, own:list, ids:list, # the vocabulary, each image's own name
     "(edited `Vocabulary`, own name ids per image, verified flags per image)."
     es = edits.active() if hasattr(edits, 'active') else list(edits)
     pos = {str(k): i for i, k in enumerate(ids)}
-    steps = [Merge(e['a'], e['b'], 'rename' if e['kind'] == 'rename' else 'manual') for e in es if e['kind'] in ('rename', 'merge')]
-    manual = [Mention(e['image'], 'manual', 0, e['b']) for e in es if e['kind'] == 'move' and e['image'] in pos]
+    steps = [Merge(e['a'], e['b'], 'rename' if e['kind'] == 'rename' else 'manual') for e in es
+             if e['kind'] in ('rename', 'merge')]
+    manual = [Mention(e['image'], 'manual', 0, e['b']) for e in es
+              if e['kind'] == 'move' and e['image'] in pos]
     v2 = Vocabulary(voc.mentions + manual, voc.stated, voc.merges + steps, voc.prefer_common)
     remap = [v2.id_of(n) for n in voc.names]
     own2 = [[remap[j] for j in o if remap[j] is not None] for o in own]
