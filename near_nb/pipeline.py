@@ -67,7 +67,8 @@ def check_out(path:str|Path, # a file a command will write
     try:
         with open(p, 'ab'): pass
     except OSError as e:
-        raise NearError(f'{what} {display_path(p)} cannot be written ({e.strerror or e}): choose another path') from None
+        raise NearError(f'{what} {display_path(p)} cannot be written ({e.strerror or e}): '
+                        'choose another path') from None
     if not existed: p.unlink()
     return p
 
@@ -96,7 +97,8 @@ def _one_mllm(df:pd.DataFrame, col:str, mllm:str|None, src) -> pd.DataFrame:
     if mllm: return df[df[col] == mllm]
     models = sorted(set(df[col]) - {''})
     if len(models) > 1:
-        raise NearError(f'{src} holds answers of {len(models)} MLLMs ({", ".join(models)}): pick one with --mllm-model')
+        raise NearError(f'{src} holds answers of {len(models)} MLLMs ({", ".join(models)}): '
+                        'pick one with --mllm-model')
     return df
 
 def read_labels(src:str|Path, # LABELS.csv, a label store .sqlite, a FiftyOne export or an ImageFolder tree
@@ -160,7 +162,8 @@ def match_labels(labels:pd.DataFrame, # a labels table
     "Per training image, its row in `labels` (-1: no answer): by content hash, else by resolved path."
     by_sha = {h: i for i, h in enumerate(labels.sha256) if h}
     by_path = {str(Path(p).resolve()): i for i, p in enumerate(labels.path)}
-    return np.array([by_sha.get(h or '', by_path.get(str(Path(p).resolve()), -1)) for p, h in zip(paths, sha256)], int)
+    return np.array([by_sha.get(h or '', by_path.get(str(Path(p).resolve()), -1))
+                     for p, h in zip(paths, sha256)], int)
 
 def fit_embeddings(args, labels:pd.DataFrame, bb:Backbone) -> tuple:
     "(embeddings, paths, sha256 of the usable training images, the `LoadError`s of the others)."
@@ -170,7 +173,8 @@ def fit_embeddings(args, labels:pd.DataFrame, bb:Backbone) -> tuple:
             raise NearError(f'{args.embeddings} is not a `near embed` .npz (no emb/path arrays)')
         made_by = str(z['model_id']) if 'model_id' in z else bb.model_id
         if made_by != bb.model_id:
-            raise NearError(f'{args.embeddings} holds {made_by} embeddings, but --model/--pretrained say {bb.model_id}: '
+            raise NearError(f'{args.embeddings} holds {made_by} embeddings, '
+                            f'but --model/--pretrained say {bb.model_id}: '
                             'pass the ones that made it')
         ok = z['valid'] if 'valid' in z else ~np.isnan(z['emb']).any(1)
         sha = [str(h) for h in z['sha256']] if 'sha256' in z else [''] * len(ok)
@@ -180,7 +184,8 @@ def fit_embeddings(args, labels:pd.DataFrame, bb:Backbone) -> tuple:
                         batch_size=args.batch_size,
                         progress=args.progress)
     ok = e.valid
-    return e.emb[ok], [str(f) for f, v in zip(iset.files, ok) if v], [h for h, v in zip(e.sha256, ok) if v], e.errors
+    return e.emb[ok], [str(f) for f, v in zip(iset.files, ok) if v], [h for h, v in zip(e.sha256, ok)
+                                                                      if v], e.errors
 
 # %% ../nbs/08b_pipeline.ipynb #7316c3af
 def fit_summary(voc, own:list, res, clf:NearClassifier, *, top:int=8) -> dict:
@@ -250,9 +255,10 @@ def loo_1nn_accuracy(emb:np.ndarray, # (n, d) L2-normalised embeddings
     return float((np.asarray(labels)[sim.argmax(1)] == np.asarray(labels)).mean() * 100)
 
 def write_map(emb:np.ndarray, labels:list, hover:list, path:Path, *, title:str='',
-              paths:list|None=None, # image files for thumbnails; default: the `path` column of refined_labels.csv beside `path`
+              paths:list|None=None, # thumbnail images; default: refined_labels.csv's `path` column
              ) -> Path:
-    "The explorer's map (`explore.map_html`: its 2-D layout, colours, legend, name search, thumbnails) as one HTML page."
+    """The explorer's map (`explore.map_html`: its 2-D layout, colours,
+    legend, name search, thumbnails) as one HTML page."""
     beside = Path(path).parent/'refined_labels.csv'  # what `run_demo` writes just before the map
     table = pd.read_csv(beside) if paths is None and beside.exists() else None
     ok = table is not None and len(table) == len(labels)
@@ -281,7 +287,8 @@ def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home
              cfg:NearConfig|None=None, # NeaR's options (default: `NearConfig()`)
              force:bool=False, # write into a folder that holds other files
             ) -> dict:
-    "The NeaR pipeline on the shipped sample; writes labels, classifier, report and map into `out`; returns the report."
+    """The NeaR pipeline on the shipped sample; writes labels,
+    classifier, report and map into `out`; returns the report."""
     t0, out = time.time(), demo_folder(out, force)
     out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=6, desc='near demo', disable=not progress,
@@ -320,12 +327,16 @@ def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home
     vote = knn_vote(e.emb[ok], np.array([u.index(r) if r else -1 for r in raw]))
     refined = [voc.names[j] for j in res.refined]
     rep = Report('flower102 (shipped sample)', enc.model_name)
-    rep.add('MLLM top-1 (first name, lower-cased)', evaluate(raw, gt, gtn, enc)).add('kNN vote (k=5)', evaluate([u[j] for j in vote], gt, gtn, enc))
+    rep.add('MLLM top-1 (first name, lower-cased)', evaluate(raw, gt, gtn, enc)).add('kNN vote (k=5)',
+                                                                                     evaluate([u[j]
+                                                                                               for j in vote],
+                                                                                               gt, gtn, enc))
     rep.add('NeaR refined', evaluate(refined, gt, gtn, enc))
     bar.update()
     step('map')
     files = [str(f) for f, v in zip(s.images.files, ok) if v]
-    pd.DataFrame({'path': files, 'mllm': raw, 'near': refined, 'clean': res.clean}).to_csv(out/'refined_labels.csv', index=False)
+    pd.DataFrame({'path': files, 'mllm': raw, 'near': refined,
+                  'clean': res.clean}).to_csv(out/'refined_labels.csv', index=False)
     write_map(e.emb[ok], refined, [f'{r} (MLLM: {m})' for r, m in zip(refined, raw)], out/'near_map.html',
               title='Shipped sample: CLIP ViT-B/16 embeddings (PCA), coloured by NeaR name')
     bar.update()
