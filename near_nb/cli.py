@@ -23,7 +23,8 @@ from .mllm import LabelStore, label_images, get_labeler, export_labels, make_pro
 from .names import sentence_encoder, answers_vocabulary, answer_contrasts
 from .near import NearConfig, fit_near_head
 from .pipeline import (check_output, check_out, open_images, read_labels, fit_config, match_labels,
-                              fit_embeddings, fit_summary, refined_table, predict_table, merge_cascade, run_demo)
+                              fit_embeddings, fit_summary, refined_table, predict_table, merge_cascade,
+                              run_demo)
 from .testbed import bench_testbed, methods
 from .textbench import bench_text, check_text_model
 from .tune import fit_near_tower
@@ -53,7 +54,8 @@ def quiet_third_party(verbose:bool=False, # keep everything (and log near_nb's I
     from huggingface_hub.utils import disable_progress_bars, logging as hf_logging
     disable_progress_bars()
     hf_logging.set_verbosity_error()
-    if 'transformers' in sys.modules:  # imported already: its switches, not its environment variables, count now
+    # imported already: its switches, not its environment variables, count now
+    if 'transformers' in sys.modules:
         sys.modules['transformers'].utils.logging.disable_progress_bar()
         sys.modules['transformers'].utils.logging.set_verbosity_error()
     for name in [*NOISY_LOGGERS, *logging.root.manager.loggerDict]:  # children may carry their own level
@@ -79,7 +81,8 @@ def at_least(low:float, kind=int):
     def parse(text:str):
         try: v = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f'{text!r} is not {"an integer" if kind is int else "a number"}') from None
+            raise argparse.ArgumentTypeError(f'{text!r} is not '
+                                             f'{"an integer" if kind is int else "a number"}') from None
         if v < low: raise argparse.ArgumentTypeError(f'must be at least {low} (got {text})')
         return v
     return parse
@@ -158,7 +161,8 @@ def ray_report(args, what:str, r:dict) -> int:
         print(json.dumps(r, indent=1))
         return 0
     for _, b in bad.iterrows(): print(f'skipped {display_path(b.path)}: {b.error}')
-    retried = f"; {len(r['failures'])} failed batch(es) retried: " + '; '.join(r['failures'][:3]) if r['failures'] else ''
+    retried = (f"; {len(r['failures'])} failed batch(es) retried: " + '; '.join(r['failures'][:3])
+               if r['failures'] else '')
     print(f"near {what} --ray: {r['images']} images, {r['already_done']} already in the output, "
           f"{r['written']} done now, {len(bad)} unreadable{retried}; wrote {display_path(r['out'])}/")
     return 0
@@ -188,12 +192,14 @@ def cmd_label(args) -> int:
                        progress=not (args.quiet or args.json))
     try: export_labels(iset, store, run.model, run.prompt_hash, out=out, samples=args.samples)
     except OSError as e:
-        raise NearError(f'cannot write {display_path(out)} ({e.strerror or e}); the answers are in the store: '
+        raise NearError(f'cannot write {display_path(out)} ({e.strerror or e}); '
+                        'the answers are in the store: '
                         'run again with another --out (nothing is asked twice)') from None
     if args.json:
         print(json.dumps({'model': run.model, 'prompt_hash': run.prompt_hash, 'requests': run.requests,
                           'skipped': run.skipped, 'done': run.done, 'elsewhere': run.elsewhere,
-                          'failed': [{'path': display_path(p), 'sample': s, 'error': e} for p, s, e in run.failed],
+                          'failed': [{'path': display_path(p), 'sample': s, 'error': e}
+                                     for p, s, e in run.failed],
                           'unreadable': [str(e) for e in run.unreadable], 'truncated': run.truncated,
                           'prompt_tokens': run.prompt_tokens, 'completion_tokens': run.completion_tokens,
                           'cost_usd': run.cost, 'seconds': round(run.seconds, 1), 'out': display_path(out),
@@ -310,7 +316,8 @@ def cmd_predict(args) -> int:
         r['grown_classifier'] = str(grow)
     print(json.dumps(r, indent=1) if args.json else
           f"near predict: named {r['named']} of {r['images']} images ({r['unreadable']} unreadable), "
-          f"{r['distinct_names']} distinct names ({', '.join(f'{k}: {v}' for k, v in r['sources'].items())}); "
+          f"{r['distinct_names']} distinct names "
+          f"({', '.join(f'{k}: {v}' for k, v in r['sources'].items())}); "
           f"wrote {out}" + (f"; {len(added)} new names added, classifier saved to {grow}" if grow else ''))
     return 0 if bad.error.str.startswith('not embedded').sum() == 0 else 1
 
@@ -356,8 +363,8 @@ def cmd_demo(args) -> int:
           f"{r['vocabulary']} names in all (every rank), synonyms merged; neighbour weight "
           f"{r['neighbour_weight']}")
     print(r['report'])
-    print(f"  wrote {r['out']}/: classifier/ (config.json, model.safetensors), refined_labels.csv, report.json, "
-          "near_map.html (open it in a browser)")
+    print(f"  wrote {r['out']}/: classifier/ (config.json, model.safetensors), refined_labels.csv, "
+          "report.json, near_map.html (open it in a browser)")
     print(f"  name new images: near predict IMAGES --classifier {r['out']}/classifier --out predictions.csv")
     print(f"  {r['seconds']:.1f}s")
     return 0
@@ -393,7 +400,8 @@ def _print_text(t:dict):
 def cmd_bench(args) -> int:
     enc = sentence_encoder(args.sentence_model)
     text = bb = None
-    if args.text_model:  # zero-shot CLIP over the vocabulary needs the text tower of the model the embeddings came from
+    # zero-shot CLIP over the vocabulary needs the text tower of the model the embeddings came from
+    if args.text_model:
         bb = Backbone(args.text_model, args.text_pretrained)
         check_text_model(args.dir, bb)  # at the door: a text tower of another model fails before any work
         text = bb.embed_text
@@ -419,7 +427,8 @@ def cmd_bench(args) -> int:
     cas, rnd = r['heldout']['cascade'], r['heldout']['cascade_random']['0.3']
     print('held-out cascade (share of images sent to the MLLM: cACC / sACC): ' +
           ', '.join(f"{b}: {v['cacc']:.1f} / {v['sacc']:.1f}" for b, v in cas.items()) +
-          f"; random 0.3: {rnd['cacc']:.1f} / {rnd['sacc']:.1f}; NeaR's ECE {r['heldout']['near']['ece']:.1f}")
+          f"; random 0.3: {rnd['cacc']:.1f} / {rnd['sacc']:.1f}; "
+          f"NeaR's ECE {r['heldout']['near']['ece']:.1f}")
     if 'text' in r: _print_text(r['text'])
     c = r['cost']
     print(f"MLLM calls per new image: NeaR {c['mllm_calls_per_new_image']['near']}, asking the MLLM "
@@ -445,7 +454,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 def backbone_arguments(p:argparse.ArgumentParser):
-    "--model, --pretrained, --random-init, --device, --batch-size: the open_clip model that embeds the images."
+    """--model, --pretrained, --random-init, --device, --batch-size:
+    the open_clip model that embeds the images."""
     p.add_argument('--model', default='ViT-B-16', help='open_clip model name, or a model config .json')
     p.add_argument('--pretrained', default='openai', help='open_clip tag or local checkpoint file')
     p.add_argument('--random-init', action='store_true', help='random weights (tests, timing)')
@@ -458,7 +468,8 @@ def backbone_arguments(p:argparse.ArgumentParser):
 def fit_arguments(f:argparse.ArgumentParser) -> argparse.ArgumentParser:
     "`near fit`'s arguments."
     f.add_argument('labels',
-                   help='LABELS.csv or the .sqlite store of near label, a FiftyOne export, or an ImageFolder tree')
+                   help='LABELS.csv or the .sqlite store of near label, a FiftyOne export, '
+                        'or an ImageFolder tree')
     f.add_argument('--out', required=True, help='the classifier folder to write')
     src = f.add_mutually_exclusive_group()
     src.add_argument('--images', help='a folder or manifest CSV (default: the images the labels list)')
@@ -516,7 +527,8 @@ def predict_arguments(r:argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument('--max-side', type=at_least(32), default=768,
                    help='images are downscaled to this longer side')
     g.add_argument('--grow', default=None, metavar='DIR',
-                   help="save a copy of the classifier with a class for each new name the MLLM gave (provenance kept)")
+                   help="save a copy of the classifier with a class for each new name the MLLM gave "
+                        "(provenance kept)")
     ray_arguments(r)
     return r
 
@@ -577,7 +589,8 @@ def parser() -> argparse.ArgumentParser:
     l.add_argument('--store', required=True, help='the SQLite label store (created if missing)')
     l.add_argument('--out', required=True, help='LABELS.csv to write')
     l.add_argument('--base-url', default=None,
-                   help='OpenAI-compatible server (default: $OPENAI_BASE_URL or OpenAI); key from $OPENAI_API_KEY')
+                   help='OpenAI-compatible server (default: $OPENAI_BASE_URL or OpenAI); '
+                        'key from $OPENAI_API_KEY')
     l.add_argument('--concurrency', type=at_least(1), default=8, help='requests in flight')
     l.add_argument('--samples', type=at_least(1), default=1, help='answers per image')
     l.add_argument('--prompt', default=None, help='the question (default: asks for the most specific name)')
@@ -591,12 +604,14 @@ def parser() -> argparse.ArgumentParser:
     l.add_argument('--max-attempts', type=at_least(1), default=5,
                    help='attempts per request before it counts as failed')
     l.add_argument('--max-retry-after', type=at_least(0.0, float), default=60.0,
-                   help="longest wait a server's Retry-After gets (seconds; longer asks are capped and logged)")
+                   help="longest wait a server's Retry-After gets (seconds; "
+                        "longer asks are capped and logged)")
     f = fit_arguments(sub.add_parser('fit',
                                      help='train a NeaR classifier on MLLM labels and images or embeddings'))
     r = predict_arguments(sub.add_parser('predict', help='name images with a trained classifier'))
     x = export_arguments(sub.add_parser('export',
-                                        help='predictions or refined labels out to ImageFolder, COCO, CSV, FiftyOne'))
+                                        help='predictions or refined labels out to '
+                                             'ImageFolder, COCO, CSV, FiftyOne'))
     b = sub.add_parser('bench', help='benchmarks').add_subparsers(dest='what', metavar='WHAT', required=True)
     t = b.add_parser('testbed', help='both test-bed protocols on one dataset directory')
     t.add_argument('dir',
@@ -610,11 +625,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument('--sentence-model', default=None,
                    help='sentence-transformers model for sACC (default: all-MiniLM-L6-v2, offline)')
     t.add_argument('--text-model', default=None,
-                   help="open_clip model of the embeddings (e.g. ViT-B-16): adds zero-shot CLIP over the vocabulary")
+                   help="open_clip model of the embeddings (e.g. ViT-B-16): "
+                        "adds zero-shot CLIP over the vocabulary")
     t.add_argument('--text-pretrained', default='openai',
                    help='its pretrained tag or local checkpoint (with --text-model)')
     t.add_argument('--costs-from', default=None, metavar='STORE',
-                   help='a label store of a real near label run: its tokens and seconds per call price the budgets')
+                   help='a label store of a real near label run: '
+                        'its tokens and seconds per call price the budgets')
     t.add_argument('--cost-model', default=None,
                    help='the model in that store whose calls count (default: all)')
     t.add_argument('--prices', type=price_pair, default=None, metavar='IN,OUT',
@@ -637,14 +654,15 @@ def parser() -> argparse.ArgumentParser:
     for s in (c, e, l): s.add_argument('--json', action='store_true', help='print the report as JSON')
     for s in sub.choices.values(): s.formatter_class = HelpFormatter
     t.formatter_class = HelpFormatter
-    cmds = ((d, cmd_demo), (c, cmd_check), (e, cmd_embed), (l, cmd_label), (f, cmd_fit), (r, cmd_predict), (x, cmd_export),
-            (t, cmd_bench))
+    cmds = ((d, cmd_demo), (c, cmd_check), (e, cmd_embed), (l, cmd_label), (f, cmd_fit), (r, cmd_predict),
+            (x, cmd_export), (t, cmd_bench))
     for s, fn in cmds: s.set_defaults(func=fn)
     return p
 
 # %% ../nbs/09_cli.ipynb #4ab49fe1
 def main(argv:list|None=None) -> int:
-    "Entry point of the `near` command: 0 on success, 1 on a runtime failure (one line on stderr), 2 on a usage error."
+    """Entry point of the `near` command: 0 on success, 1 on a runtime
+    failure (one line on stderr), 2 on a usage error."""
     p = parser()
     args = p.parse_args(argv)
     if args.cmd is None:
