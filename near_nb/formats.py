@@ -117,7 +117,7 @@ def to_fiftyone(df:pd.DataFrame, # a named table (`path` and `name_col`)
                 name_col:str='name', # the column with each image's name ('' for none)
                 score_col:str|None='score', # confidence column, if any
                 *,
-                attributes:tuple=('mllm', 'response', 'sha256'), # columns kept as label attributes, where present
+                attributes:tuple=('mllm', 'response', 'sha256'), # columns kept as label attributes
                ) -> Path:
     "A FiftyOneImageClassificationDataset folder (`labels.json`, an empty `data/`) naming the images of `df`."
     out = Path(out)
@@ -172,7 +172,8 @@ def to_imagefolder(df:pd.DataFrame, # a named table (`path` and `name_col`)
         src = Path(r['path']).absolute()
         dst = out/_folder_name(r[name_col])/src.name
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if dst.exists() or dst.is_symlink():  # two images with one file name: the second gets its hash (or a number)
+        # two images with one file name: the second gets its hash (or a number)
+        if dst.exists() or dst.is_symlink():
             tag = str(r.get('sha256') or len(list(dst.parent.iterdir())))[:8]
             dst = dst.with_stem(f'{dst.stem}_{tag}')
         put[link](src, dst)
