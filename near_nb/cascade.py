@@ -25,7 +25,8 @@ def escalate(confidence:np.ndarray, # (m,) the classifier's confidence per image
              budget:float|None=None, # share of the images the MLLM may see, in [0, 1]
              threshold:float|None=None, # or: escalate every image whose confidence is below this
             ) -> np.ndarray:
-    "(m,) bool: the images to send to the MLLM, least confident first, within the budget or under the threshold."
+    """(m,) bool: the images to send to the MLLM, least confident
+    first, within the budget or under the threshold."""
     conf = np.asarray(confidence, np.float64)
     if (budget is None) == (threshold is None):
         raise ValueError('give exactly one of budget (a share of the images) or threshold (a confidence)')
@@ -44,7 +45,8 @@ def mix(classifier:list, # per image: the classifier's label (any value)
        ) -> list:
     "Per image: the MLLM's label where it was escalated, else the classifier's."
     if not len(classifier) == len(mllm) == len(escalated):
-        raise ValueError(f'{len(classifier)} classifier labels, {len(mllm)} MLLM labels, {len(escalated)} flags')
+        raise ValueError(f'{len(classifier)} classifier labels, {len(mllm)} MLLM labels, '
+                         f'{len(escalated)} flags')
     return [m if e else c for c, m, e in zip(classifier, mllm, escalated)]
 
 def cascade_curve(score, # callable(mixed labels) -> dict of figures (e.g. cACC and sACC)
@@ -53,7 +55,8 @@ def cascade_curve(score, # callable(mixed labels) -> dict of figures (e.g. cACC 
                   *,
                   budgets=BUDGETS,
                  ) -> dict:
-    "Per budget: the figures of the mix that escalates the least confident share, and its number of MLLM calls."
+    """Per budget: the figures of the mix that escalates the least
+    confident share, and its number of MLLM calls."""
     out = {}
     for b in budgets:
         e = escalate(confidence, budget=b)
@@ -68,7 +71,8 @@ def random_escalation(score, classifier:list, mllm:list,
                      ) -> dict:
     "The figures of the mix when the same budget goes to randomly chosen images (mean over `draws`)."
     rng = np.random.default_rng(seed)
-    runs = [score(mix(classifier, mllm, escalate(rng.random(len(classifier)), budget=budget))) for _ in range(draws)]
+    runs = [score(mix(classifier, mllm, escalate(rng.random(len(classifier)), budget=budget)))
+            for _ in range(draws)]
     return {k: round(float(np.mean([r[k] for r in runs])), 2) for k in runs[0]}
 
 # %% ../nbs/11_cascade.ipynb #2e26d579
@@ -109,7 +113,7 @@ def call_costs(answers, # a `LabelStore.frame(...)`: one row per image with stat
 
 def cascade_cost(budget:float, # share of the images sent to the MLLM
                  per_call:dict|None, # `call_costs`: mean tokens and seconds per MLLM call; None: calls only
-                 prices:tuple|None=None, # (USD per 1M prompt tokens, per 1M completion tokens); None: no dollars
+                 prices:tuple|None=None, # (USD per 1M prompt, per 1M completion tokens); None: no dollars
                  images:int=1000,
                  *,
                  concurrency:int=1, # MLLM calls in flight at once
@@ -178,7 +182,8 @@ def name_key(name:str) -> str:
 def _by_name(text:str, candidates:list) -> Rerank|None:
     "The candidate named earliest in the text (the longest on a tie), or None."
     t = f' {name_key(text)} '
-    hits = [(t.find(f' {k} '), -len(k), i) for i, k in enumerate(map(name_key, candidates)) if k and f' {k} ' in t]
+    hits = [(t.find(f' {k} '), -len(k), i) for i, k in enumerate(map(name_key, candidates))
+            if k and f' {k} ' in t]
     return Rerank(min(hits)[2]) if hits else None
 
 def parse_rerank(answer:str, # the MLLM's answer to `rerank_prompt`
@@ -202,7 +207,7 @@ def parse_rerank(answer:str, # the MLLM's answer to `rerank_prompt`
 def candidate_lists(P:np.ndarray, # (m, C) the classifier's probabilities
                     names:list, # the classifier's names (columns of `P`)
                     emb:np.ndarray|None=None, # (m, d) the images' embeddings, to search the memory
-                    memory:tuple|None=None, # ((n, d) embeddings, n names) of labelled images; None: the classifier only
+                    memory:tuple|None=None, # ((n, d) embeddings, n names) of labelled images, or None
                     *,
                     k:int=5, # candidates per image
                    ) -> list:
@@ -211,7 +216,8 @@ def candidate_lists(P:np.ndarray, # (m, C) the classifier's probabilities
     near = None
     if memory is not None and emb is not None:
         mem_emb, mem_names = memory
-        near = np.argsort(-(np.asarray(emb, np.float32) @ np.asarray(mem_emb, np.float32).T), axis=1)[:, :4 * k]
+        near = np.argsort(-(np.asarray(emb, np.float32) @ np.asarray(mem_emb, np.float32).T),
+                          axis=1)[:, :4 * k]
     out = []
     for i in range(len(P)):
         ours = [names[j] for j in top[i] if P[i, j] > 0]
@@ -240,7 +246,8 @@ def cascade_predict(clf, # a classifier with `.names` and `.scores(emb)` (`NearC
                     concurrency:int=8,
                     progress:bool=False,
                    ) -> pd.DataFrame:
-    "Per image: name, probability, margin, source (classifier / mllm / mllm (new name)), candidates, MLLM answer."
+    """Per image: name, probability, margin, source (classifier /
+    mllm / mllm (new name)), candidates, MLLM answer."""
     emb = np.asarray(emb, np.float32)
     ok = ~np.isnan(emb).any(1)
     P = np.zeros((len(emb), len(clf.names)), np.float32)
@@ -317,7 +324,8 @@ def grow_classifier(clf, # the `NearClassifier` that named the images
         members.append(X)
     if not added: return clf, []
     meta = dict(clf.meta, added_names=list(clf.meta.get('added_names', [])) + added)
-    # a text head (`prototypes.fuse_text`) gets the image mean as a new name's text half too: its score stays the cosine
+    # a text head (`prototypes.fuse_text`) gets the image mean as a new
+    # name's text half too: its score stays the cosine
     text = None if clf.text_weights is None else np.vstack([clf.text_weights, rows])
     memory = {}
     if clf.memory is not None:  # a new name's images join the memory: its nearest image is one of them
