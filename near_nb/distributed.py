@@ -24,7 +24,8 @@ def _paths(batch:pa.Table) -> list:
     return [Path(p) for p in batch.column('path').to_pylist()]
 
 def _vectors(emb:np.ndarray) -> pa.FixedSizeListArray:
-    "Rows of a float32 matrix as a fixed-size list column (plain Parquet, read by pandas, polars, DuckDB, Spark)."
+    """Rows of a float32 matrix as a fixed-size list column (plain
+    Parquet, read by pandas, polars, DuckDB, Spark)."""
     return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(emb, np.float32).ravel()),
                                              emb.shape[1])
 
@@ -65,7 +66,7 @@ class EmbedBatches:
 class PredictBatches(EmbedBatches):
     "A Ray Data worker: one saved `NearClassifier` per actor; image paths in, sha256 + name + score out."
     def __init__(self, classifier:str, # a `save_pretrained` folder that every node can read, or a Hub repo id
-                 pretrained:str|None=None, # a local checkpoint for its backbone (see `NearClassifier.from_pretrained`)
+                 pretrained:str|None=None, # local backbone checkpoint (`NearClassifier.from_pretrained`)
                  device:str|None=None, # torch device on the worker
                  batch_size:int=64, # images per forward pass
                  failures=None, # the run's failure log (a Ray actor handle)
@@ -85,8 +86,10 @@ class PredictBatches(EmbedBatches):
                          'sha256': [h or '' for h in e.sha256],
                          'name': [p[0][0] if p else '' for p in top],
                          'score': pa.array([p[0][1] if p else np.nan for p in top], pa.float64()),
-                         'margin': pa.array([p[0][1] - (p[1][1] if len(p) > 1 else 0.0) if p else np.nan for p in top], pa.float64()),
-                         'error': [why.get(str(p), '' if t else 'not embedded') for p, t in zip(_paths(batch), top)]})
+                         'margin': pa.array([p[0][1] - (p[1][1] if len(p) > 1 else 0.0) if p else np.nan
+                                             for p in top], pa.float64()),
+                         'error': [why.get(str(p), '' if t else 'not embedded')
+                                   for p, t in zip(_paths(batch), top)]})
 
 # %% ../nbs/12_distributed.ipynb #c23d2c90
 class LabelBatches:
@@ -125,22 +128,24 @@ def _ray():
         raise NearError("Ray is not installed: pip install 'near_nb[ray]' (or pip install ray)") from None
     return ray
 
-def connect(address:str|None=None, # None: a Ray on this machine; 'auto': the cluster of this node; 'ray://HOST:10001'
+def connect(address:str|None=None, # None: a local Ray; 'auto': this node's cluster; 'ray://HOST:10001'
             num_cpus:int|None=None, # CPUs of a Ray started here (None: all)
            ):
-    "Connect to a Ray cluster, or start one on this machine; a `NearError` that says what to start when it fails."
+    """Connect to a Ray cluster, or start one on this machine; a
+    `NearError` that says what to start when it fails."""
     ray = _ray()
     if ray.is_initialized(): return ray
     try: ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
                   log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise NearError(f'cannot reach a Ray cluster at {address}: {str(e).splitlines()[0]} '
-                        '(start one with `ray start --head` on the head node, or give another address)') from None
+                        '(start one with `ray start --head` on the head node, '
+                        'or give another address)') from None
     return ray
 
 # %% ../nbs/12_distributed.ipynb #abd3183e
 def done_paths(out:str|Path, # a folder of Parquet files written by `run_batches`
-               ok_only:bool=False, # only rows without an error (or with status 'done': unanswered images are asked again)
+               ok_only:bool=False, # only rows without an error (or status 'done': others are asked again)
               ) -> set:
     "The paths the folder already holds."
     files = sorted(Path(out).glob('*.parquet')) if Path(out).is_dir() else []
@@ -158,7 +163,8 @@ def read_results(out:str|Path, # a folder of Parquet files written by `run_batch
     if not files: raise NearError(f'{display_path(out)} holds no Parquet files')
     df = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
     key = ['path', 'sample'] if 'sample' in df.columns else ['path']
-    return df.drop_duplicates(key, keep='last').sort_values(['index'] + key[1:], kind='stable').reset_index(drop=True)
+    return df.drop_duplicates(key, keep='last').sort_values(['index'] + key[1:],
+                                                            kind='stable').reset_index(drop=True)
 
 # %% ../nbs/12_distributed.ipynb #947cbe26
 class _FailureLog:
@@ -173,7 +179,7 @@ def run_batches(worker:type, # `EmbedBatches`, `PredictBatches`, `LabelBatches` 
                 out:str|Path, # output folder of Parquet files (created; appended to)
                 address:str|None=None, # see `connect`
                 actors:int=1, # actors in the pool (one per GPU for embedding and prediction)
-                num_gpus:float|None=None, # GPUs per actor; None: 1 for a model (`worker.uses_gpu`) where the cluster has GPUs
+                num_gpus:float|None=None, # GPUs per actor; None: 1 if `worker.uses_gpu` and there are GPUs
                 num_cpus:float=1, # CPUs per actor
                 batch_size:int=256, # paths per block that an actor gets at a time
                 retries:int=2, # times Ray retries a failed batch
@@ -204,7 +210,8 @@ def run_batches(worker:type, # `EmbedBatches`, `PredictBatches`, `LabelBatches` 
     except Exception as e:
         kept = len(done_paths(out)) - len(done)
         why = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
-        raise NearError(f'the Ray job failed ({why}); the {kept} rows it wrote are kept in {display_path(out)}: '
+        raise NearError(f'the Ray job failed ({why}); '
+                        f'the {kept} rows it wrote are kept in {display_path(out)}: '
                         'run the same command again to do the rest') from None
     finally: summary['failures'] = ray.get(log.all.remote())
     summary['written'] = len(todo)
