@@ -61,10 +61,10 @@ def sha256_file(path:str|Path, # the file to hash
     return h.hexdigest()
 
 def stable_hash(obj, # anything JSON can encode (tuples become lists)
-                n:int=16, # hex characters kept
+                n_chars:int=16, # hex characters kept
                ) -> str:
     "A short, order-independent hash of a JSON-able object (dict keys sorted)."
-    return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())[:n]
+    return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())[:n_chars]
 
 # %% ../nbs/00_core.ipynb #53d8ae9b
 def open_sqlite(path:str|Path, # the database file (its folder is created)

@@ -92,7 +92,7 @@ def test_fused_head_mode1_saved_loaded_and_used_by_near_predict(tmp_path, photos
     emb = bb.embed_images(ImageSet(files), cache=False, progress=False, num_workers=0).emb
     clf, res = fit_near_head(emb, own, names, NearConfig(epochs=3), backbone=bb)
     T = {'name': name_prototypes(bb, names), 'grain': grain_prototypes(bb, names, desc),
-         'lafg': lafg_prototypes(bb, names, desc, k=6)[0]}
+         'lafg': lafg_prototypes(bb, names, desc, n_attributes=6)[0]}
     assert all(t.shape == clf.weights.shape for t in T.values())
     assert all(set(recall_at_k(t, emb, res.refined)) == {'R@1', 'R@5', 'R@10'} for t in T.values())
     # one weight: the path, not the choice
@@ -117,7 +117,7 @@ def test_fused_head_on_a_tuned_tower(tmp_path, photos, n_top):
     emb = clf.embed([str(f) for f in files])                                   # the tuned tower's features
     zs = bb.embed_images(ImageSet(files), cache=False, progress=False, num_workers=0).emb
     assert np.abs(emb - zs).max() > 1e-4                                       # the tower really was tuned
-    T, D, vocab = lafg_prototypes(bb, names, desc, k=5)
+    T, D, vocab = lafg_prototypes(bb, names, desc, n_attributes=5)
     fused, tab = fuse_text(clf, emb, res.refined, T, 'lafg')
     assert len(tab) == 11 and tab.n.iloc[0] > 0 and 0 <= fused.text_alpha <= 1
     assert fused.meta['text_head']['loo_acc'] == dict(zip(map(str, tab.alpha), tab.loo_acc))
