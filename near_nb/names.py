@@ -233,7 +233,7 @@ def _kind(label:str) -> str|None:
     return next((k for k, r in _LBL if r.search(label.strip(' #*:'))), None)
 
 def _ellipsis(names:list) -> list:
-    "'Standard or Miniature Schnauzer' -> both with the head noun: lone words before a last multi-word item."
+    "'Standard or Miniature X' -> both with the head noun X: lone words before a last multi-word item."
     if len(names) < 2 or any(len(n.split()) != 1 for n in names[:-1]): return names
     last = names[-1].split()
     # a binomial ("Genus species") shares no head noun
