@@ -11,7 +11,6 @@ from pathlib import Path
 from collections import Counter
 import pandas as pd
 from fastcore.basics import patch
-from tqdm.auto import tqdm
 from .core import NearError, get_device, sha256_bytes
 from typing import Callable
 from .mllm import (LabelRun, LabelStore, OpenAILabeler, ReplayLabeler, Request, Answer,
@@ -215,13 +214,8 @@ def describe(names:list, # the names to describe (duplicates asked once)
     reqs, skipped = _requests(names, template, store.done(llm.model, phash))
     run = LabelRun(llm.model, phash, requests=len(reqs), skipped=skipped)
     t0 = time.time()
-    bar = tqdm(total=len(reqs), desc=f'describing ({llm.model})', unit='name', disable=not progress)
-    try:
-        ask_requests(llm, reqs, store, run, bar, concurrency=concurrency, lease=lease,
-                     max_answer_chars=max_answer_chars)
-    finally:
-        bar.close()
-    run.cost = llm.cost(run.prompt_tokens, run.completion_tokens) if hasattr(llm, 'cost') else None
+    ask_requests(llm, reqs, store, run, desc=f'describing ({llm.model})', unit='name', progress=progress,
+                 concurrency=concurrency, lease=lease, max_answer_chars=max_answer_chars)
     run.seconds = time.time() - t0
     return stored_descriptors(store, list(names), llm.model, phash), run
 

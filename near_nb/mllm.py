@@ -583,19 +583,24 @@ def ask_requests(labeler, # `.answer(req)` per request, or `.answer_batch(reqs)`
                  reqs:list, # the `Request`s to ask
                  store:LabelStore, # where the answers go (a claim keeps other runs off a request)
                  run:LabelRun, # the run's tally; `run.prompt_hash` keys its answers
-                 bar, # a tqdm bar, advanced once per request
                  *,
+                 desc:str='asking', # the progress bar's label
+                 unit:str='req', # what one request is, on the progress bar
+                 progress:bool=True, # show a progress bar
                  concurrency:int=8, # requests in flight (labelers without `answer_batch`)
                  lease:float=900.0, # seconds a claim holds if this run dies (`LabelStore.claim`)
                  max_answer_chars:int=32_768, # longer answers are cut, with a marker, and counted
                 ):
-    "Ask every request (a batch at a time when the labeler can), store the answers, release the claims."
+    "Ask every request (a batch at a time when the labeler can), store the answers and the run's cost."
+    bar = tqdm(total=len(reqs), desc=desc, unit=unit, disable=not progress)
     job = _Job(labeler, store, run.prompt_hash, run, bar, new_owner(), lease, max_answer_chars)
     try:
         if hasattr(labeler, 'answer_batch'): _run_coro(_ask_batches(job, reqs))
         else: _run_coro(_ask_all(job, reqs, concurrency))
     finally:
         store.release(job.owner)
+        bar.close()
+    run.cost = labeler.cost(run.prompt_tokens, run.completion_tokens) if hasattr(labeler, 'cost') else None
 
 def label_images(images, # an `ImageSet` or a list of paths
                  labeler:Labeler, # `OpenAILabeler`, `HFLabeler`, `ReplayLabeler`, or registered
@@ -631,13 +636,8 @@ def label_images(images, # an `ImageSet` or a list of paths
         skipped = len({(h, s) for h in hashes if h for s in range(samples)} & done)
     run = LabelRun(labeler.model, phash, unreadable=_unreadable(iset, hashes))
     run.requests, run.skipped = len(reqs), skipped
-    bar = tqdm(total=len(reqs), desc=f'labeling ({labeler.model})', unit='req', disable=not progress)
-    try:
-        ask_requests(labeler, reqs, store, run, bar, concurrency=concurrency, lease=lease,
-                     max_answer_chars=max_answer_chars)
-    finally:
-        bar.close()
-    run.cost = labeler.cost(run.prompt_tokens, run.completion_tokens) if hasattr(labeler, 'cost') else None
+    ask_requests(labeler, reqs, store, run, desc=f'labeling ({labeler.model})', progress=progress,
+                 concurrency=concurrency, lease=lease, max_answer_chars=max_answer_chars)
     run.seconds = time.time() - t0
     if run.stopped:
         raise NearError(f'{run.stopped}: is the server running? {run.done} answers of this run are stored; '
