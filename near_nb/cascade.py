@@ -328,11 +328,8 @@ def grow_classifier(clf, # the `NearClassifier` that named the images
     if clf.memory is not None:  # a new name's images join the memory: its nearest image is one of them
         new_labels = np.concatenate([np.full(len(x), len(clf.names) + j) for j, x in enumerate(members)])
         memory = dict(memory=np.vstack([clf.memory, *members]),
-                      memory_labels=np.concatenate([clf.memory_labels, new_labels]), nearest=clf.nearest)
-    grown = NearClassifier(clf.names + [a['name'] for a in added], np.vstack([clf.weights, rows]),
-                           tau=clf.tau,
-                           active=np.concatenate([clf.active, np.ones(len(added), bool)]),
-                           backbone=clf.backbone,
-                           visual_state=clf.visual_state, meta=meta, text_weights=text,
-                           text_alpha=clf.text_alpha, **memory)
+                      memory_labels=np.concatenate([clf.memory_labels, new_labels]))
+    grown = clf.replace(names=clf.names + [a['name'] for a in added], weights=np.vstack([clf.weights, rows]),
+                        active=np.concatenate([clf.active, np.ones(len(added), bool)]),
+                        meta=meta, text_weights=text, **memory)
     return grown, added

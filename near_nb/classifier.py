@@ -127,6 +127,17 @@ def predict(self:NearClassifier, x, # (m, d) embeddings, or image paths / PIL im
         out.append([(self.names[c], float(p[c])) for c in j] if ok[i] else [])
     return out
 
+# %% ../nbs/05b_classifier.ipynb #7c67c445
+_PARTS = ('names', 'weights', 'tau', 'active', 'backbone', 'visual_state', 'meta',
+          'text_weights', 'text_alpha', 'memory', 'memory_labels', 'nearest')  # what `NearClassifier.__init__` takes
+
+@patch
+def replace(self:NearClassifier, **changes) -> NearClassifier:
+    "A new classifier with `changes` (any `__init__` argument) and this one's other parts (shared)."
+    unknown = sorted(set(changes) - set(_PARTS))
+    if unknown: raise TypeError(f'NearClassifier has no part {", ".join(unknown)}')
+    return NearClassifier(**{**{p: getattr(self, p) for p in _PARTS}, **changes})
+
 # %% ../nbs/05b_classifier.ipynb #f8b3177e
 def _no_backbone(clf) -> NearError:
     return NearError(clf.meta.get('backbone_missing')

@@ -205,9 +205,5 @@ def fuse_text(clf:NearClassifier, # a trained classifier (any mode)
     info = {'method': method, 'chosen_by': 'leave-one-out accuracy on the training images',
             'loo_acc': dict(zip(map(str, tab.alpha), tab.loo_acc)), 'n_voting': int(tab.n.iloc[0]),
             'tau_image': clf.tau}
-    meta = {**clf.meta, 'text_head': info}
-    memory = {} if clf.memory is None else dict(memory=clf.memory, memory_labels=clf.memory_labels,
-                                                nearest=clf.nearest)
-    out = NearClassifier(clf.names, clf.weights, tau, clf.active, clf.backbone,
-                         clf.visual_state, meta, T, best, **memory)
+    out = clf.replace(tau=tau, meta={**clf.meta, 'text_head': info}, text_weights=T, text_alpha=best)
     return out, tab
