@@ -5,11 +5,15 @@
 # %% ../nbs/00_core.ipynb #f628b283
 from __future__ import annotations
 import hashlib, json, os, random, sqlite3
+from collections.abc import Mapping
+from importlib.metadata import entry_points
 from pathlib import Path
+from fastcore.basics import patch
 import numpy as np
 
 # %% auto #0
-__all__ = ['NearError', 'near_home', 'seed_everything', 'get_device', 'sha256_bytes', 'sha256_file', 'stable_hash', 'open_sqlite']
+__all__ = ['NearError', 'near_home', 'seed_everything', 'get_device', 'sha256_bytes', 'sha256_file', 'stable_hash', 'open_sqlite',
+           'Registry', 'UnionFind']
 
 # %% ../nbs/00_core.ipynb #53537257
 class NearError(Exception):
@@ -80,3 +84,81 @@ def open_sqlite(path:str|Path, # the database file (its folder is created)
     if schema: con.executescript(schema)
     con.commit()
     return con
+
+# %% ../nbs/00_core.ipynb #312d7139
+class Registry(Mapping):
+    "Named implementations of one seam; installed packages add theirs through the entry-point group `group`."
+    def __init__(self, kind:str, # what one entry is, for messages: 'labeler', 'loss', ...
+                 group:str|None=None, # entry-point group plugins declare, e.g. 'near_nb.labelers'
+                 hint:str='', # how to add one, for the message that lists the known names
+                ):
+        self.kind, self.group, self.hint = kind, group, hint
+        self._items = {}
+        self._plugins = None  # name -> EntryPoint, read from the installed metadata on first need
+
+    def __getitem__(self, name:str):
+        if name not in self._items and name in self.plugins():
+            self._items[name] = self.plugins()[name].load()  # an installed plugin, loaded on first use
+        return self._items[name]
+
+    def __iter__(self): return iter(sorted(self._items.keys() | self.plugins().keys()))
+    def __len__(self) -> int: return len(self._items.keys() | self.plugins().keys())
+    def __contains__(self, name) -> bool: return name in self._items or name in self.plugins()
+    def __repr__(self) -> str: return f"Registry({self.kind!r}: {', '.join(self)})"
+
+# %% ../nbs/00_core.ipynb #0b7b9238
+@patch
+def register(self:Registry, name:str, # the key users name it by: a CLI choice, a config value, a spec's prefix
+             obj=None, # the implementation; None: use `register` as a decorator
+            ):
+    "Add `obj` as `name`, replacing an entry of that name; returns `obj`, so it also decorates."
+    if obj is None: return lambda o: self.register(name, o)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f'a {self.kind} needs a non-empty name, not {name!r}')
+    self._items[name] = obj
+    return obj
+
+# %% ../nbs/00_core.ipynb #cf872306
+@patch
+def plugins(self:Registry) -> dict:
+    "The entry points of `self.group` by name, read from the installed packages once (`refresh` reads again)."
+    if self._plugins is None:
+        found = entry_points(group=self.group) if self.group else []
+        self._plugins = {ep.name: ep for ep in found}
+    return self._plugins
+
+@patch
+def refresh(self:Registry):
+    "Read the entry points again on next use (after `pip install` of a plugin in a running session)."
+    self._plugins = None
+
+# %% ../nbs/00_core.ipynb #60aa7132
+@patch
+def get_or_fail(self:Registry, name:str):
+    "`self[name]`, else a `NearError` that lists the known names and how to add one."
+    if name in self: return self[name]
+    where = f"; installed packages add theirs under the entry-point group '{self.group}'" if self.group else ''
+    raise NearError(f"unknown {self.kind} {name!r}; known: {', '.join(self) or 'none'}{self.hint}{where}")
+
+# %% ../nbs/00_core.ipynb #7598e54e
+class UnionFind:
+    "Disjoint sets over hashable items: `union(a, b)` joins two groups, `find(a)` names a group by one member."
+    def __init__(self, items=()): self.parent = {x: x for x in items}
+
+    def find(self, x):
+        "The representative of `x`'s group (`x` joins as a group of its own if new)."
+        parent = self.parent
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(self, a, b):
+        "Join the groups of `a` and `b`; `b`'s representative now names both."
+        self.parent[self.find(a)] = self.find(b)
+
+    def groups(self) -> list:
+        "The groups as sorted lists, largest first."
+        out = {}
+        for x in self.parent: out.setdefault(self.find(x), []).append(x)
+        return sorted((sorted(g) for g in out.values()), key=lambda g: (-len(g), g))
