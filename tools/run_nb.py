@@ -11,19 +11,42 @@ import nbformat
 from nbclient import NotebookClient
 from nbdev.clean import clean_nb
 
+SKIP = 'skip-execution'  # the cell tag nbclient leaves unrun
+STUB_ESM = ('export default { render({ el }) { el.textContent = '
+            "'(an interactive plot: run the notebook to use it; the static picture is above or below)'; } };")
+
+def _is_eval_false(cell) -> bool:
+    "nbdev's `#| eval: false` (a cell that needs a key, a GPU or a server): stored unrun, as nbdev_test skips it."
+    return cell.cell_type == 'code' and any(l.replace(' ', '') == '#|eval:false' for l in cell.source.splitlines())
+
+def _slim_widgets(nb):
+    "Replace each anywidget's bundled JavaScript (plotly's FigureWidget carries ~5 MB of it) with a short stub."
+    state = nb.metadata.get('widgets', {}).get('application/vnd.jupyter.widget-state+json', {}).get('state', {})
+    for model in state.values():
+        esm = model.get('state', {}).get('_esm')
+        if isinstance(esm, str) and len(esm) > 100_000: model['state']['_esm'] = STUB_ESM
+
 def run(path:Path, execute:bool=True, timeout:int=900):
     nb = nbformat.read(path, as_version=4)
+    skipped = [c for c in nb.cells if _is_eval_false(c) and SKIP not in c.metadata.get('tags', [])]
+    for c in skipped: c.metadata.setdefault('tags', []).append(SKIP)
     if execute:
         env_before = dict(os.environ)
         os.environ.setdefault('HF_HUB_OFFLINE', '1')
         os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
-        os.environ.setdefault('TQDM_DISABLE', '1')  # progress bars would store as noise
+        # progress bars (tqdm's, the hub's, transformers' weight loading) would be stored as noise
+        os.environ.setdefault('TQDM_DISABLE', '1')
+        os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
         try:
             NotebookClient(nb, timeout=timeout, kernel_name='python3', store_widget_state=True,
                            resources={'metadata': {'path': str(path.parent)}}).execute()
         finally:
             os.environ.clear()
             os.environ.update(env_before)
+    for c in skipped:
+        c.metadata['tags'].remove(SKIP)
+        if not c.metadata['tags']: del c.metadata['tags']
+    _slim_widgets(nb)
     clean_nb(nb, clear_all=False, clean_ids=True)
     for c in nb.cells: c.metadata.pop('execution', None)
     nbformat.write(nb, path)
