@@ -1,11 +1,11 @@
 """The answer parser against the published parses of the test bed's bird and car answers (the flower sample is
-checked in nbs/02_names.ipynb). Needs `../shared/data/testbed` beside the checkout; skipped, saying so,
+checked in nbs/02a_parse.ipynb). Needs `../shared/data/testbed` beside the checkout; skipped, saying so,
 without it."""
 import json
 import pandas as pd
 import pytest
 from conftest import ROOT
-from near_nb.names import parse_agreement
+from near_nb.parse import parse_agreement
 
 TESTBED = ROOT.parent/'shared'/'data'/'testbed'
 
