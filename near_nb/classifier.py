@@ -55,7 +55,7 @@ class NearClassifier:
 # %% ../nbs/05b_classifier.ipynb #e4d2f1b0
 @patch
 def _check(self:NearClassifier):
-    "Raise `ValueError` unless the parts fit: weight rows per name, text weights, memory and labels, `nearest`."
+    "Raise `ValueError` unless the parts fit: a weight row per name, text weights, memory, `nearest`."
     if self.weights.shape[0] != len(self.names):
         raise ValueError(f'{self.weights.shape[0]} weight rows for {len(self.names)} names')
     if self.text_weights is not None and self.text_weights.shape != self.weights.shape:
@@ -133,8 +133,9 @@ def predict(self:NearClassifier, x, # (m, d) embeddings, or image paths / PIL im
     return out
 
 # %% ../nbs/05b_classifier.ipynb #7c67c445
+# what `NearClassifier.__init__` takes
 _PARTS = ('names', 'weights', 'tau', 'active', 'backbone', 'visual_state', 'meta',
-          'text_weights', 'text_alpha', 'memory', 'memory_labels', 'nearest')  # what `NearClassifier.__init__` takes
+          'text_weights', 'text_alpha', 'memory', 'memory_labels', 'nearest')
 
 @patch
 def replace(self:NearClassifier, **changes) -> NearClassifier:

@@ -398,7 +398,7 @@ def sample() -> Sample:
 def load_thumbnail(src:str|Path|bytes, # an image path or its bytes
                    size:int=96, # the longest side, in pixels
                   ) -> Image.Image:
-    "A small upright RGB copy of an image for grids and maps (JPEGs decode in draft mode); `ImageLoadError` if bad."
+    "A small upright RGB copy of an image, for grids and maps (JPEGs decode in draft mode)."
     img = load_image(src, draft=size)
     img.thumbnail((size, size))
     return img
@@ -426,7 +426,8 @@ def show_images(images:list, # image paths, bytes or PIL images
     for ax, im, t in zip(axs.flat, images, titles):
         try: ax.imshow(im if isinstance(im, Image.Image) else load_thumbnail(im, size))
         except ImageLoadError as e:
-            ax.text(0.5, 0.5, textwrap.fill(str(e), width), ha='center', va='center', fontsize=6, color='firebrick')
+            ax.text(0.5, 0.5, textwrap.fill(str(e), width), ha='center', va='center', fontsize=6,
+                    color='firebrick')
         ax.set_title(_caption(t, width), fontsize=7)
     plt.close(fig)  # returned, not shown twice
     return fig

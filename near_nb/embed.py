@@ -510,7 +510,7 @@ def plot_map(xy:np.ndarray, # (n, 2) layout of the embeddings (t-SNE, PCA, UMAP.
              size:int=40, # thumbnail side, in pixels
              title:str='', # the plot's title
             ):
-    "A matplotlib map of 2-D points: the `top` labels in colour with a legend, the rest grey, a few thumbnails."
+    "A matplotlib map of 2-D points: the `top` labels in colour, the rest grey, a few thumbnails."
     import matplotlib.pyplot as plt  # lazy: matplotlib loads only when a figure is drawn
     xy, labels, shown = np.asarray(xy, np.float32), list(labels), top_labels(labels, top)
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=100)

@@ -58,8 +58,8 @@ def plot_neighbors(files:list, # the image of each row of the embeddings
     shown, titles = [], []
     for i in rows:
         shown += [files[i]] + [files[j] for j in nn_idx[i, :k]]
-        titles += [f'{labels[i]}\nimage {i}'] + [f'{labels[j]}\n#{r + 1}  cos {s:.3f}'
-                                                 for r, (j, s) in enumerate(zip(nn_idx[i, :k], nn_sim[i, :k]))]
+        near = enumerate(zip(nn_idx[i, :k], nn_sim[i, :k]))
+        titles += [f'{labels[i]}\nimage {i}'] + [f'{labels[j]}\n#{r + 1}  cos {s:.3f}' for r, (j, s) in near]
     return show_images(shown, titles, ncols=k + 1, size=size, width=22)
 
 # %% ../nbs/05_neighbors.ipynb #dce8c9bd
@@ -113,8 +113,9 @@ def candidate_html(rows:list, # (name, weight) pairs, from `candidate_rows`
                    caption:str='', # a line above the table
                   ) -> str:
     "An HTML table of candidate names and weights, a bar as long as each weight."
-    cells = ''.join(f'<tr><td>{html.escape(n)}</td><td style="text-align:right">{w:.3f}</td><td><div style='
-                    f'"background:#4c78a8;height:10px;width:{round(w * 160)}px"></div></td></tr>' for n, w in rows)
+    bar = '<div style="background:#4c78a8;height:10px;width:{}px"></div>'
+    cells = ''.join(f'<tr><td>{html.escape(n)}</td><td style="text-align:right">{w:.3f}</td>'
+                    f'<td>{bar.format(round(w * 160))}</td></tr>' for n, w in rows)
     return f'<div><div>{html.escape(caption)}</div><table>{cells}</table></div>'
 
 def _neighbour_caption(i:int, k:int, names:list, vocab:list, nn_idx:np.ndarray, nn_sim:np.ndarray) -> str:
