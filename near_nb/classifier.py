@@ -42,31 +42,34 @@ class NearClassifier:
         self.names, self.weights, self.tau = list(names), np.asarray(weights, np.float32), float(tau)
         self.active = np.ones(len(self.names), bool) if active is None else np.asarray(active, bool)
         self.backbone, self.visual_state, self.meta = backbone, visual_state, dict(meta or {})
-        if self.weights.shape[0] != len(self.names):
-            raise ValueError(f'{self.weights.shape[0]} weight rows for {len(self.names)} names')
         self.text_weights = None if text_weights is None else np.asarray(text_weights, np.float32)
         self.text_alpha = float(text_alpha)
-        if self.text_weights is not None and self.text_weights.shape != self.weights.shape:
-            raise ValueError(f'text weights {self.text_weights.shape} do not match the weights '
-                             f'{self.weights.shape}')
         self.memory = None if memory is None else np.asarray(memory, np.float32)
         self.memory_labels = None if memory_labels is None else np.asarray(memory_labels, np.int64)
         self.nearest = float(nearest)
-        if (self.memory is None) != (self.memory_labels is None):
-            raise ValueError('memory and memory_labels come together')
-        if self.memory is not None and (len(self.memory) != len(self.memory_labels)
-                                        or self.memory.shape[1:] != self.weights.shape[1:]):
-            raise ValueError(f'memory {self.memory.shape} with {len(self.memory_labels)} labels does not fit '
-                             f'the weights {self.weights.shape}')
-        if not 0 <= self.nearest < 1: raise ValueError(f'nearest must be in [0, 1), not {self.nearest}')
+        self._check()
     def __repr__(self):
         return (f'NearClassifier({int(self.active.sum())} of {len(self.names)} names active, '
                 f'dim={self.weights.shape[1]})')
 
-# %% ../nbs/05b_classifier.ipynb #d2cdbe6a
-from contextlib import contextmanager
-from fastcore.basics import patch
+# %% ../nbs/05b_classifier.ipynb #e4d2f1b0
+@patch
+def _check(self:NearClassifier):
+    "Raise `ValueError` unless the parts fit: a weight row per name, text weights, memory, `nearest`."
+    if self.weights.shape[0] != len(self.names):
+        raise ValueError(f'{self.weights.shape[0]} weight rows for {len(self.names)} names')
+    if self.text_weights is not None and self.text_weights.shape != self.weights.shape:
+        raise ValueError(f'text weights {self.text_weights.shape} do not match the weights '
+                         f'{self.weights.shape}')
+    if (self.memory is None) != (self.memory_labels is None):
+        raise ValueError('memory and memory_labels come together')
+    if self.memory is not None and (len(self.memory) != len(self.memory_labels)
+                                    or self.memory.shape[1:] != self.weights.shape[1:]):
+        raise ValueError(f'memory {self.memory.shape} with {len(self.memory_labels)} labels does not fit '
+                         f'the weights {self.weights.shape}')
+    if not 0 <= self.nearest < 1: raise ValueError(f'nearest must be in [0, 1), not {self.nearest}')
 
+# %% ../nbs/05b_classifier.ipynb #d2cdbe6a
 def nearest_cosines(emb:np.ndarray, # (m, d) L2-normalised embeddings
                     memory:np.ndarray, # (n, d) L2-normalised features of labelled images
                     labels:np.ndarray, # (n,) the name id each memory image carries
@@ -93,6 +96,7 @@ def nearest_cosines(emb:np.ndarray, # (m, d) L2-normalised embeddings
         if len(present): out[a:a + chunk, present] = np.maximum.reduceat(S, starts, axis=1)
     return out
 
+# %% ../nbs/05b_classifier.ipynb #1714b460
 @patch
 def cosines(self:NearClassifier, emb:np.ndarray) -> np.ndarray:
     "(m, C) similarity to each name: its weights' cosine, mixed with its nearest image's and text's if set."
@@ -113,6 +117,7 @@ def scores(self:NearClassifier, emb:np.ndarray) -> np.ndarray:
     p = np.exp(z)
     return p / p.sum(1, keepdims=True)
 
+# %% ../nbs/05b_classifier.ipynb #2fec8cfb
 @patch
 def predict(self:NearClassifier, x, # (m, d) embeddings, or image paths / PIL images / an `ImageSet`
             top:int=1, # names per image
@@ -128,8 +133,9 @@ def predict(self:NearClassifier, x, # (m, d) embeddings, or image paths / PIL im
     return out
 
 # %% ../nbs/05b_classifier.ipynb #7c67c445
+# what `NearClassifier.__init__` takes
 _PARTS = ('names', 'weights', 'tau', 'active', 'backbone', 'visual_state', 'meta',
-          'text_weights', 'text_alpha', 'memory', 'memory_labels', 'nearest')  # what `NearClassifier.__init__` takes
+          'text_weights', 'text_alpha', 'memory', 'memory_labels', 'nearest')
 
 @patch
 def replace(self:NearClassifier, **changes) -> NearClassifier:
@@ -155,6 +161,7 @@ def embed_images(self:NearClassifier, images, # an `ImageSet` or image paths
         return bb.embed_images(iset, batch_size=batch_size,
                                cache=self.visual_state is None, progress=progress)
 
+# %% ../nbs/05b_classifier.ipynb #58f42182
 @patch
 def embed(self:NearClassifier, x, # image paths, PIL images or an `ImageSet`
           batch_size:int=64, # images per forward pass
@@ -170,6 +177,7 @@ def embed(self:NearClassifier, x, # image paths, PIL images or an `ImageSet`
                    for i in range(0, len(pil), batch_size)]
         return np.concatenate([bb.encode_batch(t) for t in batches])
 
+# %% ../nbs/05b_classifier.ipynb #7989f5c8
 @patch
 @contextmanager
 def _tower(self:NearClassifier):
@@ -197,6 +205,7 @@ def _jsonable(x):
     if isinstance(x, Path): return str(x)
     return x
 
+# %% ../nbs/05b_classifier.ipynb #6bdcba85
 def backbone_spec(bb:Backbone, # the backbone the classifier's features come from
                  ) -> dict:
     "How to rebuild `bb`: model name and config, weights (tag, checkpoint hash or seed), preprocessing."
@@ -218,6 +227,7 @@ def _register_config(name:str, cfg:dict):
     (d/f'{name}.json').write_text(json.dumps(cfg))
     open_clip.add_model_config(d/f'{name}.json')
 
+# %% ../nbs/05b_classifier.ipynb #25f47066
 def backbone_from_spec(spec:dict, # a `backbone_spec`, as config.json holds it
                        pretrained:str|None=None, # a local checkpoint (or tag) instead of the saved weights
                        device:str|None=None, # torch device; None: cuda > mps > cpu
@@ -261,6 +271,7 @@ def config(self:NearClassifier) -> dict:
                          if self.text_weights is not None else None,
             'nearest': self.nearest if self.memory is not None else None}
 
+# %% ../nbs/05b_classifier.ipynb #cb40d409
 def _model_card(cfg:dict) -> str:
     "A short README.md for the Hub: what the classifier is and how to load it."
     bb = (cfg['backbone'] or {}).get('model_id', 'no backbone')
@@ -271,6 +282,7 @@ def _model_card(cfg:dict) -> str:
             "NearClassifier.from_pretrained('THIS_FOLDER_OR_REPO')\n"
             "clf.predict(['image.jpg'], top=3)\n```\n")
 
+# %% ../nbs/05b_classifier.ipynb #51d4256b
 @patch
 def save_pretrained(self:NearClassifier, path, # a folder (created; a folder this wrote before is overwritten)
                    ) -> Path:
@@ -316,6 +328,7 @@ def _local_folder(src, # a folder or a Hub repo id
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise NearError(f'{src} is neither a folder here nor a Hub repo that could be fetched ({why})') from e
 
+# %% ../nbs/05b_classifier.ipynb #e9054d4d
 def _read_config(d:Path) -> dict:
     "config.json of a saved classifier, checked."
     try: cfg = json.loads((d/'config.json').read_text())

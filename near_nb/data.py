@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #70cc9600
 from __future__ import annotations
-import csv, io, os, stat, warnings, zlib, struct
+import csv, io, os, stat, textwrap, warnings, zlib, struct
 import importlib.resources
 import json
 from dataclasses import dataclass, field
@@ -18,7 +18,8 @@ from .core import NearError, sha256_file
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_BYTES', 'ImageLoadError', 'display_path', 'LoadError', 'to_rgb',
-           'file_kind', 'check_regular', 'read_file', 'load_image', 'ImageSet', 'few_shot_indices', 'Sample', 'sample']
+           'file_kind', 'check_regular', 'read_file', 'load_image', 'ImageSet', 'few_shot_indices', 'Sample',
+           'sample_dir', 'sample', 'load_thumbnail', 'show_images', 'check_summary']
 
 # %% ../nbs/01_data.ipynb #1dbb12cd
 class ImageLoadError(Exception):
@@ -209,6 +210,7 @@ def _walk(root:Path, # the folder, resolved
                                            f'extension {p.suffix or "(none)"!r} is not an image extension'))
     return files, ignored
 
+# %% ../nbs/01_data.ipynb #8cfdb3b0
 @classmethod
 def _from_folder(cls:ImageSet, path:str|Path, # the folder
                  class_folders:bool|str='auto', # True, False or 'auto' (see above)
@@ -234,19 +236,24 @@ def _from_folder(cls:ImageSet, path:str|Path, # the folder
 ImageSet.from_folder = _from_folder
 
 # %% ../nbs/01_data.ipynb #f54e8a7b
-def _manifest_rows(path:Path, # the CSV file
-                   file_col:str, # the column that must be there
-                  ) -> list:
-    "The (line number, row) pairs of a manifest CSV, or a `NearError` that names the bad line."
+def _manifest_text(path:Path, # the CSV file
+                  ) -> str:
+    "The manifest's text, or a `NearError` saying why it cannot be read (and which line is not UTF-8)."
     try: raw = path.read_bytes()
     except OSError as e:
         raise NearError(f'cannot read the manifest {display_path(path)}: {e.strerror or e}') from None
-    try: text = raw.decode('utf-8-sig')
+    try: return raw.decode('utf-8-sig')
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b'\n') + 1
         raise NearError(f'{display_path(path)}, line {line}: not UTF-8 text; '
                         'save the manifest as a UTF-8 CSV') from None
-    rd = csv.DictReader(io.StringIO(text, newline=''), strict=True)
+
+# %% ../nbs/01_data.ipynb #7c43070f
+def _manifest_rows(path:Path, # the CSV file
+                   file_col:str, # the column that must be there
+                  ) -> list:
+    "The (line number, row) pairs of a manifest CSV, or a `NearError` that names the bad line."
+    rd = csv.DictReader(io.StringIO(_manifest_text(path), newline=''), strict=True)
     try: rows = [(rd.line_num, r) for r in rd]
     except csv.Error as e:
         raise NearError(f'{display_path(path)}, line {rd.line_num}: not a CSV file ({e})') from None
@@ -264,7 +271,11 @@ def _manifest_rows(path:Path, # the CSV file
         if not r[file_col].strip(): raise NearError(f'{where}, line {n}: the {file_col!r} cell is empty')
     return rows
 
-def _gt_class(n:int, v:str, where:str) -> int:
+# %% ../nbs/01_data.ipynb #b86426df
+def _gt_class(n:int, # the line number
+              v:str, # the cell
+              where:str, # the manifest, for the message
+             ) -> int:
     "The class index in cell `v` of line `n` (-1 when empty)."
     try: return int(v) if v.strip() else -1
     except ValueError: raise NearError(f'{where}, line {n}: gt_class {v!r} is not a whole number') from None
@@ -366,14 +377,14 @@ class Sample:
         return (f'Sample({len(self.images)} Flowers-102 images, {len(self.classnames)} classes, '
                 f'MLLM: {self.labels.mllm.iloc[0]})')
 
-def _sample_dir() -> Path:
-    "The folder of the shipped sample, inside the installed package."
+def sample_dir() -> Path:
+    "The folder of the shipped sample inside the installed package (`images/`, `labels.csv`, embeddings)."
     return Path(str(importlib.resources.files('near_nb')))/'sample_data'/'flower102'
 
 # %% ../nbs/01_data.ipynb #45c4558a
 def sample() -> Sample:
     "The shipped Flowers-102 sample (306 images, real MLLM answers, precomputed CLIP ViT-B/16 embeddings)."
-    d = _sample_dir()
+    d = sample_dir()
     labels = pd.read_csv(d/'labels.csv', keep_default_na=False)
     labels['names'] = labels['names'].map(json.loads)
     z = np.load(d/'clip_vit_b16.npz')
@@ -382,3 +393,54 @@ def sample() -> Sample:
     images = ImageSet([d/f for f in labels.file], labels.gt_class.tolist(), labels.gt_name.tolist(), d)
     s = Sample(images, labels, z['emb'].astype(np.float32), (d/'classnames.txt').read_text().splitlines())
     return s
+
+# %% ../nbs/01_data.ipynb #46f5f3d2
+def load_thumbnail(src:str|Path|bytes, # an image path or its bytes
+                   size:int=96, # the longest side, in pixels
+                  ) -> Image.Image:
+    "A small upright RGB copy of an image, for grids and maps (JPEGs decode in draft mode)."
+    img = load_image(src, draft=size)
+    img.thumbnail((size, size))
+    return img
+
+def _caption(text:str, # a caption, lines split on '\n'
+             width:int, # characters per line
+            ) -> str:
+    "`text` with each line cut to `width` characters (an ellipsis marks a cut)."
+    return '\n'.join(l if len(l) <= width else l[:width - 1] + '…' for l in str(text).split('\n'))
+
+# %% ../nbs/01_data.ipynb #52f72778
+def show_images(images:list, # image paths, bytes or PIL images
+                titles:list|None=None, # a caption per image (several lines: '\n')
+                ncols:int=6, # images per row
+                size:int=80, # thumbnail side, in pixels
+                width:int=16, # caption lines are cut to this many characters
+               ):
+    "A matplotlib figure of captioned thumbnails; an unreadable image shows why in its place."
+    import matplotlib.pyplot as plt  # lazy: matplotlib loads only when a figure is drawn
+    titles = [''] * len(images) if titles is None else list(titles)
+    nrows = max(1, -(-len(images) // ncols))
+    fig, axs = plt.subplots(nrows, ncols, squeeze=False, dpi=100,
+                            figsize=(ncols * size / 100 * 1.5, nrows * size / 100 * 1.6))
+    for ax in axs.flat: ax.axis('off')
+    for ax, im, t in zip(axs.flat, images, titles):
+        try: ax.imshow(im if isinstance(im, Image.Image) else load_thumbnail(im, size))
+        except ImageLoadError as e:
+            ax.text(0.5, 0.5, textwrap.fill(str(e), width), ha='center', va='center', fontsize=6,
+                    color='firebrick')
+        ax.set_title(_caption(t, width), fontsize=7)
+    plt.close(fig)  # returned, not shown twice
+    return fig
+
+# %% ../nbs/01_data.ipynb #bc60302a
+def check_summary(images:ImageSet, # the set that was checked
+                  errors:list, # `images.check()`'s `LoadError`s
+                  relative:bool=False, # paths relative to `images.root` (the CLI prints them whole)
+                 ) -> str:
+    "What `near check` prints: a line per skipped or ignored file, then the counts."
+    show = lambda e: (LoadError(os.path.relpath(e.path, images.root), e.reason) if relative and images.root
+                      else e)
+    lines = [f'skipped {show(e)}' for e in images.ignored + errors]
+    lines.append(f'{len(images)} images: {len(images) - len(errors)} usable, {len(errors)} unusable; '
+                 f'{len(images.ignored)} other files ignored')
+    return '\n'.join(lines)

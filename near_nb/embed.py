@@ -5,6 +5,7 @@
 # %% ../nbs/04_embed.ipynb #5cd6293c
 from __future__ import annotations
 import io, logging, os, sqlite3, time
+from collections import Counter
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -16,14 +17,15 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 from .core import NearError, near_home, get_device, sha256_bytes, sha256_file, stable_hash, open_sqlite
-from .data import ImageSet, LoadError, ImageLoadError, load_image, read_file, DEFAULT_MAX_PIXELS, display_path
+from .data import (ImageSet, LoadError, ImageLoadError, load_image, load_thumbnail, read_file,
+                          DEFAULT_MAX_PIXELS, display_path)
 
 log = logging.getLogger('near_nb')
 
 # %% auto #0
 __all__ = ['log', 'PRECISIONS', 'DECODERS', 'DEFAULT_TEMPLATES', 'EmbeddingCache', 'BackboneLoadError', 'Backbone',
            'register_config', 'Embeddings', 'input_dtype', 'decode_jpegs', 'tensor_path_ok', 'tensor_preprocess',
-           'prompt_templates']
+           'top_labels', 'plot_map', 'label_spread', 'prompt_templates']
 
 # %% ../nbs/04_embed.ipynb #d07de734
 class EmbeddingCache:
@@ -64,6 +66,7 @@ def put(self:EmbeddingCache, model_id:str, prep_id:str, # what made the vectors
         self.con.executemany('INSERT OR REPLACE INTO emb VALUES (?,?,?,?,?)',
                              [(model_id, prep_id, h, v.tobytes(), now) for h, v in zip(hashes, vecs)])
 
+# %% ../nbs/04_embed.ipynb #1e67b59e
 @patch
 def get(self:EmbeddingCache, model_id:str, prep_id:str, # what made the vectors
         hashes:list, # sha256 of each image
@@ -90,11 +93,13 @@ class BackboneLoadError(RuntimeError):
     "The CLIP weights could not be loaded; the message says how to pass them."
 
 def _oc():
-    import open_clip
+    "The open_clip module, imported on first use."
+    import open_clip  # lazy: importing open_clip takes seconds; only building a model needs it
     return open_clip
 
 PRECISIONS = ('fp32', 'fp16', 'bf16')
 
+# %% ../nbs/04_embed.ipynb #af2eed6d
 class Backbone:
     "A lazily loaded open_clip model with image/text embedding and a content-keyed cache."
     def __init__(self, model_name:str='ViT-B-16', # open_clip model name (`list_models()`) or a config .json
@@ -146,6 +151,7 @@ def register_config(path:str|Path, # an open_clip model config .json
     _oc().add_model_config(d/f'{name}.json')
     return name
 
+# %% ../nbs/04_embed.ipynb #aec7470e
 @patch(as_prop=True)
 def model_id(self:Backbone) -> str:
     "Identity of the weights: name + tag, checkpoint content hash, or random seed."
@@ -156,6 +162,7 @@ def model_id(self:Backbone) -> str:
         self._model_id = f'{self.model_name}/{w}'
     return self._model_id
 
+# %% ../nbs/04_embed.ipynb #f216f26b
 @patch(as_prop=True)
 def preprocess_cfg(self:Backbone) -> dict:
     "The image preprocessing open_clip uses for this model and tag."
@@ -184,6 +191,7 @@ def _weights_help(model_name, pretrained) -> str:
             f"path: Backbone({model_name!r}, pretrained='/path/to/open_clip_pytorch_model.bin'). For tests "
             f"and timing only: Backbone({model_name!r}, pretrained=None, random_init=True).")
 
+# %% ../nbs/04_embed.ipynb #89eae019
 @patch
 def load(self:Backbone) -> Backbone:
     "Load the weights, the preprocessing and the tokenizer (once)."
@@ -277,6 +285,7 @@ def _plain_jpeg(data:bytes, max_pixels:int|None) -> bool:
     if max_pixels is not None and w * h > max_pixels: return False
     return img.format == 'JPEG' and img.mode in ('RGB', 'L') and img.getexif().get(0x0112, 1) == 1
 
+# %% ../nbs/04_embed.ipynb #16f36b1d
 class _ImageFiles(torch.utils.data.Dataset):
     "Per file: (index, sha256, kind, payload); kind 'cached', 'jpeg' (bytes), 'pixels' or 'error' (why)."
     def __init__(self, files, transform, max_pixels, draft=None, raw_jpeg=False, probe=None):
@@ -294,6 +303,7 @@ class _ImageFiles(torch.utils.data.Dataset):
         except ImageLoadError as e: return i, h, 'error', str(e)
         except Exception as e: return i, h, 'error', f'preprocessing failed: {e}'
 
+# %% ../nbs/04_embed.ipynb #9d1df4eb
 def _collate(items):
     "A batch: (index, sha256, kind, reason) per file, the stacked pixels, and the list of JPEG byte tensors."
     meta = [(i, h, kind, x if kind == 'error' else '') for i, h, kind, x in items]
@@ -304,6 +314,7 @@ def _worker_init(_): torch.set_num_threads(1)
 
 def _default_workers() -> int: return min(4, max(1, (os.cpu_count() or 1) - 1))
 
+# %% ../nbs/04_embed.ipynb #8bfc20ee
 @patch(as_prop=True)
 def transform(self:Backbone):
     "open_clip's inference preprocessing for this model, built from `preprocess_cfg` without loading weights."
@@ -324,6 +335,7 @@ def decode_jpegs(datas:list, # 1-D uint8 CPU tensors, each a JPEG file's bytes
         except RuntimeError: out.append(None)
     return out
 
+# %% ../nbs/04_embed.ipynb #4af9abc0
 def tensor_path_ok(cfg:dict, # a `Backbone.preprocess_cfg`
                   ) -> bool:
     "Whether `tensor_preprocess` reproduces this preprocessing recipe."
@@ -363,6 +375,7 @@ def decoder(self:Backbone, decode:str='auto', # 'auto', 'pil' or 'gpu'
     if decode == 'auto': decode = 'gpu' if self.device.startswith('cuda') else 'pil'
     return decode if tensor_path_ok(self.preprocess_cfg) else 'pil'
 
+# %% ../nbs/04_embed.ipynb #6468c335
 @patch
 def _reader(self:Backbone, files:list, probe, decode:str, batch_size:int, num_workers:int|None, max_pixels):
     "The DataLoader that reads, hashes and decodes `files` in workers (pinned memory on CUDA)."
@@ -388,6 +401,7 @@ def _jpeg_pixels(self:Backbone, datas:list, # JPEG byte tensors
         except ImageLoadError as e: fallback[j] = str(e)
     return ok, x, fallback
 
+# %% ../nbs/04_embed.ipynb #5e4bca14
 @patch
 def _batch_pixels(self:Backbone, meta:list, pix, jpegs:list, errors:dict) -> tuple:
     "One reader batch as float32 pixels on the model's device: (image indices, (b, 3, h, w) tensor or None)."
@@ -406,6 +420,7 @@ def _batch_pixels(self:Backbone, meta:list, pix, jpegs:list, errors:dict) -> tup
                 idx.append(ji[j])
     return idx, (torch.cat(xs) if xs else None)
 
+# %% ../nbs/04_embed.ipynb #386ae5ad
 @patch
 def pixel_batches(self:Backbone, images, # an `ImageSet` or a list of paths
                   batch_size:int=64, # images per batch
@@ -479,6 +494,69 @@ def embed_images(self:Backbone, images, # an `ImageSet` or a list of paths
                     + '; '.join(map(str, out.errors[:5])))
     return out
 
+# %% ../nbs/04_embed.ipynb #4ab5b840
+def top_labels(labels:list, # a label per point ('' or None: none)
+               top:int=8, # how many
+              ) -> list:
+    "The `top` most frequent labels, most frequent first (ties: first seen first); empty labels left out."
+    return [l for l, _ in Counter(l for l in labels if l).most_common(top)]
+
+# %% ../nbs/04_embed.ipynb #ac68c367
+def plot_map(xy:np.ndarray, # (n, 2) layout of the embeddings (t-SNE, PCA, UMAP...)
+             labels:list, # a label per point (e.g. the MLLM's first name)
+             files:list|None=None, # the image of each point: the first of each coloured label is drawn
+             top:int=8, # labels in colour (the most frequent); the rest grey
+             thumbs:int=8, # how many coloured labels get a thumbnail
+             size:int=40, # thumbnail side, in pixels
+             title:str='', # the plot's title
+            ):
+    "A matplotlib map of 2-D points: the `top` labels in colour, the rest grey, a few thumbnails."
+    import matplotlib.pyplot as plt  # lazy: matplotlib loads only when a figure is drawn
+    xy, labels, shown = np.asarray(xy, np.float32), list(labels), top_labels(labels, top)
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=100)
+    rest = np.array([l not in shown for l in labels])
+    ax.scatter(*xy[rest].T, s=8, color='lightgrey', label='other')
+    for k, name in enumerate(shown):
+        ax.scatter(*xy[np.array(labels) == name].T, s=24, color=plt.get_cmap('tab10')(k % 10), label=name)
+    if files is not None: _map_thumbnails(ax, xy, labels, files, shown[:thumbs], size)
+    ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1, 0.5), frameon=False)
+    ax.set(xticks=[], yticks=[])
+    ax.set_title(title, fontsize=9)
+    plt.close(fig)  # returned, not shown twice
+    return fig
+
+# %% ../nbs/04_embed.ipynb #12c579f0
+def _map_thumbnails(ax, # the map's axes
+                    xy:np.ndarray, # (n, 2) points
+                    labels:list, # a label per point
+                    files:list, # an image per point
+                    names:list, # the labels to illustrate, in colour order
+                    size:int, # thumbnail side, in pixels
+                   ):
+    "Draw the first image of each label in `names` beside its point."
+    import matplotlib.pyplot as plt  # lazy: matplotlib loads only when a figure is drawn
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage  # lazy: as above
+    centre = xy.mean(0)
+    for k, name in enumerate(names):
+        j = labels.index(name)
+        away = (centre - xy[j]) / (np.linalg.norm(centre - xy[j]) + 1e-9)  # unit vector towards the middle
+        colour = plt.get_cmap('tab10')(k % 10)
+        img = OffsetImage(np.asarray(load_thumbnail(files[j], size)), zoom=1)
+        ax.add_artist(AnnotationBbox(img, xy[j], xybox=tuple(away * 1.2 * size), boxcoords='offset points',
+                                     pad=0.15, bboxprops=dict(edgecolor=colour, lw=1.5),
+                                     arrowprops=dict(arrowstyle='-', color=colour)))
+
+# %% ../nbs/04_embed.ipynb #b20d8ccd
+def label_spread(xy:np.ndarray, # (n, d) points (a 2-D layout, or the embeddings)
+                 labels:list, # a label per point
+                ) -> float:
+    "Mean distance between two points of one label / mean distance between two points (1: no grouping)."
+    x, lab = np.asarray(xy, np.float64), np.asarray(labels)
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    pair = ~np.eye(len(x), dtype=bool)
+    same = (lab[:, None] == lab[None]) & pair
+    return float(d[same].mean() / d[pair].mean())
+
 # %% ../nbs/04_embed.ipynb #c18e036c
 DEFAULT_TEMPLATES = ('a photo of a {}.', 'a close-up photo of a {}.', 'a good photo of the {}.',
                      'a cropped photo of a {}.')
@@ -490,6 +568,7 @@ def prompt_templates(domain:str|None=None, # e.g. 'bird', 'flower', 'car'
     return (list(base) + ([f'a photo of a {{}}, a type of {domain}.',
                            f'a close-up photo of a {{}}, a type of {domain}.'] if domain else []))
 
+# %% ../nbs/04_embed.ipynb #5d4367fa
 @patch
 def embed_text(self:Backbone, names:list, # class names
                templates:list|None=None, # prompt templates with `{}`; None: `prompt_templates()`

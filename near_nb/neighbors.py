@@ -4,11 +4,13 @@
 
 # %% ../nbs/05_neighbors.ipynb #23fa2bd4
 from __future__ import annotations
+import html
 import numpy as np
 import faiss
+from .data import show_images
 
 # %% auto #0
-__all__ = ['knn', 'ivf_recall', 'candidate_sets']
+__all__ = ['knn', 'plot_neighbors', 'ivf_recall', 'candidate_sets', 'candidate_rows', 'candidate_html', 'candidate_widget']
 
 # %% ../nbs/05_neighbors.ipynb #0b72c866
 def knn(emb:np.ndarray, # (n, d) L2-normalised embeddings
@@ -41,6 +43,24 @@ def knn(emb:np.ndarray, # (n, d) L2-normalised embeddings
         D = np.stack([r[m][:n_neighbors] for r, m in zip(D, keep)])
         I = np.stack([r[m][:n_neighbors] for r, m in zip(I, keep)])
     return D, I
+
+# %% ../nbs/05_neighbors.ipynb #1f57861a
+def plot_neighbors(files:list, # the image of each row of the embeddings
+                   labels:list, # a label per image (e.g. the MLLM's first name)
+                   nn_idx:np.ndarray, # (n, K) neighbour indices (from `knn`)
+                   nn_sim:np.ndarray, # (n, K) their similarities
+                   images:int|list, # the image (or images, one row each) to show
+                   k:int=5, # neighbours per image
+                   size:int=96, # thumbnail side, in pixels
+                  ):
+    "Images and their `k` nearest neighbours, a row each, captioned with label, rank and similarity."
+    rows = [images] if isinstance(images, (int, np.integer)) else list(images)
+    shown, titles = [], []
+    for i in rows:
+        shown += [files[i]] + [files[j] for j in nn_idx[i, :k]]
+        near = enumerate(zip(nn_idx[i, :k], nn_sim[i, :k]))
+        titles += [f'{labels[i]}\nimage {i}'] + [f'{labels[j]}\n#{r + 1}  cos {s:.3f}' for r, (j, s) in near]
+    return show_images(shown, titles, ncols=k + 1, size=size, width=22)
 
 # %% ../nbs/05_neighbors.ipynb #dce8c9bd
 def ivf_recall(emb:np.ndarray, n_neighbors:int=10, nlist:int|None=None, nprobe:int=8, *, n_queries:int=1000,
@@ -78,3 +98,54 @@ def candidate_sets(names:list, # per image: list of name ids from its answers (o
                 W[i, c] += w * (share[j][c] if weighting == 'agreement' else 1.0 / len(set(names[j])))
     tot = W.sum(1, keepdims=True)
     return np.divide(W, tot, out=np.zeros_like(W), where=tot > 0)
+
+# %% ../nbs/05_neighbors.ipynb #37124998
+def candidate_rows(weights:np.ndarray, # one image's candidate weights (a row of `candidate_sets`)
+                   vocab:list, # the name of each name id
+                   top:int=10, # at most this many rows
+                  ) -> list:
+    "The image's candidate names as (name, weight) pairs, heaviest first; names of zero weight left out."
+    w = np.asarray(weights, np.float64)
+    return [(vocab[c], round(float(w[c]), 4)) for c in np.argsort(-w, kind='stable')[:top] if w[c] > 0]
+
+# %% ../nbs/05_neighbors.ipynb #667ce497
+def candidate_html(rows:list, # (name, weight) pairs, from `candidate_rows`
+                   caption:str='', # a line above the table
+                  ) -> str:
+    "An HTML table of candidate names and weights, a bar as long as each weight."
+    bar = '<div style="background:#4c78a8;height:10px;width:{}px"></div>'
+    cells = ''.join(f'<tr><td>{html.escape(n)}</td><td style="text-align:right">{w:.3f}</td>'
+                    f'<td>{bar.format(round(w * 160))}</td></tr>' for n, w in rows)
+    return f'<div><div>{html.escape(caption)}</div><table>{cells}</table></div>'
+
+def _neighbour_caption(i:int, k:int, names:list, vocab:list, nn_idx:np.ndarray, nn_sim:np.ndarray) -> str:
+    "Who image `i` and its `k` neighbours are: names and similarities."
+    name = lambda j: ' / '.join(vocab[c] for c in names[j]) or '(no name)'
+    nb = ', '.join(f'{name(j)} ({s:.2f})' for j, s in zip(nn_idx[i, :k], nn_sim[i, :k]))
+    return f'image {i}, named {name(i)}; {k} neighbours' + (f': {nb}' if k else '')
+
+# %% ../nbs/05_neighbors.ipynb #776fe38b
+def candidate_widget(names:list, # per image: its name ids (one per MLLM answer)
+                     vocab:list, # the name of each name id
+                     nn_idx:np.ndarray, # (n, K) neighbour indices (from `knn`); K is the slider's maximum
+                     nn_sim:np.ndarray, # (n, K) their similarities
+                     image:int=0, # the image shown first
+                     k:int=3, # the neighbours counted first
+                     top:int=8, # candidate names listed
+                     **kw, # `candidate_sets` options (`own_weight`, `weighting`)
+                    ):
+    "A k slider and an image dropdown over the image's candidate set; `.k`, `.image`, `.table` are its parts."
+    import ipywidgets as W  # lazy: widgets are for notebooks only
+    opts = [(f'{i}: {" / ".join(vocab[c] for c in ns) or "(no name)"}', i) for i, ns in enumerate(names)]
+    box = W.VBox([W.HBox([pick := W.Dropdown(options=opts, value=image, description='image'),
+                          slider := W.IntSlider(value=k, min=0, max=nn_idx.shape[1], description='k')]),
+                  table := W.HTML()])
+    def show(_=None):
+        C = candidate_sets(names, nn_idx, nn_sim, len(vocab), n_neighbors=slider.value, **kw)
+        caption = _neighbour_caption(pick.value, slider.value, names, vocab, nn_idx, nn_sim)
+        table.value = candidate_html(candidate_rows(C[pick.value], vocab, top), caption)
+    pick.observe(show, 'value')
+    slider.observe(show, 'value')
+    show()
+    box.image, box.k, box.table = pick, slider, table
+    return box
