@@ -84,7 +84,7 @@ def curve_figure(curves:dict, # label -> `cascade_curve` output
                  metrics:tuple=('cacc', 'acc_mapped'), # one panel each (those the curves have)
                  title:str='Accuracy against MLLM budget',
                 ):
-    "One panel per metric: each curve (dots), the line between its ends (dotted), random escalation (crosses)."
+    "One panel per metric: each curve (dots), the line between its ends (dotted), random escalation (x)."
     import matplotlib.pyplot as plt  # lazy: only drawing needs matplotlib
     have = next(iter(next(iter(curves.values())).values()))
     metrics = [m for m in metrics if m in have]
@@ -100,9 +100,10 @@ def curve_figure(curves:dict, # label -> `cascade_curve` output
         ax.set(xlabel='share of images sent to the MLLM', ylabel=METRIC_LABELS.get(metric, metric))
         ax.xaxis.set_major_formatter(lambda x, _: f'{x:.0%}')
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc='lower center', ncol=min(len(labels), 4), fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06 * (1 + (len(labels) - 1) // 4), 1, 1))
     plt.close(fig)
     return fig
 
