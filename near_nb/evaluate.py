@@ -120,7 +120,7 @@ def assignment(table:pd.DataFrame, # a `contingency` table
 def confusion_view(pred, # predicted label per image
                    gt, # ground-truth class per image
                    *,
-                   n_classes:int=12, # the classes kept: those sharing a label first, then most off the matching
+                   n_classes:int=12, # classes kept: those sharing a label first, then most off the matching
                   ) -> pd.DataFrame:
     "The corner of the `contingency` table with most confusion: its worst classes and every label they got."
     t = contingency(pred, gt)
