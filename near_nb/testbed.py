@@ -146,11 +146,14 @@ def class_folds(gt:np.ndarray, # (n,) ground-truth class per image
     return f
 
 # %% ../nbs/07a_testbed.ipynb #3655c100
-def transductive(tb:TestBed, cfg=None, encode=None, *,
+def transductive(tb:TestBed, # the test bed
+                 cfg=None, # `NearConfig` (None: the defaults)
+                 encode=None, # sentence encoder for the vocabulary's merges (None: stated synonyms only)
+                 *,
                  similar:float=0.9, # sentence-similarity merge threshold (0: stated synonyms only)
                  support:float|None=None, # visual support a sentence merge needs (`names.visual_merges`)
                  alternatives:bool=True, # the alternatives answers hedge between join their image's names
-                 seed:int=0,
+                 seed:int=0, # the trainer's seed
                  text=None, # names -> CLIP text embeddings (`Backbone.embed_text`): adds zero-shot CLIP
                 ) -> dict:
     "The discovery set labelled by each method, NeaR's classifier, and the labels NeaR changed."
@@ -196,8 +199,16 @@ def _near_fold(tb:TestBed, tr, te, raw:list, cfg, encode, *, similar, support, a
     return {m: (v, [keys[x] for x in v], mapped(v, gt[te], *train)) for m, v in names.items()}, changes, P
 
 # %% ../nbs/07a_testbed.ipynb #c7d1a0e4
-def heldout(tb:TestBed, cfg=None, encode=None, *, similar:float=0.9, support:float|None=None, seed:int=0,
-            alternatives:bool=True, text=None) -> dict:
+def heldout(tb:TestBed, # the test bed
+            cfg=None, # `NearConfig` (None: the defaults)
+            encode=None, # sentence encoder for the vocabulary's merges (None: stated synonyms only)
+            *,
+            similar:float=0.9, # sentence-similarity merge threshold (0: stated synonyms only)
+            support:float|None=None, # visual support a sentence merge needs (`names.visual_merges`)
+            seed:int=0, # the trainer's seed and the fold assignment
+            alternatives:bool=True, # the alternatives answers hedge between join their image's names
+            text=None, # names -> CLIP text embeddings (`Backbone.embed_text`): adds zero-shot CLIP
+           ) -> dict:
     "Per method and image: (names, alias keys) and `mapped`, from a classifier that never saw the image."
     cfg = replace(cfg or NearConfig(), seed=seed)
     n, raw = len(tb.labels), _raw_top1(tb)
@@ -314,13 +325,14 @@ def _summary(runs:list) -> tuple:
 
 # %% ../nbs/07a_testbed.ipynb #c7d1a0e8
 def bench_testbed(folder, # a test-bed directory
-                  seeds:int=3, cfg=None,
+                  seeds:int=3, # seeds (trainer and folds) averaged
+                  cfg=None, # `NearConfig` (None: the defaults)
                   encode=None, # sentence encoder for sACC (`names.sentence_encoder()`)
                   *,
                   similar:float=0.9, # sentence-similarity merge threshold (0: stated synonyms only)
                   support:float|None=None, # visual support a sentence merge needs (`names.visual_merges`)
                   alternatives:bool=True, # the alternatives answers hedge between join their image's names
-                  progress:bool=False,
+                  progress:bool=False, # a progress bar over the seeds
                   text=None, # CLIP text encoder (`Backbone.embed_text`): adds the zero-shot CLIP baseline
                   per_call:dict|None=None, # `cascade.call_costs` of a real run: tokens, seconds per call
                   prices:tuple|None=None, # (USD per 1M prompt tokens, per 1M completion tokens) of that MLLM
