@@ -16,8 +16,8 @@ from .data import ImageSet
 from .mllm import LabelStore, label_images, prompt_hash
 
 # %% auto #0
-__all__ = ['BUDGETS', 'escalate', 'mix', 'cascade_curve', 'random_escalation', 'curve_figure', 'call_costs', 'cascade_cost',
-           'rerank_prompt', 'Rerank', 'name_key', 'parse_rerank', 'candidate_lists', 'cascade_predict',
+__all__ = ['BUDGETS', 'METRIC_LABELS', 'escalate', 'mix', 'cascade_curve', 'random_escalation', 'curve_figure', 'call_costs',
+           'cascade_cost', 'rerank_prompt', 'Rerank', 'name_key', 'parse_rerank', 'candidate_lists', 'cascade_predict',
            'grow_classifier']
 
 # %% ../nbs/11_cascade.ipynb #351e548c
@@ -48,11 +48,13 @@ def mix(classifier:list, # per image: the classifier's label (any value)
                          f'{len(escalated)} flags')
     return [m if e else c for c, m, e in zip(classifier, mllm, escalated)]
 
+# %% ../nbs/11_cascade.ipynb #c11a0001
 def cascade_curve(score, # callable(mixed labels) -> dict of figures (e.g. cACC and sACC)
-                  classifier:list, mllm:list,
+                  classifier:list, # per image: the classifier's label
+                  mllm:list, # per image: the MLLM's label
                   confidence:np.ndarray, # (m,) the classifier's confidence per image
                   *,
-                  budgets=BUDGETS,
+                  budgets=BUDGETS, # the shares of the images sent to the MLLM
                  ) -> dict:
     "Per budget: the figures of the mix escalating the least confident share, and its number of MLLM calls."
     out = {}
@@ -61,8 +63,9 @@ def cascade_curve(score, # callable(mixed labels) -> dict of figures (e.g. cACC 
         out[f'{b:.1f}'] = score(mix(classifier, mllm, e)) | {'mllm_calls': int(e.sum())}
     return out
 
-def random_escalation(score, classifier:list, mllm:list,
-                      budget:float=0.3,
+def random_escalation(score, # callable(mixed labels) -> dict of figures
+                      classifier:list, mllm:list, # per image: the classifier's and the MLLM's label
+                      budget:float=0.3, # the share of the images sent to the MLLM
                       *,
                       draws:int=5, # random choices averaged
                       seed:int=0,
@@ -74,29 +77,34 @@ def random_escalation(score, classifier:list, mllm:list,
     return {k: round(float(np.mean([r[k] for r in runs])), 2) for k in runs[0]}
 
 # %% ../nbs/11_cascade.ipynb #2e26d579
+METRIC_LABELS = {'cacc': 'cACC', 'acc_mapped': 'accuracy, training mapping', 'sacc': 'sACC'}
+
 def curve_figure(curves:dict, # label -> `cascade_curve` output
                  random:dict|None=None, # label -> {budget: figures} from `random_escalation`
-                 metric:str='cacc',
+                 metrics:tuple=('cacc', 'acc_mapped'), # one panel each (those the curves have)
                  title:str='Accuracy against MLLM budget',
                 ):
-    "A plotly figure: each curve, the straight line between its two ends, and random escalation as markers."
-    import plotly.graph_objects as go  # lazy: plotly is slow to import; only drawing a figure needs it
-    fig = go.Figure()
-    for label, curve in curves.items():
-        b = [float(k) for k in curve]
-        y = [v[metric] for v in curve.values()]
-        fig.add_trace(go.Scatter(x=b, y=y, mode='lines+markers', name=f'{label}: by confidence'))
-        fig.add_trace(go.Scatter(x=[b[0], b[-1]], y=[y[0], y[-1]], mode='lines',
-                                 line=dict(dash='dot', width=1),
-                                 name=f'{label}: straight line between the ends', hoverinfo='skip'))
-        fig.add_annotation(x=b[0], y=y[0], text='classifier only', showarrow=False, xanchor='left', yshift=12)
-        fig.add_annotation(x=b[-1], y=y[-1], text='MLLM for every image', showarrow=False, xanchor='right',
-                           yshift=12)
-        for bud, v in ((random or {}).get(label) or {}).items():
-            fig.add_trace(go.Scatter(x=[float(bud)], y=[v[metric]], mode='markers', marker_symbol='x',
-                                     marker_size=10, name=f'{label}: random {float(bud):.0%}'))
-    fig.update_layout(title=title, xaxis_title='share of images sent to the MLLM', yaxis_title=metric,
-                      xaxis_tickformat='.0%', width=640, height=420)
+    "One panel per metric: each curve (dots), the line between its ends (dotted), random escalation (x)."
+    import matplotlib.pyplot as plt  # lazy: only drawing needs matplotlib
+    have = next(iter(next(iter(curves.values())).values()))
+    metrics = [m for m in metrics if m in have]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for k, (label, curve) in enumerate(curves.items()):
+            b, y = [float(x) for x in curve], [v[metric] for v in curve.values()]
+            ax.plot(b, y, '-o', color=f'C{k}', ms=4, label=f'{label}: by confidence')
+            ax.plot([b[0], b[-1]], [y[0], y[-1]], ':', color=f'C{k}', lw=1)
+            for bud, v in ((random or {}).get(label) or {}).items():
+                ax.plot([float(bud)], [v[metric]], 'x', color=f'C{k}', ms=8, mew=2,
+                        label=f'{label}: random {float(bud):.0%}')
+        ax.set(xlabel='share of images sent to the MLLM', ylabel=METRIC_LABELS.get(metric, metric))
+        ax.xaxis.set_major_formatter(lambda x, _: f'{x:.0%}')
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc='lower center', ncol=min(len(labels), 4), fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06 * (1 + (len(labels) - 1) // 4), 1, 1))
+    plt.close(fig)
     return fig
 
 # %% ../nbs/11_cascade.ipynb #b70d5aaa
@@ -156,6 +164,19 @@ _OPTION = re.compile(r'^\W*(?:(?:option|candidate|choice|answer|number|no\.?|#)\
                      r'mm|year))',
                      re.I)
 
+# %% ../nbs/11_cascade.ipynb #c11a0002
+def name_key(name:str) -> str:
+    "A name as re-ranking compares names: normalised, every word singular (not just the last)."
+    return ' '.join(singular(w) for w in normalize_name(name).split())
+
+def _by_name(text:str, candidates:list) -> Rerank|None:
+    "The candidate named earliest in the text (the longest on a tie), or None."
+    t = f' {name_key(text)} '
+    hits = [(t.find(f' {k} '), -len(k), i) for i, k in enumerate(map(name_key, candidates))
+            if k and f' {k} ' in t]
+    return Rerank(min(hits)[2]) if hits else None
+
+# %% ../nbs/11_cascade.ipynb #c11a0003
 def _json_rerank(text:str, candidates:list) -> Rerank|None:
     "A JSON object answer ({'choice': 3} / {'choice': 'name'} / {'choice': 'none', 'name': ...}), or None."
     m = re.search(r'\{.*\}', text, re.S)
@@ -173,17 +194,7 @@ def _json_rerank(text:str, candidates:list) -> Rerank|None:
         return _by_name(pick, candidates) or Rerank(None, pick.strip())
     return Rerank(None, new if new and not _NONE.search(new) and new.lower() != 'none' else None)
 
-def name_key(name:str) -> str:
-    "A name as re-ranking compares names: normalised, every word singular (not just the last)."
-    return ' '.join(singular(w) for w in normalize_name(name).split())
-
-def _by_name(text:str, candidates:list) -> Rerank|None:
-    "The candidate named earliest in the text (the longest on a tie), or None."
-    t = f' {name_key(text)} '
-    hits = [(t.find(f' {k} '), -len(k), i) for i, k in enumerate(map(name_key, candidates))
-            if k and f' {k} ' in t]
-    return Rerank(min(hits)[2]) if hits else None
-
+# %% ../nbs/11_cascade.ipynb #c11a0004
 def parse_rerank(answer:str, # the MLLM's answer to `rerank_prompt`
                  candidates:list, # the candidates the prompt listed, in order
                 ) -> Rerank:
@@ -230,6 +241,24 @@ def candidate_lists(probs:np.ndarray, # (m, C) the classifier's probabilities
     return out
 
 # %% ../nbs/11_cascade.ipynb #3263abcf
+def _classifier_table(clf, emb:np.ndarray, paths:list, budget, threshold) -> tuple:
+    "(the classifier's table, its scores, which images to escalate): cascade_predict's first half."
+    ok = ~np.isnan(emb).any(1)
+    P = np.zeros((len(emb), len(clf.names)), np.float32)
+    P[ok] = clf.scores(emb[ok])
+    conf = np.where(ok, margins(P), np.inf)
+    esc = np.zeros(len(emb), bool)
+    if budget is not None or threshold is not None:
+        esc[np.flatnonzero(ok)[escalate(conf[ok], budget=budget, threshold=threshold)]] = True
+    top = P.argmax(1)
+    out = pd.DataFrame({'path': [str(p) for p in paths],
+                        'name': [clf.names[j] if o else '' for j, o in zip(top, ok)],
+                        'probability': np.where(ok, P.max(1), np.nan), 'margin': np.where(ok, conf, np.nan),
+                        'source': np.where(ok, 'classifier', 'unreadable'), 'candidates': [[] for _ in paths],
+                        'answer': ''})
+    return out, P, esc
+
+# %% ../nbs/11_cascade.ipynb #c11a0005
 def cascade_predict(clf, # a classifier with `.names` and `.scores(emb)` (`NearClassifier`)
                     emb:np.ndarray, # (m, d) the images' embeddings (NaN rows: unreadable)
                     paths:list, # the m image files (what the MLLM sees)
@@ -246,20 +275,7 @@ def cascade_predict(clf, # a classifier with `.names` and `.scores(emb)` (`NearC
                    ) -> pd.DataFrame:
     "Per image: name, probability, margin, source (classifier, mllm, mllm (new name)), candidates, answer."
     emb = np.asarray(emb, np.float32)
-    ok = ~np.isnan(emb).any(1)
-    P = np.zeros((len(emb), len(clf.names)), np.float32)
-    P[ok] = clf.scores(emb[ok])
-    conf = np.where(ok, margins(P), np.inf)
-    esc = np.zeros(len(emb), bool)
-    if budget is not None or threshold is not None:
-        sel = escalate(conf[ok], budget=budget, threshold=threshold)
-        esc[np.flatnonzero(ok)[sel]] = True
-    top = P.argmax(1)
-    out = pd.DataFrame({'path': [str(p) for p in paths],
-                        'name': [clf.names[j] if o else '' for j, o in zip(top, ok)],
-                        'probability': np.where(ok, P.max(1), np.nan), 'margin': np.where(ok, conf, np.nan),
-                        'source': np.where(ok, 'classifier', 'unreadable'), 'candidates': [[] for _ in paths],
-                        'answer': ''})
+    out, P, esc = _classifier_table(clf, emb, paths, budget, threshold)
     idx = np.flatnonzero(esc)
     if not len(idx): return out
     if labeler is None or store is None: raise ValueError('escalated images need a labeler and a store')
@@ -270,6 +286,7 @@ def cascade_predict(clf, # a classifier with `.names` and `.scores(emb)` (`NearC
     label_images(iset, labeler, store, prompt=prompts, concurrency=concurrency, progress=progress)
     return _apply_answers(out, idx, cands, prompts, iset=iset, labeler=labeler, store=store, names=clf.names)
 
+# %% ../nbs/11_cascade.ipynb #c11a0006
 def _apply_answers(out, idx, cands, prompts, *, iset, labeler, store, names):
     "Write the parsed re-ranking answers into the escalated rows."
     known = {name_key(n): n for n in names}
@@ -299,6 +316,7 @@ def _provenance(rows:pd.DataFrame, # the escalated rows that gave one new name
             'sha256': rows['sha256'].tolist() if 'sha256' in rows else [], 'model': model,
             'answer': rows.answer.iloc[0], 'spread': float(1 - np.linalg.norm(emb.mean(0)))}
 
+# %% ../nbs/11_cascade.ipynb #c11a0007
 def grow_classifier(clf, # the `NearClassifier` that named the images
                     table:pd.DataFrame, # `cascade_predict`'s result for those images
                     emb:np.ndarray, # (m, d) the same images' embeddings, in the same order

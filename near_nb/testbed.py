@@ -12,7 +12,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 from .calibrate import margins, expected_calibration_error
 from .cascade import cascade_cost, cascade_curve, random_escalation
-from .evaluate import cluster_acc, semantic_acc, matched, change_counts
+from .core import UnionFind
+from .evaluate import cluster_acc, semantic_acc, matched, mapped, change_counts
 from .names import normalize_name, parse_answer, answers_vocabulary, answer_contrasts
 from .near import NearConfig, fit_near_head, first_names
 from .neighbors import knn
@@ -81,18 +82,14 @@ def zero_shot_names(emb:np.ndarray, # (n, d) L2-normalised image embeddings
     return [names[j] for j in (np.asarray(emb, np.float32) @ T.T).argmax(1)]
 
 # %% ../nbs/07a_testbed.ipynb #be86768f
-def pooled_ids(keysets:list) -> list:
+def pooled_ids(keysets:list, # per prediction: its alias keys
+              ) -> list:
     "One id per prediction: predictions whose alias key sets overlap (transitively) share an id."
-    parent = {}
-    def find(a):
-        while parent.setdefault(a, a) != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
+    groups = UnionFind()
     for ks in keysets:
         ks = sorted(ks)
-        for k in ks[1:]: parent[find(k)] = find(ks[0])
-    return [find(min(ks)) if ks else '' for ks in keysets]
+        for k in ks[1:]: groups.union(k, ks[0])
+    return [groups.find(min(ks)) if ks else '' for ks in keysets]
 
 # %% ../nbs/07a_testbed.ipynb #a58ba95e
 def alias_keys(voc, # a `names.Vocabulary`
@@ -116,6 +113,7 @@ def near_labels(tb:TestBed, # the test bed
                                   emb=tb.emb[idx], support=support, alternatives=alternatives)
     return voc, own, answer_contrasts(voc, lab.response.tolist())
 
+# %% ../nbs/07a_testbed.ipynb #c7d1a0e1
 def _raw_top1(tb) -> list:
     "The MLLM's first name per image, as `raw_name` writes it (parsed from the answer if `names` is empty)."
     labels = tb.labels
@@ -135,6 +133,7 @@ def _add_changes(a:dict, b:dict) -> dict:
 def _ce_config(cfg):
     return replace(cfg, relabel=False, k=0, proden=False, gmm=False, prune=False, head='trained')
 
+# %% ../nbs/07a_testbed.ipynb #c7d1a0e2
 def class_folds(gt:np.ndarray, # (n,) ground-truth class per image
                 seed:int, # random seed
                ) -> np.ndarray:
@@ -147,11 +146,14 @@ def class_folds(gt:np.ndarray, # (n,) ground-truth class per image
     return f
 
 # %% ../nbs/07a_testbed.ipynb #3655c100
-def transductive(tb:TestBed, cfg=None, encode=None, *,
+def transductive(tb:TestBed, # the test bed
+                 cfg=None, # `NearConfig` (None: the defaults)
+                 encode=None, # sentence encoder for the vocabulary's merges (None: stated synonyms only)
+                 *,
                  similar:float=0.9, # sentence-similarity merge threshold (0: stated synonyms only)
                  support:float|None=None, # visual support a sentence merge needs (`names.visual_merges`)
                  alternatives:bool=True, # the alternatives answers hedge between join their image's names
-                 seed:int=0,
+                 seed:int=0, # the trainer's seed
                  text=None, # names -> CLIP text embeddings (`Backbone.embed_text`): adds zero-shot CLIP
                 ) -> dict:
     "The discovery set labelled by each method, NeaR's classifier, and the labels NeaR changed."
@@ -170,42 +172,62 @@ def transductive(tb:TestBed, cfg=None, encode=None, *,
     return {'labels': labels, 'classifier': clf, 'result': res, 'vocabulary': voc, 'changes': changes}
 
 # %% ../nbs/07a_testbed.ipynb #36a4cdfe
-def heldout(tb:TestBed, cfg=None, encode=None, *, similar:float=0.9, support:float|None=None, seed:int=0,
-            alternatives:bool=True, text=None) -> dict:
-    "Per method: (names, alias keys) per image from a classifier that never saw it; changes, confidence."
+def _raw_fold(tb:TestBed, tr, te, raw:list, cfg) -> dict:
+    "One fold, raw names: {method: (names, alias keys, mapped)} of the held-out images `te`."
+    gt = tb.labels.gt_class.to_numpy()
+    u = sorted({raw[i] for i in tr if raw[i]})
+    own = [[u.index(raw[i])] if raw[i] else [] for i in tr]
+    ce, _ = fit_near_head(tb.emb[tr], own, u, _ce_config(cfg))
+    pr, _ = fit_near_head(tb.emb[tr], own, u, replace(_ce_config(cfg), epochs=0, head='prototypes'))
+    names = {'mllm_top1': [raw[i] for i in te]}  # the MLLM's own answer for the held-out image
+    for m, c in (('ce_raw', ce), ('proto_raw', pr)): names[m] = [p[0] for (p,) in c.predict(tb.emb[te])]
+    train = ([raw[i] for i in tr], gt[tr])  # the names the heads learned
+    return {m: (v, [{x} for x in v], mapped(v, gt[te], *train)) for m, v in names.items()}
+
+# %% ../nbs/07a_testbed.ipynb #c7d1a0e3
+def _near_fold(tb:TestBed, tr, te, raw:list, cfg, encode, *, similar, support, alternatives, text) -> tuple:
+    "One fold, NeaR: ({method: (names, alias keys, mapped)} of `te`, NeaR's changes, its scores of `te`)."
+    gt = tb.labels.gt_class.to_numpy()
+    voc, own, against = near_labels(tb, tr, encode, similar, support=support, alternatives=alternatives)
+    nc, res = fit_near_head(tb.emb[tr], own, voc.names, cfg, contrasts=against)
+    changes = _near_changes([raw[i] for i in tr], res, own, gt[tr])
+    train = ([voc.names[j] for j in res.refined], gt[tr])  # the refined labels the classifier learned
+    keys = {voc.names[j]: alias_keys(voc, j) for j in range(len(voc))}
+    P = nc.scores(tb.emb[te])  # one scoring gives the names and the confidence
+    names = {'near': [voc.names[j] for j in P.argmax(1)]}
+    if text is not None: names['zero_shot_clip'] = zero_shot_names(tb.emb[te], voc.names, text)
+    return {m: (v, [keys[x] for x in v], mapped(v, gt[te], *train)) for m, v in names.items()}, changes, P
+
+# %% ../nbs/07a_testbed.ipynb #c7d1a0e4
+def heldout(tb:TestBed, # the test bed
+            cfg=None, # `NearConfig` (None: the defaults)
+            encode=None, # sentence encoder for the vocabulary's merges (None: stated synonyms only)
+            *,
+            similar:float=0.9, # sentence-similarity merge threshold (0: stated synonyms only)
+            support:float|None=None, # visual support a sentence merge needs (`names.visual_merges`)
+            seed:int=0, # the trainer's seed and the fold assignment
+            alternatives:bool=True, # the alternatives answers hedge between join their image's names
+            text=None, # names -> CLIP text embeddings (`Backbone.embed_text`): adds zero-shot CLIP
+           ) -> dict:
+    "Per method and image: (names, alias keys) and `mapped`, from a classifier that never saw the image."
     cfg = replace(cfg or NearConfig(), seed=seed)
-    n, gt = len(tb.labels), tb.labels.gt_class.to_numpy()
-    f = class_folds(gt, seed)
-    raw = _raw_top1(tb)
+    n, raw = len(tb.labels), _raw_top1(tb)
+    f = class_folds(tb.labels.gt_class.to_numpy(), seed)
     methods = ('mllm_top1', 'ce_raw', 'proto_raw', 'near') + (('zero_shot_clip',) if text is not None else ())
     out = {m: ([''] * n, [set() for _ in range(n)]) for m in methods}
-    for i, r in enumerate(raw):
-        out['mllm_top1'][0][i], out['mllm_top1'][1][i] = r, {r}
-    changes = None
-    margin, top = np.zeros(n), np.zeros(n)  # NeaR's calibrated confidence in each held-out image
+    right = {m: np.zeros(n, bool) for m in methods}
+    changes, conf = None, {'margin': np.zeros(n), 'top': np.zeros(n)}  # NeaR's calibrated confidence
     for k in range(3):
         tr, te = np.flatnonzero(f != k), np.flatnonzero(f == k)
-        u = sorted({raw[i] for i in tr if raw[i]})
-        own = [[u.index(raw[i])] if raw[i] else [] for i in tr]
-        ce, _ = fit_near_head(tb.emb[tr], own, u, _ce_config(cfg))
-        pr, _ = fit_near_head(tb.emb[tr], own, u, replace(_ce_config(cfg), epochs=0, head='prototypes'))
-        voc, own_n, against = near_labels(tb, tr, encode, similar, support=support,
-                                          alternatives=alternatives)
-        nc, res = fit_near_head(tb.emb[tr], own_n, voc.names, cfg, contrasts=against)
-        fold = _near_changes([raw[i] for i in tr], res, own_n, gt[tr])
+        preds = _raw_fold(tb, tr, te, raw, cfg)
+        near, fold, P = _near_fold(tb, tr, te, raw, cfg, encode, similar=similar, support=support,
+                                   alternatives=alternatives, text=text)
+        for m, (names, keys, ok) in (preds | near).items():
+            for i, name, key in zip(te, names, keys): out[m][0][i], out[m][1][i] = name, key
+            right[m][te] = ok
+        conf['margin'][te], conf['top'][te] = margins(P), P.max(1)
         changes = fold if changes is None else _add_changes(changes, fold)
-        for m, c in (('ce_raw', ce), ('proto_raw', pr)):
-            for i, (p,) in zip(te, c.predict(tb.emb[te])):
-                out[m][0][i], out[m][1][i] = p[0], {p[0]}
-        keys = {voc.names[j]: alias_keys(voc, j) for j in range(len(voc))}
-        P = nc.scores(tb.emb[te])  # one scoring gives the names and the confidence
-        margin[te], top[te] = margins(P), P.max(1)
-        for i, j in zip(te, P.argmax(1)):
-            out['near'][0][i], out['near'][1][i] = voc.names[j], keys[voc.names[j]]
-        if text is not None:
-            for i, p in zip(te, zero_shot_names(tb.emb[te], voc.names, text)):
-                out['zero_shot_clip'][0][i], out['zero_shot_clip'][1][i] = p, keys[p]
-    return {'predictions': out, 'changes': changes, 'confidence': {'margin': margin, 'top': top}}
+    return {'predictions': out, 'mapped': right, 'changes': changes, 'confidence': conf}
 
 # %% ../nbs/07a_testbed.ipynb #1dc39e01
 def score_names(names:list, # per image: the predicted name
@@ -214,9 +236,11 @@ def score_names(names:list, # per image: the predicted name
                 encode, # sentence encoder for sACC; None: cACC only
                 *,
                 ids:list|None=None, # per image: what cACC clusters by (default: the names)
+                right=None, # per image: the name maps to its class (`evaluate.mapped`); None: no `acc_mapped`
                 ) -> dict:
-    "cACC over `ids` (default: the names); sACC over every method's names written alike (`raw_name`)."
+    "cACC over `ids` (default: the names), `acc_mapped`, sACC over the names written alike (`raw_name`)."
     r = {'cacc': cluster_acc(ids if ids is not None else names, gt), 'names': len(set(names))}
+    if right is not None: r['acc_mapped'] = float(np.mean(right) * 100)
     if encode is not None:
         r['sacc'] = semantic_acc([raw_name([n]) if n else '' for n in names], gt_names, encode)
     return r
@@ -235,20 +259,22 @@ def _mean_changes(runs:list) -> dict:
         out[k] = _mean_changes(vals) if isinstance(v, dict) else round(float(np.mean(vals)), 1)
     return out
 
+# %% ../nbs/07a_testbed.ipynb #c7d1a0e5
 CASCADE_NOTE = ("held-out images escalated to the MLLM get its recorded answer for that image: it stands in "
                 "for a re-ranking call, which would also have seen the classifier's candidate names")
 
 def _cascade(ho:dict, gt, gtn, encode, *, seed:int) -> tuple:
     "(cascade curve, random escalation at 0.3, NeaR's ECE) of one held-out run."
     def score(mixed): return score_names([m[0] for m in mixed], gt, gtn, encode,
-                                         ids=pooled_ids([m[1] for m in mixed]))
-    near, llm = list(zip(*ho['predictions']['near'])), list(zip(*ho['predictions']['mllm_top1']))
+                                         ids=pooled_ids([m[1] for m in mixed]), right=[m[2] for m in mixed])
+    near, llm = (list(zip(*ho['predictions'][m], ho['mapped'][m])) for m in ('near', 'mllm_top1'))
     conf = ho['confidence']
     curve = cascade_curve(score, near, llm, conf['margin'])
     rand = random_escalation(score, near, llm, budget=0.3, draws=3, seed=seed)
     right = matched(pooled_ids(ho['predictions']['near'][1]), gt)
     return curve, rand, expected_calibration_error(conf['top'], right)
 
+# %% ../nbs/07a_testbed.ipynb #c7d1a0e6
 COST_BUDGETS = (0.0, 0.3, 1.0)
 
 def _costs(tb:TestBed, images_per_s:int, per_call:dict|None, prices:tuple|None) -> dict:
@@ -266,14 +292,47 @@ def _costs(tb:TestBed, images_per_s:int, per_call:dict|None, prices:tuple|None) 
             'prices_usd_per_1m_tokens': list(prices) if prices else None,
             'recorded_answer_chars': round(float(answers.str.len().mean()), 1)}
 
+def _images_per_s(clf, emb:np.ndarray) -> int:
+    "The classifier head's speed on about 20,000 copies of the embeddings."
+    big = np.repeat(emb, max(1, 20000 // len(emb)), 0)
+    t0 = time.perf_counter()
+    clf.predict(big)
+    return round(len(big) / (time.perf_counter() - t0))
+
+# %% ../nbs/07a_testbed.ipynb #c7d1a0e7
+def _one_seed(tb:TestBed, cfg, encode, **kw) -> dict:
+    "Both protocols with one seed: each method's figures, NeaR's changes, the cascade, the classifier."
+    gt, gtn = tb.labels.gt_class.to_numpy(), tb.labels.gt_name.tolist()
+    tr = transductive(tb, cfg, encode, **kw)
+    ho = heldout(tb, cfg, encode, **kw)
+    curve, rand, ece = _cascade(ho, gt, gtn, encode, seed=kw['seed'])
+    return {'transductive': {m: score_names(names, gt, gtn, encode) for m, names in tr['labels'].items()},
+            'heldout': {m: score_names(names, gt, gtn, encode, ids=pooled_ids(keys), right=ho['mapped'][m])
+                        for m, (names, keys) in ho['predictions'].items()},
+            'changes': (tr['changes'], ho['changes']), 'cascade': curve, 'random': rand, 'ece': ece,
+            'classifier': tr['classifier']}
+
+def _summary(runs:list) -> tuple:
+    "(transductive, held-out) figures: means and spreads over the seeds' `_one_seed` runs."
+    T, H = ({m: mean_std([r[p][m] for r in runs]) for m in runs[0][p]} for p in ('transductive', 'heldout'))
+    T['near']['changes'] = _mean_changes([r['changes'][0] for r in runs])
+    H['near']['changes'] = _mean_changes([r['changes'][1] for r in runs])
+    H['near']['ece'] = round(float(np.mean([r['ece'] for r in runs])), 2)
+    H['cascade'] = {b: mean_std([r['cascade'][b] for r in runs]) for b in runs[0]['cascade']}
+    H['cascade_random'] = {'0.3': mean_std([r['random'] for r in runs])}
+    H['cascade_note'] = CASCADE_NOTE
+    return T, H
+
+# %% ../nbs/07a_testbed.ipynb #c7d1a0e8
 def bench_testbed(folder, # a test-bed directory
-                  seeds:int=3, cfg=None,
+                  seeds:int=3, # seeds (trainer and folds) averaged
+                  cfg=None, # `NearConfig` (None: the defaults)
                   encode=None, # sentence encoder for sACC (`names.sentence_encoder()`)
                   *,
                   similar:float=0.9, # sentence-similarity merge threshold (0: stated synonyms only)
                   support:float|None=None, # visual support a sentence merge needs (`names.visual_merges`)
                   alternatives:bool=True, # the alternatives answers hedge between join their image's names
-                  progress:bool=False,
+                  progress:bool=False, # a progress bar over the seeds
                   text=None, # CLIP text encoder (`Backbone.embed_text`): adds the zero-shot CLIP baseline
                   per_call:dict|None=None, # `cascade.call_costs` of a real run: tokens, seconds per call
                   prices:tuple|None=None, # (USD per 1M prompt tokens, per 1M completion tokens) of that MLLM
@@ -281,38 +340,17 @@ def bench_testbed(folder, # a test-bed directory
     "Both test-bed protocols on one dataset: figures for every method, means and spreads over seeds."
     t0, cfg = time.perf_counter(), cfg or NearConfig()
     tb = load_testbed(folder)
-    gt, gtn = tb.labels.gt_class.to_numpy(), tb.labels.gt_name.tolist()
-    T, H, TC, HC = {}, {}, [], []
-    curves, rands, eces = [], [], []
-    for s in tqdm(range(seeds), desc=f'{tb.name}: seeds', disable=not progress):
-        kw = dict(similar=similar, support=support, alternatives=alternatives, seed=s, text=text)
-        tr = transductive(tb, cfg, encode, **kw)
-        for m, names in tr['labels'].items(): T.setdefault(m, []).append(score_names(names, gt, gtn, encode))
-        ho = heldout(tb, cfg, encode, **kw)
-        for m, (names, keys) in ho['predictions'].items():
-            H.setdefault(m, []).append(score_names(names, gt, gtn, encode, ids=pooled_ids(keys)))
-        curve, rand, ece = _cascade(ho, gt, gtn, encode, seed=s)
-        curves.append(curve)
-        rands.append(rand)
-        eces.append(ece)
-        TC.append(tr['changes'])
-        HC.append(ho['changes'])
-    T, H = {m: mean_std(v) for m, v in T.items()}, {m: mean_std(v) for m, v in H.items()}
-    T['near']['changes'], H['near']['changes'] = _mean_changes(TC), _mean_changes(HC)
-    H['near']['ece'] = round(float(np.mean(eces)), 2)
-    H['cascade'] = {b: mean_std([c[b] for c in curves]) for b in curves[0]}
-    H['cascade_random'] = {'0.3': mean_std(rands)}
-    H['cascade_note'] = CASCADE_NOTE
-    big = np.repeat(tb.emb, max(1, 20000 // len(gt)), 0)
-    t1 = time.perf_counter()
-    tr['classifier'].predict(big)
-    dt = time.perf_counter() - t1
-    return {'dataset': tb.name, 'images': len(gt), 'classes': len(tb.classnames), 'seeds': seeds,
+    kw = dict(similar=similar, support=support, alternatives=alternatives, text=text)
+    runs = [_one_seed(tb, cfg, encode, seed=s, **kw)
+            for s in tqdm(range(seeds), desc=f'{tb.name}: seeds', disable=not progress)]
+    T, H = _summary(runs)
+    speed = _images_per_s(runs[-1]['classifier'], tb.emb)
+    return {'dataset': tb.name, 'images': len(tb.labels), 'classes': len(tb.classnames), 'seeds': seeds,
             'sentence_model': getattr(encode, 'model_name', None),
             'text_model': getattr(getattr(text, '__self__', None), 'model_id', None),
             'config': asdict(cfg), 'similar': similar, 'support': support, 'alternatives': alternatives,
             'transductive': T, 'heldout': H,
-            'cost': _costs(tb, round(len(big) / dt), per_call, prices),
+            'cost': _costs(tb, speed, per_call, prices),
             'seconds': round(time.perf_counter() - t0, 1)}
 
 def methods(report:dict, # `bench_testbed`'s result

@@ -21,6 +21,12 @@ def test_bench_reports_what_near_changed(tmp_path):
     t, h = j['transductive'], j['heldout']
     assert t['near']['cacc'] > t['mllm_top1']['cacc'] and t['near']['sacc'] >= t['mllm_top1']['sacc'] - 1
     assert h['near']['cacc'] > h['ce_raw']['cacc'] and h['near']['sacc'] > h['ce_raw']['sacc']
+    held = [m for m in h if not m.startswith('cascade')]
+    assert held and all('acc_mapped' in h[m] and 'acc_mapped_std' in h[m] for m in held), held
+    assert all('acc_mapped' in v for v in [*h['cascade'].values(), *h['cascade_random'].values()])
+    assert h['cascade']['0.0']['acc_mapped'] == h['near']['acc_mapped']        # the two ends are the two methods
+    assert h['cascade']['1.0']['acc_mapped'] == h['mllm_top1']['acc_mapped']
+    assert h['near']['acc_mapped'] > h['mllm_top1']['acc_mapped'] + 20, h      # unseen spellings map to no class
     assert 'fixed' in r.stdout and 'broken' in r.stdout
     per = j['cost']['per_1000_images']
     assert [per[b]['mllm_calls'] for b in ('0.0', '0.3', '1.0')] == [0, 300, 1000]
