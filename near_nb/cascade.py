@@ -8,7 +8,7 @@ import json
 import re
 from dataclasses import dataclass
 import numpy as np
-from .names import normalize_name, parse_answer, singular
+from .parse import normalize_name, parse_answer, singular
 import pandas as pd
 from .calibrate import margins
 from .classifier import NearClassifier

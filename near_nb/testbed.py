@@ -14,7 +14,8 @@ from .calibrate import margins, expected_calibration_error
 from .cascade import cascade_cost, cascade_curve, random_escalation
 from .core import UnionFind
 from .evaluate import cluster_acc, semantic_acc, matched, mapped, change_counts
-from .names import normalize_name, parse_answer, answers_vocabulary, answer_contrasts
+from .names import answers_vocabulary, answer_contrasts
+from .parse import normalize_name, parse_answer
 from .near import NearConfig, fit_near_head, first_names
 from .neighbors import knn
 
