@@ -2,7 +2,9 @@
 
     python bench/near_ablation.py [TESTBED_ROOT] [--seeds 1] [--out bench/results/near_ablation.json]
 
-Writes one row per (dataset, variant): transductive and held-out cACC/sACC (means over seeds) and the labels
+A variant named '+ ...' switches on an option that is off by default (contrasts, neighbours' names in the
+candidate sets, PRODEN, the GMM split); the others switch a default part off. Writes one row per (dataset,
+variant): transductive and held-out cACC/sACC (means over seeds) and the labels
 NeaR changed against the raw MLLM top-1 names (fixed / broken). The defaults are the ones `bench/near_lodo.py`
 chose by leave-one-dataset-out. Embeddings are the test bed's precomputed OpenAI CLIP ViT-B/16 vectors;
 answers are Qwen2.5-VL-72B's."""
@@ -13,18 +15,20 @@ from near_nb.testbed import bench_testbed
 from near_nb.names import sentence_encoder
 from near_nb.near import NearConfig
 
-VARIANTS = {  # name -> (config changes, bench_testbed keyword changes)
+NEIGHBOURS = {'neighbour_weight': 'auto'}  # neighbours' names in every candidate set, for PRODEN and the GMM
+VARIANTS = {  # name -> (config changes, bench_testbed keyword changes); '+': an option switched on
     'default': ({}, {}),
     'no alternatives (first names only)': ({}, {'alternatives': False}),
-    'no contrasts': ({'contrasts': False}, {}),
+    '+ contrasts': ({'contrasts': True}, {}),
     'sentence merges without visual support': ({}, {'support': None}),
     'no sentence merges (stated synonyms only)': ({}, {'similar': 0.0}),
     'no leave-one-out relabelling': ({'relabel': False}, {}),
     'relabelling without the capacity rule': ({'capacity': False}, {}),
-    'no neighbours in candidate sets (k=0)': ({'k': 0}, {}),
-    '+ PRODEN re-weighting': ({'proden': True}, {}),
-    '+ GMM split, consensus refinement': ({'gmm': True}, {}),
-    '+ GMM split, relaxed refinement': ({'gmm': True, 'refine': 'relax'}, {}),
+    "+ neighbours' names in candidate sets (neighbour_weight=auto)": (NEIGHBOURS, {}),
+    "+ PRODEN re-weighting (with neighbours' names)": ({**NEIGHBOURS, 'proden': True}, {}),
+    "+ GMM split, consensus refinement (with neighbours' names)": ({**NEIGHBOURS, 'gmm': True}, {}),
+    "+ GMM split, relaxed refinement (with neighbours' names)":
+        ({**NEIGHBOURS, 'gmm': True, 'refine': 'relax'}, {}),
     'trained head (not class means)': ({'head': 'trained'}, {}),
     'class means only (no nearest image, nearest=0)': ({'nearest': 0.0}, {}),
 }

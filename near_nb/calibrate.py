@@ -12,7 +12,7 @@ from .classifier import nearest_cosines
 
 # %% auto #0
 __all__ = ['loo_prototype_scores', 'loo_head_scores', 'fit_temperature', 'fit_calibration', 'margins', 'reliability_table',
-           'expected_calibration_error', 'reliability_figure']
+           'expected_calibration_error', 'reliability_figure', 'reliability_plot']
 
 # %% ../nbs/06a_calibrate.ipynb #af43bad2
 def loo_prototype_scores(emb:np.ndarray, # (n, d) L2-normalised embeddings of the training images
@@ -136,4 +136,23 @@ def reliability_figure(table:pd.DataFrame, # `reliability_table`
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode='lines', name='calibrated', line=dict(dash='dash')))
     fig.update_layout(title=title, xaxis_title='confidence', yaxis_title='accuracy', xaxis_range=[0, 1],
                       yaxis_range=[0, 1], width=480, height=420, bargap=0)
+    return fig
+
+# %% ../nbs/06a_calibrate.ipynb #73f21c24
+def reliability_plot(runs:dict, # title -> (confidences (m,), correct (m,) bools)
+                     bins:int=15, # equal-width confidence bins, for the bars and the ECE in each title
+                     size:float=3.0, # inches per panel
+                    ):
+    "Reliability diagrams side by side (matplotlib), ECE in each title: accuracy per confidence bin."
+    import matplotlib.pyplot as plt  # lazy: only drawing a figure needs matplotlib
+    fig, axes = plt.subplots(1, len(runs), figsize=(size * len(runs), size), squeeze=False)
+    for ax, (title, (conf, correct)) in zip(axes[0], runs.items()):
+        t = reliability_table(conf, correct, bins)
+        t = t[t['count'] > 0]
+        ax.bar(t.low, t.accuracy, width=t.high - t.low, align='edge', edgecolor='k', label='accuracy')
+        ax.plot([0, 1], [0, 1], 'k--', lw=1, label='calibrated')
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel='confidence', ylabel='accuracy')
+        ax.set_title(f'{title}\nECE {expected_calibration_error(conf, correct, bins):.1f}', fontsize=9)
+    axes[0][0].legend(loc='upper left', fontsize=7)
+    fig.tight_layout()
     return fig

@@ -20,7 +20,7 @@ from .near import NearConfig, train_near, calibration_meta, training_start, head
 log = logging.getLogger('near_nb')
 
 # %% auto #0
-__all__ = ['log', 'top_params', 'tower_features', 'wise_ft', 'fit_near_tower']
+__all__ = ['log', 'top_params', 'tower_features', 'wise_ft', 'fit_near_tower', 'history_plot']
 
 # %% ../nbs/06c_tune.ipynb #7e0e1180
 def _trunk(visual, x:torch.Tensor, start:int) -> torch.Tensor:
@@ -44,7 +44,7 @@ def top_params(visual, n_top:int) -> list:
     ps = [p for b in blocks for p in b.parameters()] + list(visual.ln_post.parameters())
     return ps + ([visual.proj] if isinstance(visual.proj, torch.nn.Parameter) else [])
 
-# %% ../nbs/06c_tune.ipynb #017b095c
+# %% ../nbs/06c_tune.ipynb #1e79d59a
 def _autocast(bb):
     "bf16 autocast for a backbone that runs in fp16/bf16, where the device has bf16 (disabled otherwise)."
     dev = 'cuda' if bb.device.startswith('cuda') else 'cpu'
@@ -79,6 +79,7 @@ def tower_features(backbone, # an `embed.Backbone` (loaded on demand)
     emb = torch.cat(feats).numpy() if feats else np.zeros((0, visual.output_dim), np.float32)
     return emb, (torch.cat(acts) if acts else None), np.array(ok, int), errors
 
+# %% ../nbs/06c_tune.ipynb #4e7a0a98
 def _pixels_of(bb, files:list) -> torch.Tensor:
     "Preprocessed pixels of `files`, in order, on the model's device (mode 3 reads each batch again)."
     idx, x, bad = next(bb.pixel_batches(files, batch_size=len(files), num_workers=0))
@@ -123,7 +124,31 @@ def _train_tower(bb, n_top, acts, files:list, W0, Cw, Y, nn_idx, cfg:NearConfig,
         if low != torch.float32: convert_weights_to_lp(visual, low)  # the backbone's own precision again
     return res, W, state
 
-# %% ../nbs/06c_tune.ipynb #c037dce3
+# %% ../nbs/06c_tune.ipynb #4346db63
+def _readable(ok:np.ndarray, # ids of the images that could be read
+              own:list, # per image: its own name ids
+              contrasts:list|None, # per image: name ids its answer rules out
+              verified:np.ndarray|None, # (n,) bool: labels a person gave
+             ) -> tuple:
+    "`own`, `contrasts` and `verified` for the readable images only."
+    contrasts = None if contrasts is None else [contrasts[i] for i in ok]
+    return [own[i] for i in ok], contrasts, None if verified is None else np.asarray(verified, bool)[ok]
+
+def _tower_meta(res, # the run's `NearResult`
+                cfg:NearConfig,
+                *,
+                n_top:int|None, # blocks trained (None: the whole tower)
+                wise:float|None, # WiSE-FT alpha
+                neighbour_weight:float, # the neighbours' share of the candidates
+                n_train:int, # images trained on
+                errors:list, # the `LoadError`s of the images left out
+               ) -> dict:
+    "The classifier's meta for modes 2 and 3: mode, blocks, WiSE-FT, config, images used and skipped."
+    return {'mode': 'top' if n_top is not None else 'full', 'n_top': n_top, 'wise': wise,
+            'config': asdict(cfg), 'neighbour_weight': neighbour_weight, 'n_train': n_train,
+            'skipped': [str(e) for e in errors], 'calibration': calibration_meta(res, cfg)}
+
+# %% ../nbs/06c_tune.ipynb #e6553b7b
 def fit_near_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
                    images, # the training images (`ImageSet` or paths), aligned with `own`
                    own:list, names:list, *, cfg:NearConfig|None=None,
@@ -140,9 +165,7 @@ def fit_near_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
     visual = bb.model.visual
     iset = images if isinstance(images, ImageSet) else ImageSet([Path(p) for p in images])
     emb, acts, ok, errs = tower_features(bb, iset, n_top, batch_size=cfg.batch_size or 32)
-    own = [own[i] for i in ok]
-    contrasts = None if contrasts is None else [contrasts[i] for i in ok]
-    verified = None if verified is None else np.asarray(verified, bool)[ok]
+    own, contrasts, verified = _readable(ok, own, contrasts, verified)
     zs = {k: v.detach().clone() for k, v in visual.state_dict().items()}
     C = len(names)
     Y, nn_idx, Cw, a, W0, rl = training_start(emb, own, C, cfg, text_emb=text_emb,
@@ -155,12 +178,27 @@ def fit_near_tower(backbone, # an `embed.Backbone` (weights loaded on demand)
         W = F.normalize((1 - wise) * torch.tensor(W0) + wise * W, dim=1)
     visual.load_state_dict(zs)  # the backbone itself stays zero-shot; the classifier carries the tuned tower
     active = np.bincount(res.refined, minlength=C) > 0 if cfg.prune else None
-    meta = {'mode': 'top' if n_top is not None else 'full', 'n_top': n_top,
-            'wise': wise, 'config': asdict(cfg),
-            'neighbour_weight': a, 'n_train': len(ok), 'skipped': [str(e) for e in errs]}
-    meta['calibration'] = calibration_meta(res, cfg)
+    meta = _tower_meta(res, cfg, n_top=n_top, wise=wise, neighbour_weight=a, n_train=len(ok), errors=errs)
     # the memory holds the tuned tower's features; WiSE-FT
     # interpolates the tower afterwards, so they are stale
     memory = head_memory(res, cfg) if wise is None else {}
     clf = NearClassifier(names, W.numpy(), res.tau or cfg.tau, active, bb, state, meta, **memory)
     return clf, res
+
+# %% ../nbs/06c_tune.ipynb #19dc72af
+def history_plot(histories:dict, # run name -> `NearResult.history`
+                 size:float=3.2, # inches per panel
+                ):
+    "Matplotlib panels of the loss and the accuracy per epoch, one line per run."
+    import matplotlib.pyplot as plt  # lazy: only drawing a figure needs matplotlib
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size))
+    for name, hist in histories.items():
+        for ax, key in zip(axes, ('loss', 'accuracy')):
+            ax.plot([h['epoch'] + 1 for h in hist], [h[key] for h in hist], marker='.', label=name)
+    for ax, key in zip(axes, ('loss', 'accuracy')):
+        ax.set(xlabel='epoch', ylabel=key, title=f'{key} per epoch')
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[1].set_ylim(0, 1.05)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
