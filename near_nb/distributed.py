@@ -102,7 +102,7 @@ def _unknown_on_workers(scheme:str, known:list) -> str:
 def worker_labeler(spec:str, # 'SCHEME:ARG', as `get_labeler` takes it
                    **options, # to the scheme's factory: base_url, timeout, temperature...
                   ):
-    "`get_labeler` in a Ray worker: the labeler registry as this process sees it, built-ins and installed plugins."
+    "`get_labeler` in a Ray worker: the registry as this process sees it (built-ins, installed plugins)."
     scheme = spec.partition(':')[0]
     if scheme not in LABELERS: raise NearError(_unknown_on_workers(scheme, sorted(LABELERS)))
     return get_labeler(spec, **options)

@@ -305,7 +305,7 @@ def map_png(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
     "The map as a matplotlib figure (a PNG in a notebook and on GitHub): the explorer's traces and colours."
     import matplotlib.pyplot as plt  # lazy: only a static map needs matplotlib
     fig, ax = plt.subplots(figsize=size)
-    traces = map_traces(view, xy, by, colours, top=top, answer_chars=0)[:-1]  # the (empty) search trace left out
+    traces = map_traces(view, xy, by, colours, top=top, answer_chars=0)[:-1]  # no (empty) search trace
     for t in traces[1:] + traces[:1]:  # the grey tail last in the legend, drawn under the names
         ax.scatter(t.x, t.y, s=9, c=t.marker.color, label=unescape(t.name), linewidths=0,
                    zorder=1 if t is traces[0] else 2)
@@ -764,10 +764,12 @@ def _fill_confusion(self:Explorer):
     self.pairs.value = '<b>most confused pairs</b>' + pairs.to_html(index=False) if len(pairs) else none
 
 # %% ../nbs/08_explore.ipynb #7c987351
-PLOTLY_WIDGET_URL = 'https://cdn.jsdelivr.net/gh/plotly/plotly.py@v{version}/plotly/package_data/widgetbundle.js'
+PLOTLY_WIDGET_URL = ('https://cdn.jsdelivr.net/gh/plotly/plotly.py@v{version}'
+                     '/plotly/package_data/widgetbundle.js') # plotly's widget code, per plotly version
 
 @patch
-def prepare_to_store(self:Explorer, url:str|None=None, # the figures' front-end code; None: `PLOTLY_WIDGET_URL`
+def prepare_to_store(self:Explorer,
+                     url:str|None=None, # the figures' front-end code; None: `PLOTLY_WIDGET_URL`
                     ) -> str:
     "Put the figures as they are now in the widget state, their code linked from `url`, not inline; the URL."
     import plotly  # lazy: plotly is slow to import; only a built explorer needs it

@@ -106,12 +106,13 @@ def test_exporters_registry_lists_the_formats_and_names_the_fix():
     assert EXPORTERS.get_or_fail('test-only-format') is fn
 
 def test_near_export_uses_an_installed_exporter_plugin(named, tmp_path):
-    "A fake installed distribution declares a format under near_nb.exporters; `near export --to` offers and runs it."
+    "An installed package declares a format under near_nb.exporters: `near export --to` offers and runs it."
     import subprocess, sys
     site = tmp_path/'site'
-    (site/'near_tsv_plugin-0.1.dist-info').mkdir(parents=True)
-    (site/'near_tsv_plugin-0.1.dist-info'/'METADATA').write_text('Metadata-Version: 2.1\nName: near-tsv-plugin\nVersion: 0.1\n')
-    (site/'near_tsv_plugin-0.1.dist-info'/'entry_points.txt').write_text('[near_nb.exporters]\ntsv = near_tsv_plugin:to_tsv\n')
+    info = site/'near_tsv_plugin-0.1.dist-info'
+    info.mkdir(parents=True)
+    (info/'METADATA').write_text('Metadata-Version: 2.1\nName: near-tsv-plugin\nVersion: 0.1\n')
+    (info/'entry_points.txt').write_text('[near_nb.exporters]\ntsv = near_tsv_plugin:to_tsv\n')
     (site/'near_tsv_plugin.py').write_text(
         'from pathlib import Path\n'
         'def to_tsv(df, out, name_col="name", **options):\n'
@@ -123,6 +124,7 @@ def test_near_export_uses_an_installed_exporter_plugin(named, tmp_path):
                                     capture_output=True, text=True, timeout=120)
     r = run(table, '--to', 'tsv', '--out', tmp_path/'named.tsv')
     assert r.returncode == 0, r.stderr
-    assert (tmp_path/'named.tsv').read_text().splitlines() == [f'{p}\t{n}' for p, n in zip(named.path[:5], named.name[:5])]
+    want = [f'{p}\t{n}' for p, n in zip(named.path[:5], named.name[:5])]
+    assert (tmp_path/'named.tsv').read_text().splitlines() == want
     r = run(table, '--to', 'nope', '--out', tmp_path/'x')
     assert r.returncode == 2 and "'tsv'" in r.stderr  # the plugin is among the choices argparse lists

@@ -180,7 +180,7 @@ def test_label_on_ray_with_a_labeler_from_an_installed_package(cluster, images, 
     "The workers find a pip-installed labeler through its entry point; the driver never imports it."
     from near_nb.core import Registry
     from near_nb.mllm import LABELERS
-    if not isinstance(LABELERS, Registry): pytest.skip('needs mllm.LABELERS as a core.Registry (entry points)')
+    if not isinstance(LABELERS, Registry): pytest.skip('needs mllm.LABELERS as a core.Registry ')
     site = fake_installed_plugin(tmp_path/'site')
     env = {'env_vars': {'PYTHONPATH': os.pathsep.join([str(site), os.environ.get('PYTHONPATH', '')])}}
     out = tmp_path/'labels.parquet'
