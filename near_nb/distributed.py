@@ -14,10 +14,12 @@ import pyarrow.parquet as pq
 from .core import NearError
 from .classifier import NearClassifier, backbone_from_spec
 from .data import ImageSet, display_path
-from .mllm import LabelStore, export_labels, label_images, get_labeler, make_prompt
+from fastcore.basics import patch
+from .mllm import LABELERS, LabelStore, export_labels, label_images, get_labeler, make_prompt
 
 # %% auto #0
-__all__ = ['EmbedBatches', 'PredictBatches', 'LabelBatches', 'connect', 'done_paths', 'read_results', 'run_batches']
+__all__ = ['EmbedBatches', 'PredictBatches', 'worker_labeler', 'LabelBatches', 'connect', 'done_paths', 'read_results',
+           'run_batches']
 
 # %% ../nbs/12_distributed.ipynb #40620adb
 def _paths(batch:pa.Table) -> list:
@@ -90,20 +92,35 @@ class PredictBatches(EmbedBatches):
                          'error': [why.get(str(p), '' if t else 'not embedded')
                                    for p, t in zip(_paths(batch), top)]})
 
+# %% ../nbs/12_distributed.ipynb #f58bceab
+def _unknown_on_workers(scheme:str, known:list) -> str:
+    return (f'the Ray workers know no labeler scheme {scheme!r} (they know: {", ".join(known)}); a labeler '
+            "added with register_labeler in the driver is not seen by the workers: ship it as a package that "
+            "declares it under the entry-point group 'near_nb.labelers', installed on every node "
+            "(or given to run_batches as runtime_env={'pip': [...]} or a PYTHONPATH in its env_vars)")
+
+def worker_labeler(spec:str, # 'SCHEME:ARG', as `get_labeler` takes it
+                   **options, # to the scheme's factory: base_url, timeout, temperature...
+                  ):
+    "`get_labeler` in a Ray worker: the registry as this process sees it (built-ins, installed plugins)."
+    scheme = spec.partition(':')[0]
+    if scheme not in LABELERS: raise NearError(_unknown_on_workers(scheme, sorted(LABELERS)))
+    return get_labeler(spec, **options)
+
 # %% ../nbs/12_distributed.ipynb #c23d2c90
 class LabelBatches:
     "A Ray Data worker: image paths in, the MLLM's answers out (one row per image and sample)."
     uses_gpu = False # the MLLM runs on its own server
-    def __init__(self, mllm:str, # 'openai:MODEL' (or 'replay:FILE')
+    def __init__(self, mllm:str, # 'openai:MODEL', 'replay:FILE', or a plugin's 'SCHEME:ARG'
                  base_url:str|None=None, # the server, e.g. http://vllm-host:8000/v1
                  prompt:str|None=None, # default: `make_prompt(domain)`
                  domain:str|None=None, # 'bird', 'flower', 'car'...
                  samples:int=1, # answers per image
                  concurrency:int=8, # requests in flight per actor
                  failures=None, # the run's failure log (a Ray actor handle)
-                 **labeler_kw, # passed to `get_labeler` (timeout, max_attempts, temperature, max_side...)
+                 **labeler_kw, # passed to `worker_labeler` (timeout, max_attempts, temperature, max_side...)
                 ):
-        self.labeler = get_labeler(mllm, base_url=base_url, **labeler_kw)
+        self.labeler = worker_labeler(mllm, base_url=base_url, **labeler_kw)
         self.prompt, self.samples, self.concurrency = prompt or make_prompt(domain), samples, concurrency
         self.store = LabelStore(Path(tempfile.mkdtemp(prefix='near-label-'))/'store.sqlite')
         self.failures = failures
@@ -164,13 +181,50 @@ def read_results(out:str|Path, # a folder of Parquet files written by `run_batch
     return df.drop_duplicates(key, keep='last').sort_values(['index'] + key[1:],
                                                             kind='stable').reset_index(drop=True)
 
-# %% ../nbs/12_distributed.ipynb #947cbe26
+# %% ../nbs/12_distributed.ipynb #34d3d41e
 class _FailureLog:
     "A tiny Ray actor: what went wrong in the batches that Ray retried."
     def __init__(self): self.items = []
     def note(self, what:str): self.items.append(what)
     def all(self) -> list: return self.items
 
+def _known_schemes() -> list:
+    "The labeler schemes a Ray worker process knows (run there as a task)."
+    return sorted(LABELERS)
+
+@patch(cls_method=True)
+def preflight(cls:LabelBatches, worker_kw:dict, # `LabelBatches`' constructor arguments
+              runtime_env:dict|None=None, # the actors' Ray runtime_env
+             ):
+    "Ask a Ray worker, set up as the actors will be, whether it knows the labeler's scheme; fail here if not."
+    ray = _ray()
+    scheme = worker_kw['mllm'].partition(':')[0]
+    task = ray.remote(num_cpus=0)(_known_schemes).options(runtime_env=runtime_env or {})
+    known = ray.get(task.remote())
+    if scheme not in known: raise NearError(_unknown_on_workers(scheme, known))
+
+# %% ../nbs/12_distributed.ipynb #a508b46f
+def _blocks(todo:list, # (index, path) pairs
+            batch_size:int, # paths per block
+           ):
+    "A Ray dataset of the (index, path) rows, one block per batch."
+    table = pa.table({'index': [i for i, _ in todo], 'path': [p for _, p in todo]})
+    return _ray().data.from_arrow([table.slice(k, batch_size) for k in range(0, len(todo), batch_size)])
+
+def _write(ds, # the mapped Ray dataset
+           out:Path, # the output folder
+           done:set, # the paths it held before
+          ):
+    "Stream `ds` into `out` as Parquet; a `NearError` that says what was kept when the job dies."
+    try: ds.write_parquet(str(out))
+    except Exception as e:
+        kept = len(done_paths(out)) - len(done)
+        why = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+        raise NearError(f'the Ray job failed ({why}); '
+                        f'the {kept} rows it wrote are kept in {display_path(out)}: '
+                        'run the same command again to do the rest') from None
+
+# %% ../nbs/12_distributed.ipynb #948d6e98
 def run_batches(worker:type, # `EmbedBatches`, `PredictBatches`, `LabelBatches` or a subclass
                 worker_kw:dict, # the worker's constructor arguments
                 images, # an `ImageSet` or a list of paths (on storage every node can read)
@@ -182,10 +236,11 @@ def run_batches(worker:type, # `EmbedBatches`, `PredictBatches`, `LabelBatches` 
                 batch_size:int=256, # paths per block that an actor gets at a time
                 retries:int=2, # times Ray retries a failed batch
                 ok_only:bool=False, # re-run paths whose rows hold an error
+                runtime_env:dict|None=None, # Ray runtime_env of the actors (`pip`, `env_vars`...)
                ) -> dict:
     "Run `worker` over the images not yet in `out` on Ray; a summary (written, skipped, failures)."
     ray = connect(address)
-    from ray.data import DataContext
+    from ray.data import DataContext  # lazy: Ray is optional
     iset = images if isinstance(images, ImageSet) else ImageSet(list(images))
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -195,22 +250,15 @@ def run_batches(worker:type, # `EmbedBatches`, `PredictBatches`, `LabelBatches` 
     summary = {'images': len(iset), 'already_done': len(iset) - len(todo), 'written': 0,
                'out': str(out), 'failures': []}
     if not todo: return summary
+    if hasattr(worker, 'preflight'): worker.preflight(worker_kw, runtime_env)
     if num_gpus is None: num_gpus = 1 if worker.uses_gpu and ray.cluster_resources().get('GPU', 0) else 0
     log = ray.remote(num_cpus=0)(_FailureLog).remote()
     DataContext.get_current().actor_task_retry_on_errors = True
-    table = pa.table({'index': [i for i, _ in todo], 'path': [p for _, p in todo]})
-    # a block per batch
-    ds = ray.data.from_arrow([table.slice(k, batch_size) for k in range(0, len(todo), batch_size)])
-    ds = ds.map_batches(worker, fn_constructor_kwargs={**worker_kw, 'failures': log}, batch_size=batch_size,
-                        batch_format='pyarrow', concurrency=actors, num_gpus=num_gpus, num_cpus=num_cpus,
-                        max_task_retries=retries, max_restarts=retries)
-    try: ds.write_parquet(str(out))
-    except Exception as e:
-        kept = len(done_paths(out)) - len(done)
-        why = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
-        raise NearError(f'the Ray job failed ({why}); '
-                        f'the {kept} rows it wrote are kept in {display_path(out)}: '
-                        'run the same command again to do the rest') from None
+    ds = _blocks(todo, batch_size).map_batches(
+        worker, fn_constructor_kwargs={**worker_kw, 'failures': log}, batch_size=batch_size,
+        batch_format='pyarrow', concurrency=actors, num_gpus=num_gpus, num_cpus=num_cpus,
+        runtime_env=runtime_env, max_task_retries=retries, max_restarts=retries)
+    try: _write(ds, out, done)
     finally: summary['failures'] = ray.get(log.all.remote())
     summary['written'] = len(todo)
     return summary

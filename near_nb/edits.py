@@ -10,13 +10,14 @@ from dataclasses import replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 from .core import open_sqlite
 from .names import Vocabulary, Mention, Merge, normalize_name
 
 # %% auto #0
 __all__ = ['EditLog', 'apply_edits', 'edit_view']
 
-# %% ../nbs/08a_edits.ipynb #bf388b39
+# %% ../nbs/08a_edits.ipynb #6e743bf5
 _EDITS = '''CREATE TABLE IF NOT EXISTS edits (id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL, kind TEXT,
             image TEXT, a TEXT, b TEXT, undone INTEGER DEFAULT 0);'''
 
@@ -26,34 +27,46 @@ class EditLog:
     def __init__(self, path): # a database file, or a `LabelStore` (its file)
         self.path = Path(getattr(path, 'path', path))
         self.con = open_sqlite(self.path, _EDITS)
-    def add(self, kind:str, a:str|None=None, b:str|None=None, image:str|None=None) -> int:
-        "Journal one edit; its id."
-        if kind not in self.kinds: raise ValueError(f'kind must be one of {self.kinds}, not {kind!r}')
-        need = {'rename': (a, b), 'merge': (a, b), 'move': (image, b), 'wrong': (image,)}[kind]
-        if any(not x for x in need):
-            raise ValueError(f'a {kind!r} edit needs '
-                             + {'rename': 'a name and the new name', 'merge': 'two names',
-                                                     'move': 'an image and a name',
-                                                     'wrong': 'an image'}[kind])
-        with self.con:
-            cur = self.con.execute('INSERT INTO edits (created, kind, image, a, b) VALUES (?,?,?,?,?)',
-                                   (time.time(), kind, image, a, b))
-        return cur.lastrowid
-    def undo(self, id:int|None=None) -> dict|None:
-        "Mark edit `id` (default: the last in force) undone; the edit, or None when there is nothing to undo."
-        act = self.active() if id is None else [e for e in self.active() if e['id'] == id]
-        if not act: return None
-        with self.con: self.con.execute('UPDATE edits SET undone = 1 WHERE id = ?', (act[-1]['id'],))
-        return act[-1]
     def active(self) -> list:
         "The edits in force, oldest first, as dicts."
         cur = self.con.execute('SELECT id, kind, image, a, b FROM edits WHERE undone = 0 ORDER BY id')
         return [dict(zip(('id', 'kind', 'image', 'a', 'b'), r)) for r in cur]
-    def frame(self) -> pd.DataFrame:
-        "Every edit ever made, undone ones included."
-        return pd.read_sql_query('SELECT * FROM edits ORDER BY id', self.con)
     def __len__(self): return len(self.active())
     def __repr__(self): return f'EditLog({str(self.path)!r}, {len(self)} in force)'
+
+# %% ../nbs/08a_edits.ipynb #77471596
+_NEEDS = {'rename': 'a name and the new name', 'merge': 'two names', 'move': 'an image and a name',
+          'wrong': 'an image'} # what each kind of edit needs, for the message
+
+@patch
+def add(self:EditLog, kind:str, # 'rename', 'merge', 'move' or 'wrong'
+        a:str|None=None, # the name renamed, merged, or marked wrong
+        b:str|None=None, # the new name, the name merged into, or the name an image moves to
+        image:str|None=None, # the image a move or a mark is about
+       ) -> int:
+    "Journal one edit; its id."
+    if kind not in self.kinds: raise ValueError(f'kind must be one of {self.kinds}, not {kind!r}')
+    need = {'rename': (a, b), 'merge': (a, b), 'move': (image, b), 'wrong': (image,)}[kind]
+    if any(not x for x in need): raise ValueError(f'a {kind!r} edit needs {_NEEDS[kind]}')
+    with self.con:
+        cur = self.con.execute('INSERT INTO edits (created, kind, image, a, b) VALUES (?,?,?,?,?)',
+                               (time.time(), kind, image, a, b))
+    return cur.lastrowid
+
+# %% ../nbs/08a_edits.ipynb #cb4cbc63
+@patch
+def undo(self:EditLog, id:int|None=None, # the edit to undo; None: the last in force
+        ) -> dict|None:
+    "Mark edit `id` undone; the edit, or None when there is nothing to undo."
+    act = self.active() if id is None else [e for e in self.active() if e['id'] == id]
+    if not act: return None
+    with self.con: self.con.execute('UPDATE edits SET undone = 1 WHERE id = ?', (act[-1]['id'],))
+    return act[-1]
+
+@patch
+def frame(self:EditLog) -> pd.DataFrame:
+    "Every edit ever made, undone ones included."
+    return pd.read_sql_query('SELECT * FROM edits ORDER BY id', self.con)
 
 # %% ../nbs/08a_edits.ipynb #49e0d50f
 def apply_edits(voc, own:list, ids:list, # the vocabulary, each image's own name ids, the image keys

@@ -8,19 +8,20 @@ import base64, io, json, re, textwrap
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
-from html import escape
+from html import escape, unescape
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 from scipy.optimize import linear_sum_assignment
 from .edits import EditLog, edit_view
 from .names import normalize_name
 from .neighbors import knn
 
 # %% auto #0
-__all__ = ['PALETTE', 'TAIL', 'UNNAMED', 'layout_2d', 'head_to_head', 'LabelView', 'label_view', 'thumbnail', 'confidence_text',
-           'card_html', 'grid_html', 'name_key', 'name_colours', 'colour_of', 'tooltip_text', 'map_traces', 'map_title',
-           'map_figure', 'find_images', 'highlight', 'cluster_table', 'confusion', 'confused_pairs', 'confusion_figure',
-           'Explorer', 'map_html', 'page_frame']
+__all__ = ['PALETTE', 'TAIL', 'UNNAMED', 'PLOTLY_WIDGET_URL', 'layout_2d', 'head_to_head', 'LabelView', 'label_view', 'thumbnail',
+           'confidence_text', 'card_html', 'grid_html', 'name_key', 'name_colours', 'colour_of', 'tooltip_text',
+           'map_traces', 'map_title', 'map_figure', 'find_images', 'highlight', 'map_png', 'cluster_table', 'confusion',
+           'confused_pairs', 'confusion_figure', 'Explorer', 'map_html', 'page_frame']
 
 # %% ../nbs/08_explore.ipynb #ffb35972
 def layout_2d(emb:np.ndarray, # (n, d) embeddings
@@ -125,7 +126,7 @@ def label_view(ids:list, voc, own:list, # keys; `Vocabulary`, own name ids (`ans
         v.candidates = _neighbour_candidates(mllm, emb, top)
     return v
 
-# %% ../nbs/08_explore.ipynb #92186133
+# %% ../nbs/08_explore.ipynb #cb45478c
 _GREY = 'data:image/svg+xml;base64,' + base64.b64encode(b'<svg xmlns="http://www.w3.org/2000/svg" width="96" '
                                                         b'height="96">'
                                                          b'<rect width="96" height="96" '
@@ -151,6 +152,7 @@ def confidence_text(view:LabelView, i:int) -> str:
     ru = view.runner_up[i] if view.runner_up is not None else ''
     return f'{float(view.confidence[i]):.0%} sure' + (f' against {ru}' if ru else '')
 
+# %% ../nbs/08_explore.ipynb #c48d5e7d
 def card_html(view:LabelView, i:int, label:str, by:str='mllm', *, size:int=96, marked:set=frozenset()) -> str:
     "One image's card: thumbnail, name (wrapped, escaped), MLLM name, confidence and flags."
     sub = []
@@ -221,7 +223,7 @@ def _hover(view:LabelView, i:int, lab:str, by:str, *, answer_chars:int=160) -> s
         out.append(tooltip_text(str(view.answers[i]), max_chars=answer_chars))
     return '<br>'.join(out)
 
-# %% ../nbs/08_explore.ipynb #88be012e
+# %% ../nbs/08_explore.ipynb #0e36496f
 def map_traces(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
                by:str='mllm', # colour by 'mllm', 'refined' or 'gt'
                colours:dict|None=None, # `name_colours` (default: this view's `top` largest names)
@@ -251,6 +253,7 @@ def map_traces(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
                             marker=dict(size=11, color=[], line=dict(width=1.5, color='#000'))))
     return out
 
+# %% ../nbs/08_explore.ipynb #9f6f2535
 def _map_layout(title:str) -> dict:
     return dict(title=title, dragmode='lasso', hovermode='closest', height=620,
                 margin=dict(l=10, r=10, t=50, b=10),
@@ -289,6 +292,27 @@ def highlight(fig, xy:np.ndarray, labels:list, colours:dict, *, idx, # images to
         f.marker.color = [colour_of(colours, labels[i]) if name_key(labels[i]) in colours else '#444'
                           for i in idx]
         f.hovertext = [escape(labels[i] or '(no name)') for i in idx]
+    return fig
+
+# %% ../nbs/08_explore.ipynb #2cf9540a
+def map_png(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
+            by:str='mllm', # colour by 'mllm', 'refined' or 'gt'
+            colours:dict|None=None, # `name_colours` (default: this view's `top` largest names)
+            *,
+            top:int=20, # names coloured (the rest are grey)
+            size:tuple=(9.5, 5.5), # the figure's size in inches
+           ):
+    "The map as a matplotlib figure (a PNG in a notebook and on GitHub): the explorer's traces and colours."
+    import matplotlib.pyplot as plt  # lazy: only a static map needs matplotlib
+    fig, ax = plt.subplots(figsize=size)
+    traces = map_traces(view, xy, by, colours, top=top, answer_chars=0)[:-1]  # no (empty) search trace
+    for t in traces[1:] + traces[:1]:  # the grey tail last in the legend, drawn under the names
+        ax.scatter(t.x, t.y, s=9, c=t.marker.color, label=unescape(t.name), linewidths=0,
+                   zorder=1 if t is traces[0] else 2)
+    ax.set_title(map_title(view, by), fontsize=10)
+    ax.set_axis_off()
+    ax.legend(loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False, markerscale=1.5)
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/08_explore.ipynb #af9958ef
@@ -390,6 +414,7 @@ class Explorer:
         self.by, self.current, self.mode, self.colours = view.stages[0], None, None, None
         (self.selected, self.shown, self.picked,
          self.hits, self._gathered) = [], [], set(), np.array([], int), set()
+        self._pool = []  # the grid's card widgets, reused (`_card`)
         self._filling = False
         self._refresh_view()
         self._build()
@@ -411,9 +436,7 @@ class Explorer:
         n_edits = len(self.edits) if self.edits is not None else 0
         return f'Explorer({len(self.base)} images, by {self.by!r}, {n_edits} edits)'
 
-# %% ../nbs/08_explore.ipynb #67344183
-from fastcore.basics import patch
-
+# %% ../nbs/08_explore.ipynb #a5dfb28a
 @patch
 def _build(self:Explorer):
     # lazy: ipywidgets is needed only when an explorer widget is built
@@ -430,6 +453,22 @@ def _build(self:Explorer):
     self.grid = w.Box(layout=w.Layout(display='flex', flex_flow='row wrap', width='100%'))
     self.all_btn = w.Button(description='Select all', layout=auto)
     self.none_btn = w.Button(description='Select none', layout=auto)
+    self._edit_controls(w, wide, auto)
+    cols = v.stages[0] if v.stages[0] != 'mllm' else v.stages[-1]
+    self.conf_rows = w.Dropdown(options=v.stages, value='mllm', description='rows')
+    self.conf_cols = w.Dropdown(options=v.stages, value=cols, description='columns')
+    self.conf, self.pairs = go.FigureWidget(), w.HTML()
+    self._wire()
+    self._refresh()
+    self._lay_out(w)
+
+# %% ../nbs/08_explore.ipynb #5524914e
+@patch
+def _edit_controls(self:Explorer, w, # the ipywidgets module
+                   wide:dict, # the style of controls with long descriptions
+                   auto, # a Layout that fits a button to its text
+                  ):
+    "The edit controls: rename, merge, move, mark wrong, undo."
     self.new_name = w.Text(placeholder='new name', description='rename this cluster to', style=wide)
     self.merge_to = w.Combobox(placeholder='a name in use', description='merge this cluster into', style=wide)
     self.move_to = w.Combobox(placeholder='a name, new or in use',
@@ -439,12 +478,12 @@ def _build(self:Explorer):
     self.move_btn = w.Button(description='Move', layout=auto)
     self.wrong_btn = w.Button(description='Mark selected answers wrong', layout=auto)
     self.undo_btn = w.Button(description='Undo last edit', icon='undo', layout=auto)
-    cols = v.stages[0] if v.stages[0] != 'mllm' else v.stages[-1]
-    self.conf_rows = w.Dropdown(options=v.stages, value='mllm', description='rows')
-    self.conf_cols = w.Dropdown(options=v.stages, value=cols, description='columns')
-    self.conf, self.pairs = go.FigureWidget(), w.HTML()
-    self._wire()
-    self._refresh()
+
+# %% ../nbs/08_explore.ipynb #753ae48d
+@patch
+def _lay_out(self:Explorer, w, # the ipywidgets module
+            ):
+    "Put the controls together: the bar, the map with its hover card, the two tabs."
     edit = [w.HBox([self.new_name, self.rename_btn]), w.HBox([self.merge_to, self.merge_btn]),
             w.HBox([self.move_to, self.move_btn]), w.HBox([self.wrong_btn, self.undo_btn]), self.status]
     images = w.VBox([self.cluster, self.grid,
@@ -457,6 +496,7 @@ def _build(self:Explorer):
     self.widget = w.VBox([bar, w.HBox([w.Box([self.fig], layout=w.Layout(flex='1')), self.hover_card]),
                           self.tabs])
 
+# %% ../nbs/08_explore.ipynb #82fff2e4
 @patch
 def _wire(self:Explorer):
     self.colour.observe(lambda c: self.colour_by(c['new']), 'value')
@@ -472,7 +512,7 @@ def _wire(self:Explorer):
     self.undo_btn.on_click(lambda b: self._safe(self.undo))
     for x in (self.conf_rows, self.conf_cols): x.observe(lambda c: self._fill_confusion(), 'value')
 
-# %% ../nbs/08_explore.ipynb #f78c22e8
+# %% ../nbs/08_explore.ipynb #0355d65d
 @patch
 def _draw_map(self:Explorer):
     traces = map_traces(self.view, self.xy, self.by, self.colours)
@@ -502,6 +542,7 @@ def hover(self:Explorer, i:int):
     self.hover_card.value = (f'<img src="{src}" width="160"/><br>'
                              f'{_hover(self.view, i, self._labels()[i], self.by, answer_chars=600)}')
 
+# %% ../nbs/08_explore.ipynb #71b21b67
 @patch
 def find(self:Explorer, query:str):
     "Ring the images whose name contains `query` on the map (the others fade) and list only those names."
@@ -526,29 +567,37 @@ def colour_by(self:Explorer, by:str):
 @patch
 def _labels(self:Explorer) -> list: return self.view.labels(self.by)
 
-# %% ../nbs/08_explore.ipynb #9f03f300
+# %% ../nbs/08_explore.ipynb #df191fbd
+@patch
+def _card(self:Explorer, k:int, # the card's place in the grid
+         ):
+    "The grid's `k`-th card (a thumbnail and a select toggle): made once, reused by every later grid."
+    import ipywidgets as w  # lazy: ipywidgets is needed only when an explorer widget is built
+    while len(self._pool) <= k:
+        t = w.ToggleButton(description='select', icon='check', layout=w.Layout(width='104px'))
+        t.observe(lambda c, k=len(self._pool): self.pick([self.shown[k]], c['new']), 'value')
+        card = w.VBox([w.HTML(), t], layout=w.Layout(width='112px', margin='3px'))
+        card.add_class('near-card')
+        self._pool.append(card)
+    return self._pool[k]
+
 @patch
 def _fill_grid(self:Explorer, idx, header:str):
-    import ipywidgets as w  # lazy: ipywidgets is needed only when an explorer widget is built
     v, labels = self.view, self._labels()
     marked = {k for k, f in self.flags.items() if f == 'wrong'}
     self.shown = [int(i) for i in idx][:self.max_images]
     self.picked &= set(self.shown)
-    cards, self._toggles = [], []
-    for i in self.shown:
-        t = w.ToggleButton(value=i in self.picked, description='select', icon='check',
-                           layout=w.Layout(width='104px'))
-        t.observe(lambda c, i=i: self.pick([i], c['new']), 'value')
-        card = w.VBox([w.HTML(card_html(v, i, labels[i], self.by, size=96, marked=marked)), t],
-                      layout=w.Layout(width='112px', margin='3px'))
-        card.add_class('near-card')
-        cards.append(card)
-        self._toggles.append(t)
+    cards = [self._card(k) for k in range(len(self.shown))]
+    self._toggles = [c.children[1] for c in cards]
+    for c, i in zip(cards, self.shown):
+        c.children[0].value = card_html(v, i, labels[i], self.by, size=96, marked=marked)
+        c.children[1].value = i in self.picked  # its observer picks what is already picked: no change
     self.grid.children = cards
     more = f' (the first {self.max_images} shown)' if len(idx) > self.max_images else ''
     self.cluster.value = f'<div style="line-height:1.4">{header}{more}</div>'
     self.pick([], True)
 
+# %% ../nbs/08_explore.ipynb #da55c2ac
 @patch
 def pick(self:Explorer, idx, # image indices (of the grid's images)
          on:bool=True):
@@ -581,7 +630,7 @@ def _selection_header(self:Explorer) -> str:
     names += ', ...' if len(c) > 6 else ''
     return f'<h4 style="margin:4px 0">{len(self.selected)} image(s) selected on the map</h4>{names}'
 
-# %% ../nbs/08_explore.ipynb #b339fe62
+# %% ../nbs/08_explore.ipynb #3f039655
 @patch
 def show(self:Explorer, name:str):
     "Open one name's cluster: its images in the grid, the other candidate names, confidence and noisy marks."
@@ -607,6 +656,7 @@ def show(self:Explorer, name:str):
         try: self.names.value = name
         finally: self._filling = False
 
+# %% ../nbs/08_explore.ipynb #4b3d9fe0
 @patch
 def _fill_names(self:Explorer):
     t, q = cluster_table(self.view, self.by), self.search.value.strip().lower()
@@ -623,7 +673,7 @@ def _fill_names(self:Explorer):
     in_use = sorted(set(self._labels()) - {''})
     self.merge_to.options, self.move_to.options = in_use, in_use
 
-# %% ../nbs/08_explore.ipynb #d1dafff2
+# %% ../nbs/08_explore.ipynb #45d9744b
 @patch
 def _safe(self:Explorer, fn, *args):
     try: fn(*args)
@@ -652,6 +702,7 @@ def rename(self:Explorer, name:str, new:str):
     if not name or not new or name == new: raise ValueError('open a cluster and type a different new name')
     self._edit(f'renamed {name!r} to {new!r}', dict(kind='rename', a=name, b=new), goto=(new,))
 
+# %% ../nbs/08_explore.ipynb #5b982d87
 @patch
 def merge(self:Explorer, name:str, into:str):
     "Merge `name` into `into`."
@@ -712,7 +763,23 @@ def _fill_confusion(self:Explorer):
     none = '<i>no off-diagonal images</i>'
     self.pairs.value = '<b>most confused pairs</b>' + pairs.to_html(index=False) if len(pairs) else none
 
-# %% ../nbs/08_explore.ipynb #17dfc377
+# %% ../nbs/08_explore.ipynb #7c987351
+PLOTLY_WIDGET_URL = ('https://cdn.jsdelivr.net/gh/plotly/plotly.py@v{version}'
+                     '/plotly/package_data/widgetbundle.js') # plotly's widget code, per plotly version
+
+@patch
+def prepare_to_store(self:Explorer,
+                     url:str|None=None, # the figures' front-end code; None: `PLOTLY_WIDGET_URL`
+                    ) -> str:
+    "Put the figures as they are now in the widget state, their code linked from `url`, not inline; the URL."
+    import plotly  # lazy: plotly is slow to import; only a built explorer needs it
+    url = url or PLOTLY_WIDGET_URL.format(version=plotly.__version__)
+    for f in (self.fig, self.conf):
+        f._repr_mimebundle_()  # plotly copies the figure's traces and layout into the widget state here
+        f._esm = url
+    return url
+
+# %% ../nbs/08_explore.ipynb #67871071
 _PAGE_CSS = """body{font-family:system-ui,sans-serif;margin:8px;color:#222}
 #near-bar{display:flex;gap:12px;align-items:center;flex-wrap:wrap;margin-bottom:4px}
 #near-bar input{font-size:14px;padding:3px 6px;width:240px}
@@ -722,13 +789,17 @@ _PAGE_CSS = """body{font-family:system-ui,sans-serif;margin:8px;color:#222}
 overflow-wrap:anywhere;cursor:pointer}.near-card.picked{border-color:#1f77b4;background:#eef5fb}
 .near-card img{width:96px;height:96px;object-fit:cover;display:block}"""
 
-_PAGE_JS = r"""(function () {
+_JS_HEAD = r"""
   const D = JSON.parse(document.getElementById('near-data').textContent);
   const gd = document.getElementById('near-map'), FOUND = gd.data.length - 1;
   const $ = id => document.getElementById(id);
   let shown = [], picked = new Set();
   const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls;
                                    if (text !== undefined) e.textContent = text; return e; };
+"""
+
+# %% ../nbs/08_explore.ipynb #582953ca
+_JS_FIND = r"""
   function find() {
     const q = $('near-find').value.trim().toLowerCase();
     const idx = q ? D.labels.flatMap((n, i) => n.toLowerCase().includes(q) ? [i] : []) : [];
@@ -742,6 +813,10 @@ _PAGE_JS = r"""(function () {
   function count() {
     $('near-count').textContent = shown.length ? `${picked.size} of ${shown.length} selected` : '';
   }
+"""
+
+# %% ../nbs/08_explore.ipynb #9e94d7d2
+_JS_GRID = r"""
   function card(i) {
     const c = el('label', 'near-card' + (picked.has(i) ? ' picked' : '')), box = el('input'), img = el('img');
     box.type = 'checkbox';
@@ -768,6 +843,10 @@ _PAGE_JS = r"""(function () {
     $('near-preview').replaceChildren(Object.assign(el('img'), {src: D.thumbs[i] || D.grey, width: 192}),
                                       el('b', '', D.labels[i] || '(no name)'), el('div', '', D.sub[i]));
   }
+"""
+
+# %% ../nbs/08_explore.ipynb #4ed8efa5
+_JS_WIRE = r"""
   $('near-find').addEventListener('input', find);
   const redraw = () => { $('near-grid').replaceChildren(...shown.map(card)); count(); };
   $('near-all').onclick = () => { picked = new Set(shown); redraw(); };
@@ -779,8 +858,11 @@ _PAGE_JS = r"""(function () {
   gd.on('plotly_click', e => show(e.points.map(p => p.customdata)));
   gd.on('plotly_selected', e => e && show(e.points.map(p => p.customdata)));
   gd.on('plotly_hover', e => preview(e.points[0].customdata));
-})();"""
+"""
 
+_PAGE_JS = '(function () {' + _JS_HEAD + _JS_FIND + _JS_GRID + _JS_WIRE + '})();'
+
+# %% ../nbs/08_explore.ipynb #e8ba33e8
 def map_html(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
              by:str|None=None, # colour by 'mllm', 'refined' or 'gt' (default: the latest stage)
              title:str|None=None, *, top:int=20, # names coloured
@@ -818,6 +900,7 @@ def map_html(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
             f'<script type="application/json" id="near-data">{blob}</script>'
             f'<script>{_PAGE_JS}</script></body></html>')
 
+# %% ../nbs/08_explore.ipynb #321eb04b
 def page_frame(page:str, height:int=1000):
     "An HTML page (e.g. `map_html`) shown in a notebook or a docs page, isolated in an iframe."
     from IPython.display import HTML  # lazy: IPython is there only inside a notebook

@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 import near_nb
-from .core import NearError, sha256_bytes
+from .core import NearError, Registry, sha256_bytes
 from .data import ImageSet
 
 # %% auto #0
 __all__ = ['LIST_COLUMNS', 'EXPORTERS', 'write_table', 'read_table', 'from_imagefolder', 'from_hf_dataset', 'to_fiftyone',
-           'from_fiftyone', 'to_imagefolder', 'to_coco', 'to_csv']
+           'from_fiftyone', 'to_imagefolder', 'to_coco', 'to_csv', 'register_exporter']
 
 # %% ../nbs/10_formats.ipynb #629ee58a
 LIST_COLUMNS = ('names', 'top_names', 'top_scores', 'candidates') # columns that hold one list per row
@@ -111,7 +111,7 @@ def from_hf_dataset(ds, # a `datasets.Dataset`, or a folder saved with `save_to_
                      'source': 'hf-datasets'})
     return pd.DataFrame(rows)
 
-# %% ../nbs/10_formats.ipynb #af116923
+# %% ../nbs/10_formats.ipynb #dcf7a5a1
 def to_fiftyone(df:pd.DataFrame, # a named table (`path` and `name_col`)
                 out:str|Path, # the dataset folder to write
                 name_col:str='name', # the column with each image's name ('' for none)
@@ -134,6 +134,7 @@ def to_fiftyone(df:pd.DataFrame, # a named table (`path` and `name_col`)
     (out/'labels.json').write_text(json.dumps({'classes': classes, 'labels': labels}, indent=1, default=str))
     return out
 
+# %% ../nbs/10_formats.ipynb #20d0eefd
 def from_fiftyone(src:str|Path, # a FiftyOneImageClassificationDataset folder (`dataset.export(...)`)
                  ) -> pd.DataFrame:
     "A labels table from a FiftyOne image classification export."
@@ -212,10 +213,23 @@ def to_coco(df:pd.DataFrame, # a named table (`path` and `name_col`)
     Path(out).write_text(json.dumps(coco, indent=1))
     return coco
 
-# %% ../nbs/10_formats.ipynb #054c610a
-def to_csv(df:pd.DataFrame, out:str|Path, **kwargs) -> Path:
+# %% ../nbs/10_formats.ipynb #ce5deb91
+def to_csv(df:pd.DataFrame, # any table
+           out:str|Path, # a .csv or .parquet file
+           **options, # what other formats take (`name_col`, `score_col`...): unused here
+          ) -> Path:
     "The table itself, as CSV or Parquet (`write_table`)."
     return write_table(df, out)
 
-# `near export --to`
-EXPORTERS = {'imagefolder': to_imagefolder, 'coco': to_coco, 'csv': to_csv, 'fiftyone': to_fiftyone}
+# %% ../nbs/10_formats.ipynb #f338b168
+EXPORTERS = Registry('exporter', group='near_nb.exporters', hint=' (add one with register_exporter)')
+EXPORTERS.register('imagefolder', to_imagefolder)
+EXPORTERS.register('coco', to_coco)
+EXPORTERS.register('csv', to_csv)
+EXPORTERS.register('fiftyone', to_fiftyone)
+
+def register_exporter(name:str, # the format's name, as `near export --to NAME` takes it
+                      fn=None, # fn(df, out, name_col=..., **options); None: use as a decorator
+                     ):
+    "Add an export format to `EXPORTERS` (and to `near export --to`); returns `fn`, so it also decorates."
+    return EXPORTERS.register(name, fn)

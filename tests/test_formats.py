@@ -94,3 +94,37 @@ def test_csv_and_parquet(named, tmp_path):
         back = read_table(write_table(t, tmp_path/f))
         assert back.top_names.tolist() == t.top_names.tolist() and back.score.tolist() == t.score.tolist()
         assert back.name.tolist() == t.name.tolist()
+
+def test_exporters_registry_lists_the_formats_and_names_the_fix():
+    from near_nb.core import Registry
+    from near_nb.formats import EXPORTERS, register_exporter
+    assert isinstance(EXPORTERS, Registry)
+    assert {'coco', 'csv', 'fiftyone', 'imagefolder'} <= set(EXPORTERS) and EXPORTERS['coco'] is to_coco
+    with pytest.raises(NearError, match="register_exporter.*entry-point group 'near_nb.exporters'"):
+        EXPORTERS.get_or_fail('yolo-but-not-installed')
+    fn = register_exporter('test-only-format', lambda df, out, **kw: out)
+    assert EXPORTERS.get_or_fail('test-only-format') is fn
+
+def test_near_export_uses_an_installed_exporter_plugin(named, tmp_path):
+    "An installed package declares a format under near_nb.exporters: `near export --to` offers and runs it."
+    import subprocess, sys
+    site = tmp_path/'site'
+    info = site/'near_tsv_plugin-0.1.dist-info'
+    info.mkdir(parents=True)
+    (info/'METADATA').write_text('Metadata-Version: 2.1\nName: near-tsv-plugin\nVersion: 0.1\n')
+    (info/'entry_points.txt').write_text('[near_nb.exporters]\ntsv = near_tsv_plugin:to_tsv\n')
+    (site/'near_tsv_plugin.py').write_text(
+        'from pathlib import Path\n'
+        'def to_tsv(df, out, name_col="name", **options):\n'
+        '    Path(out).write_text("".join(f"{p}\\t{n}\\n" for p, n in zip(df.path, df[name_col])))\n')
+    table = write_table(named.iloc[:5][['path', 'name']], tmp_path/'named.csv')
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(site), os.environ.get('PYTHONPATH', '')])}
+    near = 'import sys; from near_nb.cli import main; sys.exit(main(sys.argv[1:]))'  # the `near` command
+    run = lambda *a: subprocess.run([sys.executable, '-c', near, 'export', *map(str, a)], env=env,
+                                    capture_output=True, text=True, timeout=120)
+    r = run(table, '--to', 'tsv', '--out', tmp_path/'named.tsv')
+    assert r.returncode == 0, r.stderr
+    want = [f'{p}\t{n}' for p, n in zip(named.path[:5], named.name[:5])]
+    assert (tmp_path/'named.tsv').read_text().splitlines() == want
+    r = run(table, '--to', 'nope', '--out', tmp_path/'x')
+    assert r.returncode == 2 and "'tsv'" in r.stderr  # the plugin is among the choices argparse lists

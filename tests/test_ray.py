@@ -150,3 +150,52 @@ def test_cli_embed_and_predict_with_ray(cluster, images, tmp_path, capsys):
     assert read_results(preds).name[:3].tolist() == ['a', 'b', 'c']
     assert main(['embed', folder, '--model', str(cfg), '--random-init', '--ray', '--out', str(tmp_path/'e.npz')]) == 1
     assert 'name a .parquet folder' in capsys.readouterr().err
+
+
+PLUGIN = '''
+from pathlib import Path
+from near_nb.mllm import Answer
+
+class StemLabeler:
+    "Answers with the image's file name: a labeler from an installed package, not from near_nb."
+    def __init__(self, arg): self.model, self.arg = f'stem-{arg}', arg
+    def settings(self): return {'arg': self.arg}
+    async def answer(self, req): return Answer(f'This is a {self.arg} {Path(req.path).stem}.')
+
+def make_labeler(arg, **options): return StemLabeler(arg)
+'''
+
+
+def fake_installed_plugin(root:Path) -> Path:
+    "A folder holding a fake installed distribution whose entry points declare the labeler scheme 'stem'."
+    info = root/'near_stem_plugin-0.1.dist-info'
+    info.mkdir(parents=True)
+    (root/'near_stem_plugin.py').write_text(PLUGIN)
+    (info/'METADATA').write_text('Metadata-Version: 2.1\nName: near-stem-plugin\nVersion: 0.1\n')
+    (info/'entry_points.txt').write_text('[near_nb.labelers]\nstem = near_stem_plugin:make_labeler\n')
+    return root
+
+
+def test_label_on_ray_with_a_labeler_from_an_installed_package(cluster, images, tmp_path):
+    "The workers find a pip-installed labeler through its entry point; the driver never imports it."
+    from near_nb.core import Registry
+    from near_nb.mllm import LABELERS
+    if not isinstance(LABELERS, Registry): pytest.skip('needs mllm.LABELERS as a core.Registry ')
+    site = fake_installed_plugin(tmp_path/'site')
+    env = {'env_vars': {'PYTHONPATH': os.pathsep.join([str(site), os.environ.get('PYTHONPATH', '')])}}
+    out = tmp_path/'labels.parquet'
+    r = run_batches(LabelBatches, {'mllm': 'stem:Bloom'}, images[:6], out, batch_size=3, runtime_env=env)
+    assert r['written'] == 6 and r['failures'] == []
+    df = read_results(out)
+    assert df.status.tolist() == ['done'] * 6 and df.model.tolist() == ['stem-Bloom'] * 6
+    assert df.response.tolist() == [f'This is a Bloom {p.stem}.' for p in images[:6]]
+    assert 'stem' not in LABELERS  # only the workers saw the plugin
+
+
+def test_a_labeler_registered_only_in_the_driver_fails_with_the_fix(cluster, images, tmp_path):
+    from near_nb.mllm import LABELERS, register_labeler
+    register_labeler('driveronly', lambda arg, **kw: OpenAILabeler(arg, **kw))
+    assert 'driveronly' in LABELERS
+    with pytest.raises(NearError, match="not seen by the workers.*entry-point group 'near_nb.labelers'"):
+        run_batches(LabelBatches, {'mllm': 'driveronly:x'}, images[:2], tmp_path/'l.parquet')
+    assert not (tmp_path/'l.parquet').exists()
