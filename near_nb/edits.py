@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 from fastcore.basics import patch
 from .core import open_sqlite
-from .names import Vocabulary, Mention, Merge, normalize_name
+from .names import Vocabulary, Mention, Merge
+from .parse import normalize_name
 
 # %% auto #0
 __all__ = ['EditLog', 'apply_edits', 'edit_view']

@@ -14,7 +14,7 @@ import pandas as pd
 from fastcore.basics import patch
 from scipy.optimize import linear_sum_assignment
 from .edits import EditLog, edit_view
-from .names import normalize_name
+from .parse import normalize_name
 from .neighbors import knn
 
 # %% auto #0
