@@ -745,7 +745,7 @@ def _text_describer(args):
 
 def _add_text_bench(r:dict, args, bb, enc, support, cfg):
     "Zero-shot (name, GRAIN, LaFG) and fused figures into the report `r` (`textbench.bench_text`)."
-    t = bench_text(args.dir, bb, seeds=args.seeds, encode=enc, describer=_text_describer(args),
+    t = bench_text(args.dir, bb, seeds=args.seeds, cfg=cfg, encode=enc, describer=_text_describer(args),
                    similar=args.similar, support=support)
     for p in ('transductive', 'heldout'):
         t[p].pop('zero_shot_name', None)  # the same as zero_shot_clip
