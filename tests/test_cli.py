@@ -2,7 +2,10 @@
 import json, os, subprocess, sys
 import numpy as np, pandas as pd, pytest
 from PIL import Image
-from near_nb.cli import main
+import argparse, dataclasses
+from fastcore.docments import docments
+from near_nb.cli import main, parser, config_from_args, FLAG_NAMES
+from near_nb.near import NearConfig
 from near_nb.classifier import NearClassifier
 from near_nb.data import sample
 from near_nb.embed import Backbone
@@ -42,9 +45,37 @@ def test_version_bare_command_and_help():
     rc, out, err = near()
     assert rc == 0 and out.startswith('usage: near') and 'predict' in out and 'fit' in out and not err
     rc, out, _ = near('fit', '--help')
-    assert rc == 0 and '(default: 3)' in out and '(default: ViT-B-16)' in out and 'default: None' not in out
+    assert rc == 0 and f'(default: {NearConfig().k})' in out and '(default: ViT-B-16)' in out and 'default: None' not in out
+    r = subprocess.run([sys.executable, '-m', 'near_nb.cli', '--version'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith('near_nb ')
     rc, _, err = near('predict', 'imgs', '--out', 'p.csv')
     assert rc == 2 and 'the following arguments are required: --classifier' in err
+
+def test_near_flags_come_from_near_config():
+    "Every NearConfig field is a flag of `near fit` (its doc the help, its default the default); bench testbed has them too."
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    fit = sub.choices['fit']
+    by_field = {a.field: a for a in fit._actions if hasattr(a, 'field')}
+    docs = docments(NearConfig)
+    for f in dataclasses.fields(NearConfig):
+        a = by_field[f.name]
+        assert a.default == f.default and a.help == (docs[f.name] or f.name.replace('_', ' ')), f.name
+        flag = FLAG_NAMES.get(f.name, '--' + f.name.replace('_', '-'))
+        assert a.option_strings == ([flag, '--no-' + flag[2:]] if f.type == 'bool' else [flag]), f.name
+    for old in ('--k', '--epochs', '--min-conf', '--relabel', '--no-relabel', '--gmm', '--no-gmm', '--seed', '--config',
+                '--batch-size', '--model', '--pretrained', '--random-init', '--device', '--cache', '--similar'):
+        assert old in fit._option_string_actions, old                      # every flag near fit had keeps working
+    base = ['fit', 'labels.csv', '--out', 'c']
+    args = fit.parse_args(base[1:] + ['--k', '7', '--no-relabel', '--gmm', '--neighbour-weight', '0.25', '--min-conf', '0.6',
+                                      '--train-batch-size', '16', '--batch-size', '8', '--pll', 'proden-gmm', '--epochs', '4'])
+    assert args.batch_size == 8                                            # the backbone's: images per forward pass
+    assert config_from_args(args) == NearConfig(k=7, relabel=False, gmm=True, neighbour_weight=0.25, min_conf=0.6,
+                                                batch_size=16, pll='proden-gmm', epochs=4)
+    assert config_from_args(fit.parse_args(base[1:])) == NearConfig()
+    assert config_from_args(fit.parse_args(base[1:] + ['--mode', 'top']), 'top') == NearConfig(batch_size=32, lr=1e-5)
+    bench = sub.choices['bench']._actions[-1].choices['testbed']
+    assert config_from_args(bench.parse_args(['d', '--k', '0', '--no-contrasts'])) == NearConfig(k=0, contrasts=False)
+    assert '--seed' not in bench._option_string_actions                    # the bench sets the seeds itself
 
 def test_fit_writes_classifier_refined_labels_and_summary(fitted, capsys):
     d, cfg = fitted
