@@ -2,7 +2,7 @@
 import json, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd
-from near_nb.data import _sample_dir
+from near_nb.data import sample
 
 def near(*args):
     cmd = [sys.executable, '-c', 'import sys; from near_nb.cli import main; sys.exit(main())', *args]
@@ -10,7 +10,7 @@ def near(*args):
 
 def test_bench_reports_what_near_changed(tmp_path):
     out = tmp_path/'bench.json'
-    r = near('bench', 'testbed', str(_sample_dir()), '--seeds', '1', '--json', str(out), '-q')
+    r = near('bench', 'testbed', str(sample().images.root), '--seeds', '1', '--json', str(out), '-q')
     assert r.returncode == 0, r.stderr
     j = json.loads(out.read_text())
     for p in ('transductive', 'heldout'):
@@ -36,7 +36,7 @@ def test_bench_prices_the_budgets_from_a_real_run(tmp_path):
     store.record('f' * 64, 'vlm-b', 'p', 0, path='other.jpg', prompt='name it', response='A Lily.', prompt_tokens=10**6,
                  completion_tokens=10**6, latency=99.0)
     out = tmp_path/'bench.json'
-    r = near('bench', 'testbed', str(_sample_dir()), '--seeds', '1', '--json', str(out), '-q',
+    r = near('bench', 'testbed', str(sample().images.root), '--seeds', '1', '--json', str(out), '-q',
              '--costs-from', str(tmp_path/'run.sqlite'), '--cost-model', 'vlm-a', '--prices', '2.5,10')
     assert r.returncode == 0, r.stderr
     c = json.loads(out.read_text())['cost']
@@ -46,7 +46,7 @@ def test_bench_prices_the_budgets_from_a_real_run(tmp_path):
     assert one['seconds'] == round(3000 + one['classifier_seconds'], 1)    # 1,000 calls of 3 s, one at a time
     assert c['per_1000_images']['0.0']['usd'] == 0
     assert 'per 1,000 new images at budget 0.3: 300 MLLM calls' in r.stdout
-    bad = near('bench', 'testbed', str(_sample_dir()), '--prices', 'cheap')
+    bad = near('bench', 'testbed', str(sample().images.root), '--prices', 'cheap')
     assert bad.returncode == 2 and 'give two prices' in bad.stderr
 
 STYLES = [  # one answer per style, {name} and {alt} filled in per image
