@@ -1,6 +1,6 @@
 """Labeling throughput (issue: MLLM labeling). Run on demand: `.venv/bin/python bench/label_bench.py`.
 
-`near_nb.fakeserver.FakeChatServer` (asyncio) in its own process answers every chat completion after a fixed latency
+`near_nb.testing.FakeChatServer` (asyncio) in its own process answers every chat completion after a fixed latency
 (50 ms); `label_images` with the `OpenAILabeler` (openai SDK, real HTTP on 127.0.0.1) labels 1,000 small
 generated 64x64 images at concurrency 32, three times (median reported, each run listed). Reported: requests/s against the ideal concurrency / latency, and the
 cost of the SQLite store per answer measured on its own. Results go to bench/results/label.json.
@@ -13,7 +13,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 def serve(latency, q):
-    from near_nb.fakeserver import FakeChatServer
+    from near_nb.testing import FakeChatServer
     srv = FakeChatServer(latency=latency).start()
     q.put(srv.url)
     while True: time.sleep(3600)

@@ -9,7 +9,7 @@ from near_nb.near import NearConfig
 from near_nb.classifier import NearClassifier
 from near_nb.data import sample
 from near_nb.embed import Backbone
-from near_nb.testing import tiny_clip_config
+from near_nb.testing import tiny_clip_config, FakeChatServer, fingerprint
 from near_nb.formats import read_table
 from near_nb.mllm import LabelStore
 
@@ -228,7 +228,6 @@ def test_fit_mode_top_trains_the_tower(fitted, capsys, tmp_path):
 
 def test_predict_cascade_reranks_the_least_confident_and_resumes(fitted, capsys, tmp_path):
     "`near predict --budget`: the least confident images go to the MLLM (the fake server re-ranking), paid once."
-    from near_nb.fakeserver import FakeChatServer, fingerprint
     from near_nb.mllm import image_data_url
     d, _ = fitted
     imgs = tmp_path/'new'
@@ -283,7 +282,6 @@ def test_check_embed_label_report_as_json(fitted, capsys, tmp_path):
 
 def test_predict_grow_adds_the_new_names_as_classes(fitted, capsys, tmp_path):
     "`near predict --budget --grow DIR`: the MLLM's new names become classes of a saved copy, with provenance."
-    from near_nb.fakeserver import FakeChatServer
     d, _ = fitted
     imgs = tmp_path/'new'
     imgs.mkdir()
@@ -309,14 +307,13 @@ def test_predict_grow_adds_the_new_names_as_classes(fitted, capsys, tmp_path):
 
 def test_label_with_a_registered_labeler_scheme(capsys, tmp_path, monkeypatch):
     "A labeler added with `register_labeler` is reachable as `near label --mllm SCHEME:ARG`, options it ignores included."
-    from near_nb.mllm import LABELERS, Answer, register_labeler
+    from near_nb.mllm import Answer, register_labeler
     class Constant:
         def __init__(self, name, **options):
             self.model, self.name, self.options = f'constant:{name}', name, options
         def settings(self): return {'answer': self.name}
         async def answer(self, req): return Answer(f'This is a {self.name}.')
-    monkeypatch.setitem(LABELERS, 'constant', LABELERS.get('constant'))  # restored after the test
-    register_labeler('constant', Constant)
+    register_labeler('constant', Constant)  # stays registered in this process (no other test uses the name)
     rc, out, err = run(capsys, 'label', SAMPLE/'images', '--mllm', 'constant:Daisy', '--store', tmp_path/'s.sqlite',
                        '--out', tmp_path/'l.csv', '--json')
     r = json.loads(out)

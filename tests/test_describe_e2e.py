@@ -3,11 +3,10 @@ import json, os, subprocess, sys
 import numpy as np, pandas as pd, pytest, torch
 from near_nb.classifier import NearClassifier
 from near_nb.data import ImageSet
-from near_nb.describe import (OpenAIDescriber, HFDescriber, describe, describe_prompt, name_hash, tiny_llm,
+from near_nb.describe import (OpenAIDescriber, HFDescriber, describe, describe_prompt, name_hash,
                               descriptions_frame, ReplayDescriber)
 from near_nb.embed import Backbone
-from near_nb.testing import tiny_clip_config
-from near_nb.fakeserver import FakeChatServer, fingerprint, _descriptors
+from near_nb.testing import tiny_clip_config, tiny_llm, tiny_testbed, FakeChatServer, fingerprint, fake_descriptors
 from near_nb.mllm import LabelStore, OpenAILabeler, label_images
 from near_nb.near import fit_near_head, NearConfig
 from near_nb.tune import fit_near_tower
@@ -18,7 +17,7 @@ NEAR = [sys.executable, '-c', 'import sys; from near_nb.cli import main; sys.exi
 
 def served(fp):
     "The descriptors the fake server answers for the prompt with this fingerprint."
-    return json.loads(_descriptors(fp).strip('`').removeprefix('json'))['descriptors']
+    return json.loads(fake_descriptors(fp).strip('`').removeprefix('json'))['descriptors']
 
 def test_describe_survives_every_fault_pays_once_and_resumes(tmp_path):
     tmpl = describe_prompt('flower', 5)
@@ -164,7 +163,6 @@ def test_a_grown_classifier_keeps_its_text_head():
 
 def test_near_bench_testbed_with_text(tmp_path):
     "`near bench testbed --text-model --text-pretrained`: zero-shot 3 ways, fused, Recall@K (a tiny model: noise)."
-    from near_nb.textbench import tiny_testbed
     cfg = tiny_clip_config(tmp_path/'tinybench.json')
     ck = tmp_path/'tiny.pt'
     torch.save(Backbone(str(cfg), None, random_init=True, seed=2).load().model.state_dict(), ck)

@@ -7,9 +7,7 @@ blows up shows as a number over the cap, and a FIFO or `/dev/zero` shows as a ti
 import json, os, re, signal, socket, sqlite3, subprocess, sys, time
 import numpy as np, pandas as pd, pytest
 from PIL import Image
-from near_nb.data import _png_header_only
-from near_nb.testing import tiny_clip_config
-from near_nb.fakeserver import FakeChatServer
+from near_nb.testing import tiny_clip_config, FakeChatServer, png_header_only
 from near_nb.mllm import LabelStore
 
 NEAR = [sys.executable, '-c', 'import sys; from near_nb.cli import main; sys.exit(main())']
@@ -51,7 +49,7 @@ def hostile(tmp_path):
     os.mkfifo(d/'pipe.jpg')
     (d/'zero.jpg').symlink_to('/dev/zero')
     with open(d/'huge.jpg', 'wb') as f: f.truncate(2 * 2**30)                 # 2 GB, sparse
-    (d/'bomb.png').write_bytes(_png_header_only(30_000, 30_000))
+    (d/'bomb.png').write_bytes(png_header_only(30_000, 30_000))
     (d/'truncated.jpg').write_bytes((d/'sub'/'good2.jpg').read_bytes()[:300])
     (d/'empty.jpg').write_bytes(b'')
     (d/'gone.jpg').symlink_to(d/'nowhere.jpg')

@@ -2,7 +2,7 @@
 import json, os, re, signal, subprocess, sys
 import numpy as np, pandas as pd, pytest
 from PIL import Image
-from near_nb.fakeserver import FakeChatServer, fingerprint, FAULTS
+from near_nb.testing import FakeChatServer, fingerprint, FAULTS, tiny_vlm
 from near_nb.mllm import image_data_url, LabelStore
 from conftest import ROOT, kill_when
 
@@ -110,7 +110,6 @@ def test_notebooks_carry_no_secrets():
 
 def test_label_hf_tiny_model_cli(tmp_path):
     "`near label --mllm hf:PATH` with a tiny random-weight Qwen2-VL built from a config, offline."
-    from near_nb.mllm import tiny_vlm
     make_images(tmp_path/'imgs', 3)
     vlm = tiny_vlm(tmp_path/'tiny-vlm')
     r = subprocess.run(NEAR + ['label', str(tmp_path/'imgs'), '--mllm', f'hf:{vlm}', '--store', str(tmp_path/'s.sqlite'),

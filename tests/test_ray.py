@@ -15,7 +15,7 @@ from near_nb.distributed import EmbedBatches, LabelBatches, PredictBatches, conn
 from near_nb.embed import Backbone
 from near_nb.testing import register_tiny_clip, tiny_clip_config
 from near_nb.cli import main
-from near_nb.fakeserver import FakeChatServer
+from near_nb.testing import FakeChatServer
 from near_nb.mllm import LabelStore, OpenAILabeler, export_labels, label_images
 
 N = 300
