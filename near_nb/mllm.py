@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .core import NearError, Registry, get_device, stable_hash, sha256_file, open_sqlite
 from .data import ImageSet, ImageLoadError, LoadError, load_image, display_path
-from .names import parse_answer
+from .parse import parse_answer
 
 log = logging.getLogger('near_nb')
 
