@@ -36,14 +36,17 @@ case "${1:-}" in
     exec "$VENV/bin/near" demo "$@" ;;
   test)
     ensure_env; shift
-    # tests are offline and never touch the user's caches
-    export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
-    NEAR_NB_HOME="$(mktemp -d)"; export NEAR_NB_HOME
+    # tests are offline and never touch the user's caches; bytecode goes to a temporary folder, not the tree (each
+    # of the many `near` subprocesses the tests start then compiles near_nb once, not once per process)
+    export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+    NEAR_NB_HOME="$(mktemp -d)"; PYTHONPYCACHEPREFIX="$NEAR_NB_HOME/pycache"; export NEAR_NB_HOME PYTHONPYCACHEPREFIX
     trap 'rm -rf "$NEAR_NB_HOME"' EXIT
-    echo "dev.sh: notebooks (nbdev_test)"
-    "$VENV/bin/nbdev_test" --n_workers 2
-    echo "dev.sh: pytest"
-    "$VENV/bin/python" -m pytest tests "$@" ;;
+    # one worker per core (NEAR_TEST_WORKERS overrides); tests sharing a module-scoped fixture stay on one worker
+    WORKERS="${NEAR_TEST_WORKERS:-$(nproc 2>/dev/null || echo 2)}"
+    echo "dev.sh: notebooks (nbdev_test, $WORKERS workers)"
+    "$VENV/bin/nbdev_test" --n_workers "$WORKERS" --timing
+    echo "dev.sh: pytest ($WORKERS workers)"
+    "$VENV/bin/python" -m pytest tests -n "$WORKERS" --dist loadgroup --durations=15 "$@" ;;
   docs)
     ensure_env; ensure_docs; shift
     export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
