@@ -50,7 +50,7 @@ def _docstring(obj) -> str:
     return SECTION.sub('', inspect.getdoc(obj) or '').strip()
 
 def _signature(name:str, obj) -> str:
-    "`name(a, b:int=1, ...)` as written in the source, one parameter per line when it would not fit in 90 characters."
+    "`name(a, b:int=1, ...)` as written in the source, one parameter a line past 76 characters (the page's width)."
     try: sig = inspect.signature(obj)
     except (TypeError, ValueError): return ''
     rows = [r for r in parameters(obj) if r[0] != 'return']
@@ -59,7 +59,7 @@ def _signature(name:str, obj) -> str:
     ra = sig.return_annotation
     ret = '' if ra is inspect.Signature.empty else f' -> {ra if isinstance(ra, str) else inspect.formatannotation(ra)}'
     one = f'{name}({", ".join(ps)}){ret}'
-    body = one if len(one) <= 90 else f'{name}(\n' + ''.join(f'    {p},\n' for p in ps) + f'){ret}'
+    body = one if len(one) <= 76 else f'{name}(\n' + ''.join(f'    {p},\n' for p in ps) + f'){ret}'
     return f'```python\n{body}\n```\n'
 
 def _table(obj) -> str:
