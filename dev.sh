@@ -36,17 +36,20 @@ case "${1:-}" in
     exec "$VENV/bin/near" demo "$@" ;;
   test)
     ensure_env; shift
-    # tests are offline and never touch the user's caches; bytecode goes to a temporary folder, not the tree (each
-    # of the many `near` subprocesses the tests start then compiles near_nb once, not once per process)
+    # tests are offline and never touch the user's caches; bytecode goes to a temporary folder, not the tree
+    # (the many `near` subprocesses the tests start then compile near_nb once, not once each)
     export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-    NEAR_NB_HOME="$(mktemp -d)"; PYTHONPYCACHEPREFIX="$NEAR_NB_HOME/pycache"; export NEAR_NB_HOME PYTHONPYCACHEPREFIX
+    NEAR_NB_HOME="$(mktemp -d)"; PYTHONPYCACHEPREFIX="$NEAR_NB_HOME/pycache"
+    export NEAR_NB_HOME PYTHONPYCACHEPREFIX
     trap 'rm -rf "$NEAR_NB_HOME"' EXIT
-    # one worker per core (NEAR_TEST_WORKERS overrides); tests sharing a module-scoped fixture stay on one worker
+    # one worker per core (NEAR_TEST_WORKERS overrides); each test file runs on one worker, so a module-scoped
+    # fixture (a fitted classifier, the built docs site, a Ray cluster) is built once (`--dist loadgroup` would be
+    # finer, but its groups are ignored under pytest 9 with pytest-xdist 3.8)
     WORKERS="${NEAR_TEST_WORKERS:-$(nproc 2>/dev/null || echo 2)}"
     echo "dev.sh: notebooks (nbdev_test, $WORKERS workers)"
     "$VENV/bin/nbdev_test" --n_workers "$WORKERS" --timing
     echo "dev.sh: pytest ($WORKERS workers)"
-    "$VENV/bin/python" -m pytest tests -n "$WORKERS" --dist loadgroup --durations=15 "$@" ;;
+    "$VENV/bin/python" -m pytest tests -n "$WORKERS" --dist loadfile --durations=15 "$@" ;;
   docs)
     ensure_env; ensure_docs; shift
     export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

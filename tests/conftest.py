@@ -20,16 +20,6 @@ def launch_chromium(playwright):
     try: return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
     except PlaywrightError as e: pytest.fail(f'Chromium ({CHROMIUM}) did not start: {e}', pytrace=False)
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`bash dev.sh test` runs `-n auto --dist loadgroup`), the tests that share a module-scoped
-    fixture (a fitted classifier, a built docs site, a Ray cluster) run on one worker, so it is built once; the
-    other tests spread over the workers one by one."""
-    for item in items:
-        info = getattr(item, '_fixtureinfo', None)
-        scopes = {defs[-1].scope for defs in info.name2fixturedefs.values() if defs} if info else set()
-        if 'module' in scopes: item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
 @pytest.fixture
 def photos(tmp_path):
     "A folder of small real-looking RGB photos (noise with structure), sorted names 00.jpg .. 11.jpg."
