@@ -2,7 +2,7 @@
 # near_nb's two entry points for a fresh machine (Python >= 3.10, git, the package registries):
 #   bash dev.sh demo   the pipeline on the shipped sample, offline
 #   bash dev.sh test   the whole test suite (notebooks, README sync, pytest)
-#   bash dev.sh docs   the documentation site in _docs/html (adds the docs extra to the venv; tutorials run offline)
+#   bash dev.sh docs   the documentation site in _docs/html (adds the docs extra; tutorials with their stored outputs)
 # The first run creates .venv and installs near_nb with its dev extras; later runs reuse it and
 # reinstall only when settings.ini or setup.py changed.
 set -euo pipefail
