@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['FRONT_DOOR', 'parameters', 'document_module']
 
-# %% ../nbs/13_front_door.ipynb #468b294d
+# %% ../nbs/13_front_door.ipynb #8ae06fab
 import ast, importlib.machinery, inspect, io, sys, tokenize
 import lazy_loader
 
-# %% ../nbs/13_front_door.ipynb #c5001350
+# %% ../nbs/13_front_door.ipynb #a3fa1ca7
 __version__ = "0.0.1"
 __doc__ += """
 
@@ -29,7 +29,7 @@ Start with `near_nb.sample()` (the shipped sample: photos, real MLLM answers, pr
 and the tutorials. Each name here loads its module on first use; `help(near_nb.<name>)` lists every parameter.
 """
 
-# %% ../nbs/13_front_door.ipynb #d5226f79
+# %% ../nbs/13_front_door.ipynb #983d14ce
 FRONT_DOOR = {  # module: the names `import near_nb` gives from it
     'core': ['NearError', 'Registry', 'near_home', 'seed_everything'],
     'data': ['ImageSet', 'load_image', 'few_shot_indices', 'sample'],
@@ -53,19 +53,19 @@ FRONT_DOOR = {  # module: the names `import near_nb` gives from it
     'pipeline': ['run_demo'],
 }
 
-# %% ../nbs/13_front_door.ipynb #9ab42b1b
+# %% ../nbs/13_front_door.ipynb #9ebeff67
 __getattr__, _, __all__ = lazy_loader.attach(__name__, submod_attrs=FRONT_DOOR)
 __all__ += ['FRONT_DOOR', 'parameters', 'document_module']
 def __dir__(): return list(__all__)
 
-# %% ../nbs/13_front_door.ipynb #338dc230
+# %% ../nbs/13_front_door.ipynb #cef2af41
 def _comments(source:str, # a module's source
              ) -> dict: # {line number: comment text}
     "Each `#` comment in `source`, by line."
     toks = tokenize.generate_tokens(io.StringIO(source).readline)
     return {t.start[0]: t.string.lstrip('#').strip() for t in toks if t.type == tokenize.COMMENT}
 
-# %% ../nbs/13_front_door.ipynb #2aad0f57
+# %% ../nbs/13_front_door.ipynb #18cef35b
 def _docment(line:int, # the parameter's line
              comments:dict, # from `_comments`
              taken:set, # the lines of the function's parameters
@@ -79,7 +79,7 @@ def _docment(line:int, # the parameter's line
         line -= 1
     return ' '.join(above) or None
 
-# %% ../nbs/13_front_door.ipynb #f6f98878
+# %% ../nbs/13_front_door.ipynb #ff21d133
 def _src(node) -> str|None: return None if node is None else ast.unparse(node)
 
 def _rows(fn:ast.FunctionDef, # a function's syntax tree
@@ -100,7 +100,7 @@ def _rows(fn:ast.FunctionDef, # a function's syntax tree
     ret = fn.returns and fn.returns.lineno not in named and comments.get(fn.returns.lineno)
     return rows + ([('return', _src(fn.returns), None, ret)] if ret else [])
 
-# %% ../nbs/13_front_door.ipynb #857d3be4
+# %% ../nbs/13_front_door.ipynb #d8a10ba0
 def _field_rows(cls:ast.ClassDef, # a dataclass's syntax tree
                 comments:dict, # from `_comments`
                ) -> list: # (name, type, default, meaning) per field
@@ -111,7 +111,7 @@ def _field_rows(cls:ast.ClassDef, # a dataclass's syntax tree
     return [(s.target.id, _src(s.annotation), _src(s.value), _docment(s.lineno, comments, taken))
             for s in fields]
 
-# %% ../nbs/13_front_door.ipynb #24b6a46b
+# %% ../nbs/13_front_door.ipynb #5e688a3f
 class _Source:
     "One module's definitions, by first line (functions) and qualified name (classes), and its comments."
     def __init__(self, path:str): # the module's file
@@ -129,13 +129,21 @@ class _Source:
                 self.classes[prefix + n.name] = n
                 self._index(n.body, f'{prefix}{n.name}.')
 
-# %% ../nbs/13_front_door.ipynb #45004434
+# %% ../nbs/13_front_door.ipynb #0d59b327
 def _function(obj) -> object|None:
     "The plain function behind a function, method, class or static method, or a wrapper of one."
     patched = type(obj).__name__ == '_clsmethod'  # fastcore's `@patch(cls_method=True)`
     f = obj.f if patched else getattr(obj, '__func__', obj)
     f = inspect.unwrap(f)
     return f if inspect.isfunction(f) else None
+
+def _signature_rows(cls:type) -> list:
+    "Rows from the signature alone, for a class whose constructor another package wrote (no docments there)."
+    stars = {inspect.Parameter.VAR_POSITIONAL: '*', inspect.Parameter.VAR_KEYWORD: '**'}
+    ps = inspect.signature(cls).parameters.values()
+    anno = lambda p: None if p.annotation is p.empty else inspect.formatannotation(p.annotation)
+    return [(stars.get(p.kind, '') + p.name, anno(p), None if p.default is p.empty else repr(p.default), None)
+            for p in ps]
 
 def parameters(obj, # a function, class or method of near_nb (or of any module with a source file)
                source:_Source|None=None, # its module's `_Source`, when the caller has read it already
@@ -144,6 +152,8 @@ def parameters(obj, # a function, class or method of near_nb (or of any module w
     f = _function(obj)
     if inspect.isclass(obj) and '__dataclass_fields__' not in vars(obj):
         f = _function(obj.__init__)  # its own or an inherited one
+        theirs = f is not None and f.__module__.split('.')[0] != obj.__module__.split('.')[0]
+        if theirs: return _signature_rows(obj)
     path = inspect.getsourcefile(f or obj)
     src = source if source is not None and source.path == path else _Source(path)
     if inspect.isclass(obj) and f is None:
@@ -152,7 +162,7 @@ def parameters(obj, # a function, class or method of near_nb (or of any module w
     node = src.funcs.get(f.__code__.co_firstlineno)
     return _rows(node, src.comments) if node else []
 
-# %% ../nbs/13_front_door.ipynb #a55497df
+# %% ../nbs/13_front_door.ipynb #8de6bad0
 def _section(rows:list, # from `parameters`
             ) -> str:
     "A numpydoc Parameters (and Returns) section for `rows`."
@@ -167,7 +177,7 @@ def _section(rows:list, # from `parameters`
             out += [f'    {meaning}'] if meaning else []
     return '\n'.join(out[1:])
 
-# %% ../nbs/13_front_door.ipynb #5010bb25
+# %% ../nbs/13_front_door.ipynb #f757001b
 def _add_section(obj, # a function or class
                  rows:list, # from `parameters`
                 ) -> bool:
@@ -184,7 +194,7 @@ def _methods(cls:type, # a class
     fs = [(k, v, _function(v)) for k, v in vars(cls).items() if not k.startswith('_')]
     return [(k, v) for k, v, f in fs if f is not None and f.__code__.co_filename == path]
 
-# %% ../nbs/13_front_door.ipynb #aa92064b
+# %% ../nbs/13_front_door.ipynb #f7b96472
 def document_module(mod, # a module of near_nb, just run
                    ) -> int: # how many docstrings got a Parameters section
     "Give each public function, class and method of `mod` a Parameters section from its docments comments."
@@ -201,7 +211,7 @@ def document_module(mod, # a module of near_nb, just run
         n += _add_section(o, rows)
     return n
 
-# %% ../nbs/13_front_door.ipynb #931c7c7c
+# %% ../nbs/13_front_door.ipynb #984b8462
 class _DocumentingLoader:
     "A loader that documents the module's parameters after running it (the rest is the wrapped loader's)."
     def __init__(self, loader): self.loader = loader # the path finder's loader
@@ -221,6 +231,6 @@ class _DocumentingFinder:
             spec.loader = _DocumentingLoader(spec.loader)
         return spec
 
-# %% ../nbs/13_front_door.ipynb #04c6b3e4
+# %% ../nbs/13_front_door.ipynb #34c4913c
 if not any(type(f).__name__ == '_DocumentingFinder' for f in sys.meta_path):
     sys.meta_path.insert(0, _DocumentingFinder(__name__))
