@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['FRONT_DOOR', 'parameters', 'document_module']
 
-# %% ../nbs/13_front_door.ipynb #8ae06fab
+# %% ../nbs/13_front_door.ipynb #9bf65ed5
 import ast, importlib.machinery, inspect, io, sys, tokenize
 import lazy_loader
 
-# %% ../nbs/13_front_door.ipynb #a3fa1ca7
+# %% ../nbs/13_front_door.ipynb #57e7d669
 __version__ = "0.0.1"
 __doc__ += """
 
@@ -29,7 +29,7 @@ Start with `near_nb.sample()` (the shipped sample: photos, real MLLM answers, pr
 and the tutorials. Each name here loads its module on first use; `help(near_nb.<name>)` lists every parameter.
 """
 
-# %% ../nbs/13_front_door.ipynb #983d14ce
+# %% ../nbs/13_front_door.ipynb #82d0eaef
 FRONT_DOOR = {  # module: the names `import near_nb` gives from it
     'core': ['NearError', 'Registry', 'near_home', 'seed_everything'],
     'data': ['ImageSet', 'load_image', 'few_shot_indices', 'sample'],
@@ -53,19 +53,19 @@ FRONT_DOOR = {  # module: the names `import near_nb` gives from it
     'pipeline': ['run_demo'],
 }
 
-# %% ../nbs/13_front_door.ipynb #9ebeff67
+# %% ../nbs/13_front_door.ipynb #7b751905
 __getattr__, _, __all__ = lazy_loader.attach(__name__, submod_attrs=FRONT_DOOR)
 __all__ += ['FRONT_DOOR', 'parameters', 'document_module']
 def __dir__(): return list(__all__)
 
-# %% ../nbs/13_front_door.ipynb #cef2af41
+# %% ../nbs/13_front_door.ipynb #86570dde
 def _comments(source:str, # a module's source
              ) -> dict: # {line number: comment text}
     "Each `#` comment in `source`, by line."
     toks = tokenize.generate_tokens(io.StringIO(source).readline)
     return {t.start[0]: t.string.lstrip('#').strip() for t in toks if t.type == tokenize.COMMENT}
 
-# %% ../nbs/13_front_door.ipynb #18cef35b
+# %% ../nbs/13_front_door.ipynb #1460aea7
 def _docment(line:int, # the parameter's line
              comments:dict, # from `_comments`
              taken:set, # the lines of the function's parameters
@@ -79,7 +79,7 @@ def _docment(line:int, # the parameter's line
         line -= 1
     return ' '.join(above) or None
 
-# %% ../nbs/13_front_door.ipynb #ff21d133
+# %% ../nbs/13_front_door.ipynb #d7bb1647
 def _src(node) -> str|None: return None if node is None else ast.unparse(node)
 
 def _rows(fn:ast.FunctionDef, # a function's syntax tree
@@ -100,7 +100,7 @@ def _rows(fn:ast.FunctionDef, # a function's syntax tree
     ret = fn.returns and fn.returns.lineno not in named and comments.get(fn.returns.lineno)
     return rows + ([('return', _src(fn.returns), None, ret)] if ret else [])
 
-# %% ../nbs/13_front_door.ipynb #d8a10ba0
+# %% ../nbs/13_front_door.ipynb #4110dcb9
 def _field_rows(cls:ast.ClassDef, # a dataclass's syntax tree
                 comments:dict, # from `_comments`
                ) -> list: # (name, type, default, meaning) per field
@@ -111,7 +111,7 @@ def _field_rows(cls:ast.ClassDef, # a dataclass's syntax tree
     return [(s.target.id, _src(s.annotation), _src(s.value), _docment(s.lineno, comments, taken))
             for s in fields]
 
-# %% ../nbs/13_front_door.ipynb #5e688a3f
+# %% ../nbs/13_front_door.ipynb #07253d54
 class _Source:
     "One module's definitions, by first line (functions) and qualified name (classes), and its comments."
     def __init__(self, path:str): # the module's file
@@ -129,7 +129,7 @@ class _Source:
                 self.classes[prefix + n.name] = n
                 self._index(n.body, f'{prefix}{n.name}.')
 
-# %% ../nbs/13_front_door.ipynb #0d59b327
+# %% ../nbs/13_front_door.ipynb #ffb97ed2
 def _function(obj) -> object|None:
     "The plain function behind a function, method, class or static method, or a wrapper of one."
     patched = type(obj).__name__ == '_clsmethod'  # fastcore's `@patch(cls_method=True)`
@@ -162,7 +162,7 @@ def parameters(obj, # a function, class or method of near_nb (or of any module w
     node = src.funcs.get(f.__code__.co_firstlineno)
     return _rows(node, src.comments) if node else []
 
-# %% ../nbs/13_front_door.ipynb #8de6bad0
+# %% ../nbs/13_front_door.ipynb #a25bc92c
 def _section(rows:list, # from `parameters`
             ) -> str:
     "A numpydoc Parameters (and Returns) section for `rows`."
@@ -177,7 +177,7 @@ def _section(rows:list, # from `parameters`
             out += [f'    {meaning}'] if meaning else []
     return '\n'.join(out[1:])
 
-# %% ../nbs/13_front_door.ipynb #f757001b
+# %% ../nbs/13_front_door.ipynb #24f0981a
 def _add_section(obj, # a function or class
                  rows:list, # from `parameters`
                 ) -> bool:
@@ -194,7 +194,7 @@ def _methods(cls:type, # a class
     fs = [(k, v, _function(v)) for k, v in vars(cls).items() if not k.startswith('_')]
     return [(k, v) for k, v, f in fs if f is not None and f.__code__.co_filename == path]
 
-# %% ../nbs/13_front_door.ipynb #f7b96472
+# %% ../nbs/13_front_door.ipynb #6d37cb7d
 def document_module(mod, # a module of near_nb, just run
                    ) -> int: # how many docstrings got a Parameters section
     "Give each public function, class and method of `mod` a Parameters section from its docments comments."
@@ -211,7 +211,7 @@ def document_module(mod, # a module of near_nb, just run
         n += _add_section(o, rows)
     return n
 
-# %% ../nbs/13_front_door.ipynb #984b8462
+# %% ../nbs/13_front_door.ipynb #a40a240c
 class _DocumentingLoader:
     "A loader that documents the module's parameters after running it (the rest is the wrapped loader's)."
     def __init__(self, loader): self.loader = loader # the path finder's loader
@@ -231,6 +231,6 @@ class _DocumentingFinder:
             spec.loader = _DocumentingLoader(spec.loader)
         return spec
 
-# %% ../nbs/13_front_door.ipynb #34c4913c
+# %% ../nbs/13_front_door.ipynb #9386b467
 if not any(type(f).__name__ == '_DocumentingFinder' for f in sys.meta_path):
     sys.meta_path.insert(0, _DocumentingFinder(__name__))
