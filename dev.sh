@@ -2,7 +2,7 @@
 # near_nb's two entry points for a fresh machine (Python >= 3.10, git, the package registries):
 #   bash dev.sh demo   the pipeline on the shipped sample, offline
 #   bash dev.sh test   the whole test suite (notebooks, README sync, pytest)
-#   bash dev.sh docs   the documentation site in _docs/html (adds the docs extra to the venv; tutorials run offline)
+#   bash dev.sh docs   the documentation site in _docs/html (adds the docs extra; tutorials with their stored outputs)
 # The first run creates .venv and installs near_nb with its dev extras; later runs reuse it and
 # reinstall only when settings.ini or setup.py changed.
 set -euo pipefail
@@ -36,14 +36,20 @@ case "${1:-}" in
     exec "$VENV/bin/near" demo "$@" ;;
   test)
     ensure_env; shift
-    # tests are offline and never touch the user's caches
-    export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
-    NEAR_NB_HOME="$(mktemp -d)"; export NEAR_NB_HOME
+    # tests are offline and never touch the user's caches; bytecode goes to a temporary folder, not the tree
+    # (the many `near` subprocesses the tests start then compile near_nb once, not once each)
+    export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+    NEAR_NB_HOME="$(mktemp -d)"; PYTHONPYCACHEPREFIX="$NEAR_NB_HOME/pycache"
+    export NEAR_NB_HOME PYTHONPYCACHEPREFIX
     trap 'rm -rf "$NEAR_NB_HOME"' EXIT
-    echo "dev.sh: notebooks (nbdev_test)"
-    "$VENV/bin/nbdev_test" --n_workers 2
-    echo "dev.sh: pytest"
-    "$VENV/bin/python" -m pytest tests "$@" ;;
+    # one worker per core (NEAR_TEST_WORKERS overrides); each test file runs on one worker, so a module-scoped
+    # fixture (a fitted classifier, the built docs site, a Ray cluster) is built once (`--dist loadgroup` would be
+    # finer, but its groups are ignored under pytest 9 with pytest-xdist 3.8)
+    WORKERS="${NEAR_TEST_WORKERS:-$(nproc 2>/dev/null || echo 2)}"
+    echo "dev.sh: notebooks (nbdev_test, $WORKERS workers)"
+    "$VENV/bin/nbdev_test" --n_workers "$WORKERS" --timing
+    echo "dev.sh: pytest ($WORKERS workers)"
+    "$VENV/bin/python" -m pytest tests -n "$WORKERS" --dist loadfile --durations=15 "$@" ;;
   docs)
     ensure_env; ensure_docs; shift
     export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

@@ -1,6 +1,8 @@
-"""The documentation site: `docs/build.py` builds it (here with tutorial 1 only, executed offline on the shipped
-sample; `bash dev.sh docs` builds all three), then every page is checked for broken internal links and Python tracebacks, and the home page, one API page and tutorial 1 are
-opened in headless Chromium (the plotly map of tutorial 1 rendered; screenshot kept in artifacts/).
+"""The documentation site: `docs/build.py` builds it (here with tutorial 1 only, with the outputs stored in it;
+`bash dev.sh docs` builds them all), then every page is checked for broken internal links and Python tracebacks,
+the API pages for classes with their methods and a parameter table per entry, and the home page, two API pages and
+tutorial 1 are opened in headless Chromium (the plotly map of tutorial 1 rendered, no signature cut off at the right
+edge; screenshots kept in artifacts/).
 
 Needs the docs extra (`pip install -e ".[dev,docs]"`), `playwright` and Debian's `chromium`; skipped, saying why,
 when one is missing. The build time is written to artifacts/docs_build_seconds.txt."""
@@ -45,7 +47,7 @@ def site(tmp_path_factory):
     out = tmp_path_factory.mktemp('docs')
     env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'NEAR_NB_HOME': str(out/'home')}
     t0 = time.perf_counter()
-    # tutorial 1 only, to keep the suite fast: nbdev_test runs every tutorial in the same suite
+    # tutorial 1 only, with its stored outputs, to keep the suite fast: nbdev_test runs every tutorial in the same suite
     r = subprocess.run([sys.executable, str(ROOT/'docs'/'build.py'), '--out', str(out), '--tutorials', '01_sample'], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=1200)
     seconds = time.perf_counter() - t0
@@ -77,6 +79,45 @@ def test_every_page_links_and_runs(site):
     assert not broken, broken[:20]
     api = (site/'api'/'explore.html').read_text(encoding='utf-8')
     assert 'map_html' in api and 'thumbnails inlined' in api  # an export with the docment beside its parameter
+
+def _cells(page, heading:str) -> list:
+    "The parameter table under the heading `heading` of `page`, as rows of cell texts."
+    sec = page.locator(f'section:has(> h3:has-text("{heading}")), section:has(> h4:has-text("{heading}"))').last
+    return sec.locator('table').first.locator('tbody tr').evaluate_all(
+        'rows => rows.map(r => [...r.querySelectorAll("td")].map(td => td.innerText.trim()))')
+
+def test_api_pages(site):
+    "Classes with their methods (class methods and @patch-ed ones too), a parameter table per entry, the front door."
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = browser.new_page(viewport={'width': 1400, 'height': 1000})
+            page.goto((site/'api'/'classifier.html').as_uri())
+            for h in ('NearClassifier.predict', 'NearClassifier.save_pretrained', 'NearClassifier.from_pretrained',
+                      'NearClassifier.load'):
+                assert page.locator(f'h4:has-text("{h}")').count() == 1, h
+            assert page.locator('h3:has-text("NearClassifier")').count() == 1
+            rows = _cells(page, 'NearClassifier.from_pretrained')
+            assert rows[1] == ['pretrained', 'str | None', 'None', 'local backbone checkpoint, instead of the saved tag or path'], rows
+            assert [r[0] for r in rows] == ['src', 'pretrained', 'backbone', 'device', '**hub'], rows
+            assert _cells(page, 'NearClassifier.predict')[1][:3] == ['top', 'int', '1']
+            # no signature is cut off at the right edge: each code block fits its box
+            wide = page.locator('div.highlight pre').evaluate_all('ps => ps.filter(p => p.scrollWidth > p.clientWidth + 1).length')
+            assert wide == 0, f'{wide} signatures wider than the page'
+            page.locator('h4:has-text("NearClassifier.from_pretrained")').scroll_into_view_if_needed()
+            page.screenshot(path=str(ART/'docs_api_classifier.png'))
+            page.goto((site/'api'/'embed.html').as_uri())
+            assert page.locator('h4:has-text("EmbeddingCache.put")').count() == 1  # a method added by @patch
+            assert _cells(page, 'Backbone.embed_images')[0][0] == 'images'
+            page.goto((site/'api'/'index.html').as_uri())
+            import near_nb
+            names = page.locator('section:has(> h2:has-text("The front door")) table tbody tr td:first-child').all_inner_texts()
+            assert names == [n for ns in near_nb.FRONT_DOOR.values() for n in ns], names
+            page.locator('a:has-text("NearClassifier")').first.click()
+            assert page.url.endswith('classifier.html#nearclassifier'), page.url
+        finally:
+            browser.close()
 
 def test_pages_in_a_browser(site):
     from playwright.sync_api import sync_playwright

@@ -72,3 +72,13 @@ def test_printed_tables_match_their_json(page, monkeypatch):
         out = io.StringIO()
         with contextlib.redirect_stdout(out): exec(code, ns)
         assert out.getvalue().rstrip() == shown.rstrip(), f'{page}: a table differs from what its code prints now'
+
+def test_ci_runs_the_readme_test_command():
+    "CI runs exactly the README's test command, and that command runs the notebooks and pytest on every core."
+    readme = (ROOT/'README.md').read_text(encoding='utf-8')
+    cmd = re.search(r'^(bash dev\.sh test)\b', readme, re.M).group(1)
+    ci = [l.strip() for l in (ROOT/'.ci'/'run').read_text().splitlines() if l.strip() and not l.lstrip().startswith('#')]
+    assert ci[-1] == cmd, ci[-1]
+    dev = (ROOT/'dev.sh').read_text()
+    assert 'nbdev_test" --n_workers "$WORKERS"' in dev
+    assert 'pytest tests -n "$WORKERS" --dist loadfile' in dev
