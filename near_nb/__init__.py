@@ -32,11 +32,11 @@ and the tutorials. Each name here loads its module on first use; `help(near_nb.<
 # %% ../nbs/13_front_door.ipynb #82d0eaef
 FRONT_DOOR = {  # module: the names `import near_nb` gives from it
     'core': ['NearError', 'Registry', 'near_home', 'seed_everything'],
-    'data': ['ImageSet', 'load_image', 'few_shot_indices', 'sample'],
+    'data': ['ImageSet', 'load_image', 'few_shot_indices', 'sample', 'sample_dir'],
     'mllm': ['get_labeler', 'register_labeler', 'label_images', 'export_labels', 'LabelStore',
              'OpenAILabeler', 'ReplayLabeler', 'HFLabeler', 'make_prompt'],
-    'names': ['parse_answer', 'parse_names', 'normalize_name', 'Vocabulary', 'answers_vocabulary',
-              'answer_contrasts', 'sentence_encoder'],
+    'parse': ['parse_answer', 'parse_names', 'normalize_name'],
+    'names': ['Vocabulary', 'answers_vocabulary', 'answer_contrasts', 'sentence_encoder'],
     'embed': ['Backbone', 'Embeddings', 'EmbeddingCache', 'prompt_templates', 'register_config'],
     'neighbors': ['knn', 'candidate_sets'],
     'near': ['NearConfig', 'NearResult', 'train_near', 'fit_near_head', 'register_head', 'register_pll'],
@@ -45,10 +45,11 @@ FRONT_DOOR = {  # module: the names `import near_nb` gives from it
     'cascade': ['cascade_predict'],
     'describe': ['describe', 'get_describer', 'register_describer'],
     'prototypes': ['text_prototypes', 'fuse_text'],
-    'evaluate': ['evaluate', 'cluster_acc', 'semantic_acc', 'Report', 'change_counts'],
+    'evaluate': ['evaluate', 'cluster_acc', 'semantic_acc', 'mapped_acc', 'Report', 'change_counts'],
     'explore': ['Explorer', 'label_view', 'map_html', 'map_figure', 'cluster_table'],
     'edits': ['EditLog', 'apply_edits'],
-    'formats': ['read_table', 'write_table', 'from_imagefolder', 'to_imagefolder', 'to_csv'],
+    'formats': ['read_table', 'write_table', 'register_exporter', 'from_imagefolder', 'to_imagefolder',
+                'to_csv'],
     'testbed': ['load_testbed', 'bench_testbed'],
     'pipeline': ['run_demo'],
 }

@@ -351,12 +351,12 @@ class NearConfig:
     nearest:float=0.2 # share of a name's nearest training image in its score, next to its mean ('prototypes')
     pll:str='proden-gmm' # partial-label method, a key of `PLL_METHODS`
     warmup:int=5 # epochs before re-weighting and the GMM split
-    epochs:int=30
-    lr:float=1e-4
-    weight_decay:float=0.0
+    epochs:int=30 # training epochs
+    lr:float=1e-4 # learning rate (AdamW)
+    weight_decay:float=0.0 # AdamW weight decay
     tau:float=0.05 # temperature of the cosine classifier
     batch_size:int|None=None # None: full batch (head mode); mini-batches for modes 2 and 3
-    seed:int=0
+    seed:int=0 # random seed of the run
     def __post_init__(self):
         "Check every field now: a wrong value fails here, saying what the field takes."
         check_config(self)

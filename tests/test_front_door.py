@@ -89,7 +89,7 @@ def test_patched_and_class_methods():
     doc = inspect.getdoc(NearClassifier.from_pretrained)
     assert '\nParameters\n----------\nsrc\n' in doc, doc
     assert 'pretrained : str | None, default None' in doc, doc
-    assert 'k : int, default 3\n    neighbours whose names join' in inspect.getdoc(NearConfig)
+    assert 'k : int, default 3\n    neighbours, where a part reads them' in inspect.getdoc(NearConfig)
 
 def test_hook_keeps_modules_whole():
     "Modules found through the hook keep their source and loader; it documents each module once."
