@@ -175,7 +175,8 @@ def embed(self:NearClassifier, x, # image paths, PIL images or an `ImageSet`
     pil = [x] if isinstance(x, Image.Image) else x
     for im in pil:  # the size caps `load_image` applies to files (a 1 x 1,000,000 image would resize to GBs)
         try: check_size(*im.size)
-        except ImageLoadError as e: raise NearError(f'a PIL image of {im.size[0]}x{im.size[1]}: {e}') from None
+        except ImageLoadError as e:
+            raise NearError(f'a PIL image of {im.size[0]}x{im.size[1]}: {e}') from None
     with self._tower() as bb:
         bb = bb.load()
         batches = [torch.stack([bb.preprocess(im.convert('RGB')) for im in pil[i:i + batch_size]])
@@ -343,7 +344,7 @@ def _local_folder(src, # a folder or a Hub repo id
 
 # %% ../nbs/05b_classifier.ipynb #2dba0a38
 MAX_CONFIG_BYTES = 16 * 2**20 # a config.json larger than this is refused before it is read
-MAX_WEIGHTS_BYTES = 32 * 2**30 # a model.safetensors larger than this is refused (a big CLIP tower is a few GB)
+MAX_WEIGHTS_BYTES = 32 * 2**30 # a larger model.safetensors is refused (a big CLIP tower is a few GB)
 
 def _refuse(f:Path, # the file at fault
             field:str, # where in it
@@ -369,7 +370,8 @@ def _read_config(d:Path) -> dict:
         raise NearError(f'{display_path(d)} is not a saved classifier: no readable config.json ({e}); '
                         f'expected a regular file of at most {MAX_CONFIG_BYTES:,} bytes') from None
     except (ValueError, RecursionError) as e:
-        raise NearError(f'{display_path(f)}: not JSON ({str(e)[:80]}); expected a NearClassifier config') from None
+        raise NearError(f'{display_path(f)}: not JSON ({str(e)[:80]}); '
+                        'expected a NearClassifier config') from None
     if not isinstance(cfg, dict): raise _refuse(f, 'the whole file', cfg, 'a JSON object')
     if cfg.get('format') != FORMAT: raise _refuse(f, 'format', cfg.get('format'), repr(FORMAT))
     v = cfg.get('format_version')
@@ -408,9 +410,11 @@ def _check_backbone(f:Path, # config.json, for messages
     oc = bb.get('open_clip_config')
     if oc is not None:
         if not PLAIN_NAME.fullmatch(name):
-            raise _refuse(f, 'backbone.model_name', name, "a plain name (letters, digits, '.', '_', '-'), not a path")
+            raise _refuse(f, 'backbone.model_name', name,
+                          "a plain name (letters, digits, '.', '_', '-'), not a path")
         check_model_config(oc, f'{display_path(f)}: backbone.open_clip_config')
-        if oc['embed_dim'] != dim: raise _refuse(f, 'backbone.open_clip_config.embed_dim', oc['embed_dim'], f'dim ({dim})')
+        if oc['embed_dim'] != dim:
+            raise _refuse(f, 'backbone.open_clip_config.embed_dim', oc['embed_dim'], f'dim ({dim})')
     for k, typ, want in [('random_init', bool, 'true or false'), ('seed', int, 'a whole number'),
                          ('pretrained', (str, type(None)), 'a tag or a path'), ('checkpoint', str, 'a path')]:
         if k in bb and not isinstance(bb[k], typ): raise _refuse(f, f'backbone.{k}', bb[k], want)
@@ -427,17 +431,22 @@ def _check_config(f:Path, # config.json, for messages
     _check_names(f, cfg.get('names'))
     tau, dim, n = cfg.get('tau'), cfg.get('dim'), cfg.get('n_active', 1)
     if not _finite(tau) or tau <= 0: raise _refuse(f, 'tau', tau, 'a finite number > 0')
-    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1: raise _refuse(f, 'dim', dim, 'a whole number >= 1')
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise _refuse(f, 'dim', dim, 'a whole number >= 1')
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= len(cfg['names']):
         raise _refuse(f, 'n_active', n, f'at least one active name, at most {len(cfg["names"])}')
     near = cfg.get('nearest')
-    if near is not None and not (_finite(near) and 0 <= near < 1): raise _refuse(f, 'nearest', near, 'null or in [0, 1)')
+    if near is not None and not (_finite(near) and 0 <= near < 1):
+        raise _refuse(f, 'nearest', near, 'null or in [0, 1)')
     text = cfg.get('text_head')
-    if text is not None and not (isinstance(text, dict) and _finite(text.get('alpha')) and 0 <= text['alpha'] <= 1):
+    alpha = text.get('alpha') if isinstance(text, dict) else None
+    if text is not None and not (_finite(alpha) and 0 <= alpha <= 1):
         raise _refuse(f, 'text_head', text, 'null or an object with "alpha" in [0, 1]')
     for k in ('training', 'near_config'):
-        if cfg.get(k) is not None and not isinstance(cfg[k], dict): raise _refuse(f, k, cfg[k], 'null or an object')
-    if not isinstance(cfg.get('tuned_tower', False), bool): raise _refuse(f, 'tuned_tower', cfg['tuned_tower'], 'true or false')
+        if cfg.get(k) is not None and not isinstance(cfg[k], dict):
+            raise _refuse(f, k, cfg[k], 'null or an object')
+    if not isinstance(cfg.get('tuned_tower', False), bool):
+        raise _refuse(f, 'tuned_tower', cfg['tuned_tower'], 'true or false')
     _check_backbone(f, cfg.get('backbone'), dim)
 
 
@@ -447,7 +456,8 @@ def _tensor_plan(cfg:dict) -> dict:
     C, dim = len(cfg['names']), cfg['dim']
     plan = {'weights': ((C, dim), 'float'), 'active': ((C,), 'bool')}
     if cfg.get('text_head'): plan['text_weights'] = ((C, dim), 'float')
-    if cfg.get('nearest') is not None: plan.update(memory=((None, dim), 'float'), memory_labels=((None,), 'int'))
+    if cfg.get('nearest') is not None:
+        plan.update(memory=((None, dim), 'float'), memory_labels=((None,), 'int'))
     return plan
 
 _KIND = {'float': torch.is_floating_point, 'bool': lambda t: t.dtype == torch.bool,
@@ -464,18 +474,21 @@ def _check_tensors(f:Path, # model.safetensors, for messages
     for k, (shape, kind) in _tensor_plan(cfg).items():
         if k not in t: raise _refuse(f, k, None, f'a {kind} tensor of shape {shape} (config.json needs it)')
         want = tuple(n_mem if s is None else s for s in shape)
-        if tuple(t[k].shape) != want: raise _refuse(f, f'{k}.shape', tuple(t[k].shape), f'{want} (from config.json)')
+        if tuple(t[k].shape) != want:
+            raise _refuse(f, f'{k}.shape', tuple(t[k].shape), f'{want} (from config.json)')
         if not _KIND[kind](t[k]): raise _refuse(f, f'{k}.dtype', str(t[k].dtype), f'a {kind} dtype')
-    if cfg.get('tuned_tower', False) != any(k.startswith('visual.') for k in t):
-        raise _refuse(f, 'visual.* tensors', sorted(k for k in t if k.startswith('visual.'))[:2],
-                      f'a tuned tower {"present" if cfg.get("tuned_tower") else "absent"} (config.json tuned_tower)')
+    tower = sorted(k for k in t if k.startswith('visual.'))
+    if cfg.get('tuned_tower', False) != bool(tower):
+        said = 'present' if cfg.get('tuned_tower') else 'absent'
+        raise _refuse(f, 'visual.* tensors', tower[:2], f'a tuned tower {said} (config.json tuned_tower)')
     bad = next((k for k, v in t.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
-    if bad: raise _refuse(f, bad, f'{int((~torch.isfinite(t[bad])).sum())} non-finite values', 'finite numbers')
+    if bad:
+        raise _refuse(f, bad, f'{int((~torch.isfinite(t[bad])).sum())} non-finite values', 'finite numbers')
     if int(t['active'].sum()) != cfg.get('n_active', int(t['active'].sum())) or not t['active'].any():
         raise _refuse(f, 'active', f'{int(t["active"].sum())} active names',
                       f'{cfg.get("n_active", "at least 1")} (config.json n_active), at least one')
-    if 'memory_labels' in t and len(t['memory_labels']) and not (0 <= int(t['memory_labels'].min()) and
-                                                              int(t['memory_labels'].max()) < len(cfg['names'])):
+    lab = t.get('memory_labels')
+    if lab is not None and len(lab) and not (0 <= int(lab.min()) and int(lab.max()) < len(cfg['names'])):
         raise _refuse(f, 'memory_labels', 'a label out of range', f'name ids in [0, {len(cfg["names"])})')
 
 
@@ -487,9 +500,11 @@ def _read_tensors(d:Path, # the classifier folder
     f = d/'model.safetensors'
     try: check_regular(os.stat(f), MAX_WEIGHTS_BYTES)
     except ImageLoadError as e:
-        raise NearError(f'{display_path(f)} is not a readable safetensors file ({e}); expected a regular file') from None
+        raise NearError(f'{display_path(f)} is not a readable safetensors file ({e}); '
+                        'expected a regular file') from None
     except OSError as e:
-        raise NearError(f'{display_path(f)} is not a readable safetensors file ({e.strerror}); nothing was loaded') from None
+        raise NearError(f'{display_path(f)} is not a readable safetensors file ({e.strerror}); '
+                        'nothing was loaded') from None
     try: t = load_file(f)
     except (SafetensorError, OSError) as e:
         raise NearError(f'{display_path(f)} is not a readable safetensors file ({e}); '

@@ -200,7 +200,8 @@ def writing_folder(target:str|Path, # the folder to write: it appears whole, or 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     for p in _stale_partials(target): shutil.rmtree(p, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{target.name}.{os.getpid()}.', suffix='.partial', dir=target.parent))
+    prefix = f'.{target.name}.{os.getpid()}.'
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix='.partial', dir=target.parent))
     mask = os.umask(0o22)
     os.umask(mask)
     os.chmod(tmp, 0o777 & ~mask)  # as `mkdir` would make it, not mkdtemp's 0o700

@@ -41,7 +41,7 @@ IMAGE_EXTS = {'.jpg', '.jpeg', '.jfif', '.png', '.bmp', '.gif', '.tif', '.tiff',
               '.webp', '.ppm', '.pgm', '.pbm'}
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own limit: 0.25 GiB of 24-bit pixels
 DEFAULT_MAX_BYTES = 512 * 2**20  # 512 MiB: far above any photo, far below a disk image renamed .jpg
-DEFAULT_MAX_ASPECT = 64  # longest side / shortest: beyond, resizing the short side to a model's input blows up
+DEFAULT_MAX_ASPECT = 64  # longest / shortest side; beyond, resizing the short side to a model input blows up
 
 # %% ../nbs/01_data.ipynb #8b767f60
 def _to_8bit(a:np.ndarray, # a 2-D array of any numeric type
@@ -117,14 +117,14 @@ def check_size(w:int, h:int, # an image's size, as its header gives it
                max_pixels:int|None=DEFAULT_MAX_PIXELS, # refuse more decoded pixels than this
                max_aspect:float|None=DEFAULT_MAX_ASPECT, # refuse a longest side over this many shortest sides
               ):
-    "Raise `ImageLoadError` for an image too large to decode, or too thin to resize (whatever the aspect ratio)."
+    "Raise `ImageLoadError` for an image too large to decode, or too thin to resize (any aspect ratio)."
     if max_pixels is not None and w * h > max_pixels:
         raise ImageLoadError(f'image too large: {w}x{h} = {w*h:,} pixels > max_pixels={max_pixels:,} '
                              f'(decompression bomb?)')
     if min(w, h) < 1: raise ImageLoadError(f'image has no pixels ({w}x{h})')
     if max_aspect is not None and max(w, h) > max_aspect * min(w, h):
-        raise ImageLoadError(f'extreme aspect ratio: {w}x{h} is more than {max_aspect}:1 (resizing its short side '
-                             f'to a model input would make it {max(w, h) // min(w, h):,} times as long)')
+        raise ImageLoadError(f'extreme aspect ratio: {w}x{h} is more than {max_aspect}:1 (resizing its short '
+                             f'side to a model input would make it {max(w, h) // min(w, h):,} times as long)')
 
 
 # %% ../nbs/01_data.ipynb #4b6ad020
@@ -133,7 +133,7 @@ def load_image(src:str|Path|bytes, # a path or the file's bytes
                background:tuple=(255, 255, 255), # colour behind transparent pixels
                max_bytes:int|None=DEFAULT_MAX_BYTES, # refuse larger files before reading (see `read_file`)
                draft:int|None=None, # JPEG: decode at 1/2, 1/4 or 1/8 scale, both sides >= `draft` px
-               max_aspect:float|None=DEFAULT_MAX_ASPECT, # refuse images longer than this many times their width
+               max_aspect:float|None=DEFAULT_MAX_ASPECT, # refuse a longest side over this many shortest sides
               ) -> Image.Image:
     "Load an image as upright 8-bit RGB, or raise `ImageLoadError` with the reason."
     data = bytes(src) if isinstance(src, (bytes, bytearray)) else read_file(src, max_bytes)

@@ -62,8 +62,8 @@ class EmbeddingCache:
         except OSError as e:
             raise NearError(f'cannot create the embedding cache {where}: {e.strerror or e}') from None
         if cols != list(CACHE_COLUMNS):
-            raise NearError(f'the embedding cache {where} has an unknown schema (table emb with columns {cols}, '
-                            f'expected {list(CACHE_COLUMNS)}); {_FIX}')
+            raise NearError(f'the embedding cache {where} has an unknown schema (table emb with columns '
+                            f'{cols}, expected {list(CACHE_COLUMNS)}); {_FIX}')
     def __repr__(self): return f'EmbeddingCache({str(self.path)!r}, {len(self)} vectors)'
     def __len__(self): return self.con.execute('SELECT COUNT(*) FROM emb').fetchone()[0]
     def __bool__(self): return True  # an empty cache is still a cache
@@ -171,7 +171,8 @@ def check_model_config(cfg, # an open_clip model config, as read from JSON
     for k in ('vision_cfg', 'text_cfg'):
         if not isinstance(cfg.get(k), dict): raise _bad(where, k, cfg.get(k), 'an object')
         for f, v in cfg[k].items():  # widths, depths, sizes: no NaN, no negative, no absurd
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and not (math.isfinite(v) and 0 <= v <= 2**20):
+            number = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if number and not (math.isfinite(v) and 0 <= v <= 2**20):
                 raise _bad(where, f'{k}.{f}', v, 'a finite number from 0 to 1,048,576')
     size = cfg['vision_cfg'].get('image_size', 224)
     if not all(isinstance(s, int) and 1 <= s <= 4096 for s in (size if isinstance(size, list) else [size])):
@@ -195,7 +196,8 @@ def register_config(path:str|Path, # an open_clip model config .json
         raise NearError(f'{display_path(f)}: {e}; expected an open_clip model config file') from None
     try: check_model_config(json.loads(data), display_path(f))
     except (ValueError, RecursionError) as e:
-        raise NearError(f'{display_path(f)}: not JSON ({str(e)[:80]}); expected an open_clip model config') from None
+        raise NearError(f'{display_path(f)}: not JSON ({str(e)[:80]}); '
+                        'expected an open_clip model config') from None
     name = f'{Path(path).stem}-{sha256_bytes(data)[:8]}'
     d = near_home()/'model_configs'
     d.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """Files you are handed are data, files you write are whole (issue #26).
 
-A classifier folder is checked field by field before anything is built from it, and refused in one line that names
-the file, the field and what was expected; `save_pretrained` killed by a signal half-way leaves the old folder or
-the new one; images too thin to resize, folders of only bad images and broken embedding caches are refused cheaply.
+A classifier folder is checked field by field before anything is built from it, and refused in one line that
+names the file, the field and what was expected; `save_pretrained` killed by a signal half-way leaves the old
+folder or the new one; images too thin to resize, folders of only bad images and broken embedding caches are
+refused cheaply.
 """
 import json, os, re, resource, signal, sqlite3, subprocess, sys
 import numpy as np, pytest, torch
@@ -42,49 +43,69 @@ def refusal(d, **kw):
     assert '\n' not in msg, msg
     return msg
 
+def zero_link(d, name):
+    (d/name).unlink()
+    (d/name).symlink_to('/dev/zero')
+
+def fifo(d, name):
+    (d/name).unlink()
+    os.mkfifo(d/name)
+
+def oc_config(tmp, **changes):
+    "A backbone spec with a plain name whose open_clip config has `changes`."
+    spec = tiny_spec(tmp, 'ok-name')
+    return {**spec, 'open_clip_config': {**spec['open_clip_config'], **changes}}
+
 CASES = {  # name: (how to break a good folder, what the message must say)
     'nan weights': (lambda d, tmp: set_tensors(d, weights=torch.full((3, 32), float('nan'))),
                     "model.safetensors: weights is '96 non-finite values'; expected finite numbers"),
-    'temperature 0': (lambda d, tmp: set_config(d, tau=0), 'config.json: tau is 0; expected a finite number > 0'),
-    'temperature NaN': (lambda d, tmp: set_config(d, tau=float('nan')), 'config.json: tau is nan; expected a finite'),
-    'temperature text': (lambda d, tmp: set_config(d, tau='0.05'), "config.json: tau is '0.05'; expected a finite"),
+    'temperature 0': (lambda d, tmp: set_config(d, tau=0),
+                      'config.json: tau is 0; expected a finite number > 0'),
+    'temperature NaN': (lambda d, tmp: set_config(d, tau=float('nan')),
+                        'config.json: tau is nan; expected a finite'),
+    'temperature text': (lambda d, tmp: set_config(d, tau='0.05'),
+                         "config.json: tau is '0.05'; expected a finite"),
     'no active name (config)': (lambda d, tmp: set_config(d, n_active=0),
                                 'config.json: n_active is 0; expected at least one active name, at most 3'),
     'no active name (tensor)': (lambda d, tmp: set_tensors(d, active=torch.zeros(3, dtype=torch.bool)),
-                                "model.safetensors: active is '0 active names'; expected 3 (config.json n_active)"),
+                                "model.safetensors: active is '0 active names'; "
+                                "expected 3 (config.json n_active)"),
     'mismatched shapes': (lambda d, tmp: set_tensors(d, weights=torch.zeros(3, 16)),
                           'model.safetensors: weights.shape is (3, 16); expected (3, 32) (from config.json)'),
     'names mismatch weights': (lambda d, tmp: set_config(d, names=['red', 'green'], n_active=2),
                                'weights.shape is (3, 32); expected (2, 32)'),
     'duplicate names': (lambda d, tmp: set_config(d, names=['red', 'red', 'blue']),
                         "config.json: a name is 'red'; expected each name once"),
-    'empty name': (lambda d, tmp: set_config(d, names=['red', ' ', 'blue']), "a name is ' '; expected a non-empty"),
-    'names not a list': (lambda d, tmp: set_config(d, names='red'), "names is 'red'; expected a non-empty list"),
+    'empty name': (lambda d, tmp: set_config(d, names=['red', ' ', 'blue']),
+                   "a name is ' '; expected a non-empty"),
+    'names not a list': (lambda d, tmp: set_config(d, names='red'),
+                         "names is 'red'; expected a non-empty list"),
     'integer weights': (lambda d, tmp: set_tensors(d, weights=torch.zeros(3, 32, dtype=torch.int32)),
                         "weights.dtype is 'torch.int32'; expected a float dtype"),
-    'format version text': (lambda d, tmp: set_config(d, format_version='4'), "format_version is '4'; expected a whole"),
-    'not an object': (lambda d, tmp: (d/'config.json').write_text('[1, 2]'), 'the whole file is [1, 2]; expected a JSON'),
+    'format version text': (lambda d, tmp: set_config(d, format_version='4'),
+                            "format_version is '4'; expected a whole"),
+    'not an object': (lambda d, tmp: (d/'config.json').write_text('[1, 2]'),
+                      'the whole file is [1, 2]; expected a JSON'),
     'deep JSON': (lambda d, tmp: (d/'config.json').write_text('[' * 100_000), 'not JSON'),
     'tuned tower missing': (lambda d, tmp: set_config(d, tuned_tower=True), 'expected a tuned tower present'),
-    'FIFO config': (lambda d, tmp: ((d/'config.json').unlink(), os.mkfifo(d/'config.json')),
+    'FIFO config': (lambda d, tmp: fifo(d, 'config.json'),
                     'no readable config.json (is a FIFO (named pipe), not a regular file)'),
-    'config link to /dev/zero': (lambda d, tmp: ((d/'config.json').unlink(), (d/'config.json').symlink_to('/dev/zero')),
+    'config link to /dev/zero': (lambda d, tmp: zero_link(d, 'config.json'),
                                  'no readable config.json (is a character device, not a regular file)'),
-    'huge config': (lambda d, tmp: os.truncate(d/'config.json', 64 * 2**20), 'file too large: 67,108,864 bytes'),
-    'weights link to /dev/zero': (lambda d, tmp: ((d/'model.safetensors').unlink(),
-                                                  (d/'model.safetensors').symlink_to('/dev/zero')),
-                                  'model.safetensors is not a readable safetensors file (is a character device'),
-    'weights FIFO': (lambda d, tmp: ((d/'model.safetensors').unlink(), os.mkfifo(d/'model.safetensors')),
+    'huge config': (lambda d, tmp: os.truncate(d/'config.json', 64 * 2**20),
+                    'file too large: 67,108,864 bytes'),
+    'weights link to /dev/zero': (lambda d, tmp: zero_link(d, 'model.safetensors'),
+                                  'model.safetensors is not a readable safetensors file (is a character'),
+    'weights FIFO': (lambda d, tmp: fifo(d, 'model.safetensors'),
                      'is not a readable safetensors file (is a FIFO'),
     '../ model name': (lambda d, tmp: set_config(d, backbone=tiny_spec(tmp, '../../escaped')),
                        "config.json: backbone.model_name is '../../escaped'; expected a plain name"),
     'absolute model name': (lambda d, tmp: set_config(d, backbone=tiny_spec(tmp, str(tmp/'abs'/'escaped'))),
                             'backbone.model_name is'),
-    'huge image size': (lambda d, tmp: set_config(d, backbone={**tiny_spec(tmp, 'ok-name'), 'open_clip_config': {
-                            **tiny_spec(tmp, 'x')['open_clip_config'], 'vision_cfg': {'image_size': 10**6}}}),
+    'huge image size': (lambda d, tmp: set_config(
+                            d, backbone=oc_config(tmp, vision_cfg={'image_size': 10**6})),
                         'backbone.open_clip_config: vision_cfg.image_size is 1000000; expected a side'),
-    'embed_dim disagrees': (lambda d, tmp: set_config(d, backbone={**tiny_spec(tmp, 'ok-name'), 'open_clip_config': {
-                                **tiny_spec(tmp, 'x')['open_clip_config'], 'embed_dim': 64}}),
+    'embed_dim disagrees': (lambda d, tmp: set_config(d, backbone=oc_config(tmp, embed_dim=64)),
                             'backbone.open_clip_config.embed_dim is 64; expected dim (32)'),
 }
 
@@ -96,7 +117,7 @@ def test_broken_folders_are_refused_in_one_line(tmp_path, case):
     breaks(d, tmp_path)
     msg = refusal(d)
     assert says in msg and str(d) in msg, msg
-    assert not list(tmp_path.rglob('escaped*')) and not os.path.exists('/escaped.json')  # no file written outside
+    assert not list(tmp_path.rglob('escaped*')) and not os.path.exists('/escaped.json')  # nothing outside
 
 def test_a_model_name_is_never_a_path(tmp_path, monkeypatch):
     "A good plain name is registered from a content-addressed file inside the home, whatever config it names."
@@ -107,7 +128,8 @@ def test_a_model_name_is_never_a_path(tmp_path, monkeypatch):
     clf = NearClassifier.from_pretrained(d)
     assert clf.backbone.model_name == 'plainname-hostiletest' and clf.backbone.dim == 32
     written = [p.relative_to(tmp_path/'home') for p in (tmp_path/'home').rglob('*.json')]
-    assert len(written) == 1 and written[0].parts[0] == 'model_configs' and written[0].name == 'plainname-hostiletest.json'
+    assert len(written) == 1 and written[0].parts[0] == 'model_configs'
+    assert written[0].name == 'plainname-hostiletest.json'
     assert len(written[0].parts[1]) == 16                                  # the folder is the config's hash
 
 def test_the_hub_path_runs_the_same_checks(tmp_path, monkeypatch):
@@ -129,7 +151,8 @@ if where == 'after weights':
 else:   # after config.json, before the model card
     orig_card = c._model_card
     c._model_card = lambda cfg: (pause(), orig_card(cfg))[1]
-c.NearClassifier(['x', 'y', 'z', 'w'], np.full((4, 32), 0.5, np.float32), tau=0.1).save_pretrained(sys.argv[1])
+new = c.NearClassifier(['x', 'y', 'z', 'w'], np.full((4, 32), 0.5, np.float32), tau=0.1)
+new.save_pretrained(sys.argv[1])
 '''
 
 def killed_save(d, where):
@@ -215,8 +238,8 @@ def test_near_check_and_embed_on_thin_and_only_bad_images(tmp_path):
     cfg = tiny_clip_config(tmp_path/'tinycli.json')
     r, peak = near('embed', d, '--model', cfg, '--random-init', '--out', tmp_path/'e.npz', '--cache',
                    tmp_path/'c.sqlite', '--workers', '0', '-q')
-    assert r.returncode == 0 and '3 images: 0 from cache, 1 embedded, 2 skipped' in r.stdout, (r.stdout, r.stderr)
-    assert 'thin.png: extreme aspect ratio' in r.stdout and 'wide.jpg: extreme aspect ratio' in r.stdout, r.stdout
+    assert r.returncode == 0 and '3 images: 0 from cache, 1 embedded, 2 skipped' in r.stdout, r.stderr
+    for name in ('thin.png', 'wide.jpg'): assert f'{name}: extreme aspect ratio' in r.stdout, r.stdout
     assert peak < 1500, peak
     (d/'good.png').unlink()
     r, _ = near('embed', d, '--model', cfg, '--random-init', '--out', tmp_path/'e2.npz', '--cache',
@@ -240,7 +263,8 @@ def test_a_cached_vector_of_the_wrong_length_is_recomputed(tmp_path, tiny):
     iset = ImageSet.from_folder(d)
     cache = EmbeddingCache(tmp_path/'c.sqlite')
     first = tiny.embed_images(iset, cache=cache, num_workers=0, progress=False)
-    cache.con.execute('UPDATE emb SET vec=? WHERE sha256=?', (np.ones(7, np.float32).tobytes(), first.sha256[0]))
+    short = np.ones(7, np.float32).tobytes()
+    cache.con.execute('UPDATE emb SET vec=? WHERE sha256=?', (short, first.sha256[0]))
     cache.con.commit()
     fresh = Backbone(tiny.model_name, None, random_init=True, seed=1)
     again = fresh.embed_images(iset, cache=cache, num_workers=0, progress=False)
@@ -255,11 +279,13 @@ def test_broken_caches_say_what_to_do(tmp_path):
     other.execute('CREATE TABLE emb (key TEXT, value BLOB)')
     other.commit()
     os.mkfifo(tmp_path/'pipe.sqlite')
-    for f, says in [(junk, 'is not a SQLite file, or is corrupt'), (tmp_path/'other.sqlite', 'unknown schema'),
+    for f, says in [(junk, 'is not a SQLite file, or is corrupt'),
+                    (tmp_path/'other.sqlite', 'unknown schema'),
                     (tmp_path/'pipe.sqlite', 'is a FIFO')]:
         with pytest.raises(NearError) as e: EmbeddingCache(f)
         msg = str(e.value)
-        assert says in msg and str(f) in msg and msg.endswith('move it aside, or pass another cache (--cache)'), msg
+        assert says in msg and str(f) in msg, msg
+        assert msg.endswith('move it aside, or pass another cache (--cache)'), msg
     c = EmbeddingCache(tmp_path/'big.sqlite')                              # corrupt pages, found at read time
     hs = [f'{i:064x}' for i in range(3000)]
     c.put('m', 'p', hs, np.ones((3000, 64), np.float32))
@@ -275,7 +301,9 @@ def test_model_config_files_are_data(tmp_path):
     os.mkfifo(tmp_path/'pipe.json')
     (tmp_path/'zero.json').symlink_to('/dev/zero')
     (tmp_path/'nan.json').write_text('{"embed_dim": 32, "vision_cfg": {"width": NaN}, "text_cfg": {}}')
-    (tmp_path/'big.json').write_text(json.dumps({'embed_dim': 32, 'vision_cfg': {'image_size': 100_000}, 'text_cfg': {}}))
+    big = {'embed_dim': 32, 'vision_cfg': {'image_size': 100_000}, 'text_cfg': {}}
+    (tmp_path/'big.json').write_text(json.dumps(big))
     for name, says in [('pipe.json', 'is a FIFO'), ('zero.json', 'is a character device'),
-                       ('nan.json', 'vision_cfg.width is nan'), ('big.json', 'vision_cfg.image_size is 100000')]:
+                       ('nan.json', 'vision_cfg.width is nan'),
+                       ('big.json', 'vision_cfg.image_size is 100000')]:
         with pytest.raises(NearError, match=re.escape(says)): register_config(tmp_path/name)
