@@ -225,7 +225,7 @@ def backbone_spec(bb:Backbone, # the backbone the classifier's features come fro
     return spec
 
 # %% ../nbs/05b_classifier.ipynb #b545a2fb
-PLAIN_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._+-]{0,127}') # a model name that can never be a path
+PLAIN_NAME = re.compile(r'[^./\\\x00][^/\\\x00]{0,127}') # a file name, never a path: no '/', no leading '.'
 
 def _register_config(name:str, # the model name config.json gives (a plain name, checked at load)
                      cfg:dict, # its open_clip config
@@ -411,7 +411,7 @@ def _check_backbone(f:Path, # config.json, for messages
     if oc is not None:
         if not PLAIN_NAME.fullmatch(name):
             raise _refuse(f, 'backbone.model_name', name,
-                          "a plain name (letters, digits, '.', '_', '-'), not a path")
+                          "a plain name (no '/' or '\\', not starting with '.'), not a path")
         check_model_config(oc, f'{display_path(f)}: backbone.open_clip_config')
         if oc['embed_dim'] != dim:
             raise _refuse(f, 'backbone.open_clip_config.embed_dim', oc['embed_dim'], f'dim ({dim})')
