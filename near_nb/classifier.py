@@ -4,8 +4,9 @@
 
 # %% ../nbs/05b_classifier.ipynb #c479a779
 from __future__ import annotations
-import json
+import json, math, os, re
 import tempfile
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
@@ -15,12 +16,13 @@ from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 import near_nb
-from .core import NearError, near_home, sha256_file
-from .data import ImageSet
-from .embed import Backbone, Embeddings
+from .core import NearError, near_home, sha256_file, stable_hash, writing_folder
+from .data import ImageSet, ImageLoadError, check_regular, check_size, display_path, read_file
+from .embed import Backbone, Embeddings, check_model_config
 
 # %% auto #0
-__all__ = ['FORMAT', 'FORMAT_VERSION', 'NearClassifier', 'nearest_cosines', 'backbone_spec', 'backbone_from_spec']
+__all__ = ['FORMAT', 'FORMAT_VERSION', 'PLAIN_NAME', 'MAX_CONFIG_BYTES', 'MAX_WEIGHTS_BYTES', 'NearClassifier', 'nearest_cosines',
+           'backbone_spec', 'backbone_from_spec']
 
 # %% ../nbs/05b_classifier.ipynb #501560cf
 class NearClassifier:
@@ -171,6 +173,10 @@ def embed(self:NearClassifier, x, # image paths, PIL images or an `ImageSet`
     if not (isinstance(x, Image.Image) or (isinstance(x, list) and x and isinstance(x[0], Image.Image))):
         return self.embed_images([x] if isinstance(x, (str, Path)) else x, batch_size=batch_size).emb
     pil = [x] if isinstance(x, Image.Image) else x
+    for im in pil:  # the size caps `load_image` applies to files (a 1 x 1,000,000 image would resize to GBs)
+        try: check_size(*im.size)
+        except ImageLoadError as e:
+            raise NearError(f'a PIL image of {im.size[0]}x{im.size[1]}: {e}') from None
     with self._tower() as bb:
         bb = bb.load()
         batches = [torch.stack([bb.preprocess(im.convert('RGB')) for im in pil[i:i + batch_size]])
@@ -219,13 +225,21 @@ def backbone_spec(bb:Backbone, # the backbone the classifier's features come fro
     return spec
 
 # %% ../nbs/05b_classifier.ipynb #b545a2fb
-def _register_config(name:str, cfg:dict):
-    "Make an open_clip model config known under `name` (written under `near_home()/model_configs`)."
+PLAIN_NAME = re.compile(r'[^./\\\x00][^/\\\x00]{0,127}') # a file name, never a path: no '/', no leading '.'
+
+def _register_config(name:str, # the model name config.json gives (a plain name, checked at load)
+                     cfg:dict, # its open_clip config
+                    ):
+    "Make `cfg` known to open_clip as `name`, from `near_home()/model_configs/<hash of cfg>/<name>.json`."
     import open_clip  # lazy: importing open_clip takes seconds; only building a model needs it
-    d = near_home()/'model_configs'
-    d.mkdir(parents=True, exist_ok=True)
-    (d/f'{name}.json').write_text(json.dumps(cfg))
-    open_clip.add_model_config(d/f'{name}.json')
+    if not PLAIN_NAME.fullmatch(name): raise NearError(f'model name {name!r} is not a plain name')
+    home = near_home().resolve()
+    f = home/'model_configs'/stable_hash(cfg)/f'{name}.json'  # content-addressed: one name, two configs
+    if not f.resolve().is_relative_to(home): raise NearError(f'model name {name!r} leaves {home}')
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(cfg))
+    open_clip.add_model_config(f)
+
 
 # %% ../nbs/05b_classifier.ipynb #25f47066
 def backbone_from_spec(spec:dict, # a `backbone_spec`, as config.json holds it
@@ -291,16 +305,16 @@ def save_pretrained(self:NearClassifier, path, # a folder (created; a folder thi
     if d.is_file(): raise NearError(f'{d} is a file: a classifier is saved as a folder; pick a folder name')
     if d.is_dir() and any(d.iterdir()) and not (d/'config.json').is_file():
         raise NearError(f'{d} already holds other files: pick a new or empty folder')
-    d.mkdir(parents=True, exist_ok=True)
     tensors = {'weights': torch.tensor(self.weights), 'active': torch.tensor(self.active)}
     if self.text_weights is not None: tensors['text_weights'] = torch.tensor(self.text_weights)
     if self.memory is not None:
         tensors.update(memory=torch.tensor(self.memory), memory_labels=torch.tensor(self.memory_labels))
     for k, v in (self.visual_state or {}).items(): tensors[f'visual.{k}'] = v.detach().cpu().contiguous()
-    save_file(tensors, d/'model.safetensors', metadata={'format': 'pt'})
     cfg = self.config()
-    (d/'config.json').write_text(json.dumps(cfg, indent=1))
-    (d/'README.md').write_text(_model_card(cfg))
+    with writing_folder(d) as tmp:  # whole or not at all: a killed save leaves the old folder or the new one
+        save_file(tensors, tmp/'model.safetensors', metadata={'format': 'pt'})
+        (tmp/'config.json').write_text(json.dumps(cfg, indent=1))
+        (tmp/'README.md').write_text(_model_card(cfg))
     return d
 
 @patch
@@ -328,17 +342,176 @@ def _local_folder(src, # a folder or a Hub repo id
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise NearError(f'{src} is neither a folder here nor a Hub repo that could be fetched ({why})') from e
 
-# %% ../nbs/05b_classifier.ipynb #e9054d4d
+# %% ../nbs/05b_classifier.ipynb #2dba0a38
+MAX_CONFIG_BYTES = 16 * 2**20 # a config.json larger than this is refused before it is read
+MAX_WEIGHTS_BYTES = 32 * 2**30 # a larger model.safetensors is refused (a big CLIP tower is a few GB)
+
+def _refuse(f:Path, # the file at fault
+            field:str, # where in it
+            got, # what it holds there
+            expected:str, # what would be accepted
+           ) -> NearError:
+    "A one-line `NearError` naming the file, the field, what it holds and what was expected."
+    shown = ' '.join(repr(got).split())
+    return NearError(f'{display_path(f)}: {field} is {shown if len(shown) <= 60 else shown[:57] + "..."}; '
+                     f'expected {expected}')
+
+def _finite(x) -> bool:
+    "A real number, finite (not a bool, not NaN)."
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+# %% ../nbs/05b_classifier.ipynb #97b7f50a
 def _read_config(d:Path) -> dict:
-    "config.json of a saved classifier, checked."
-    try: cfg = json.loads((d/'config.json').read_text())
-    except (OSError, ValueError) as e:
-        raise NearError(f'{d} is not a saved classifier: no readable config.json ({e})') from e
-    if cfg.get('format') != FORMAT: raise NearError(f'{d}/config.json is not a NearClassifier config')
-    if cfg.get('format_version', 0) > FORMAT_VERSION:
-        raise NearError(f'{d} was written by a newer near_nb ({cfg.get("near_nb_version")}): upgrade near_nb '
-                        f'to load it')
+    "config.json of a saved classifier: a small regular file of JSON, then `_check_config`."
+    f = d/'config.json'
+    try: cfg = json.loads(read_file(f, MAX_CONFIG_BYTES))
+    except ImageLoadError as e:
+        raise NearError(f'{display_path(d)} is not a saved classifier: no readable config.json ({e}); '
+                        f'expected a regular file of at most {MAX_CONFIG_BYTES:,} bytes') from None
+    except (ValueError, RecursionError) as e:
+        raise NearError(f'{display_path(f)}: not JSON ({str(e)[:80]}); '
+                        'expected a NearClassifier config') from None
+    if not isinstance(cfg, dict): raise _refuse(f, 'the whole file', cfg, 'a JSON object')
+    if cfg.get('format') != FORMAT: raise _refuse(f, 'format', cfg.get('format'), repr(FORMAT))
+    v = cfg.get('format_version')
+    if isinstance(v, int) and v > FORMAT_VERSION:
+        raise NearError(f'{display_path(d)} was written by a newer near_nb ({cfg.get("near_nb_version")}): '
+                        'upgrade near_nb to load it')
+    if not isinstance(v, int) or isinstance(v, bool) or v < 2:
+        raise _refuse(f, 'format_version', v, f'a whole number from 2 to {FORMAT_VERSION}')
+    _check_config(f, cfg)
     return cfg
+
+
+# %% ../nbs/05b_classifier.ipynb #1c53a594
+def _check_names(f:Path, # config.json, for messages
+                 names, # its "names"
+                ):
+    "Refuse unless `names` is a non-empty list of unique, non-empty strings."
+    if not isinstance(names, list) or not names: raise _refuse(f, 'names', names, 'a non-empty list')
+    bad = next((n for n in names if not isinstance(n, str) or not n.strip()), None)
+    if bad is not None: raise _refuse(f, 'a name', bad, 'a non-empty string')
+    twice = next((n for n, k in Counter(names).items() if k > 1), None)
+    if twice is not None: raise _refuse(f, 'a name', twice, 'each name once (this one is there twice)')
+
+
+# %% ../nbs/05b_classifier.ipynb #0d77eb23
+def _check_backbone(f:Path, # config.json, for messages
+                    bb, # its "backbone": None or a `backbone_spec`
+                    dim:int, # the classifier's feature dimension
+                   ):
+    "Refuse a backbone spec whose name could be a path, whose open_clip config is malformed, or mistyped."
+    if bb is None: return
+    if not isinstance(bb, dict): raise _refuse(f, 'backbone', bb, 'null or an object')
+    name = bb.get('model_name')
+    if not isinstance(name, str) or not name or len(name) > 300:
+        raise _refuse(f, 'backbone.model_name', name, 'an open_clip model name')
+    oc = bb.get('open_clip_config')
+    if oc is not None:
+        if not PLAIN_NAME.fullmatch(name):
+            raise _refuse(f, 'backbone.model_name', name,
+                          "a plain name (no '/' or '\\', not starting with '.'), not a path")
+        check_model_config(oc, f'{display_path(f)}: backbone.open_clip_config')
+        if oc['embed_dim'] != dim:
+            raise _refuse(f, 'backbone.open_clip_config.embed_dim', oc['embed_dim'], f'dim ({dim})')
+    for k, typ, want in [('random_init', bool, 'true or false'), ('seed', int, 'a whole number'),
+                         ('pretrained', (str, type(None)), 'a tag or a path'), ('checkpoint', str, 'a path')]:
+        if k in bb and not isinstance(bb[k], typ): raise _refuse(f, f'backbone.{k}', bb[k], want)
+    sha = bb.get('checkpoint_sha256')
+    if sha is not None and not (isinstance(sha, str) and re.fullmatch('[0-9a-f]{64}', sha)):
+        raise _refuse(f, 'backbone.checkpoint_sha256', sha, '64 hex digits')
+
+
+# %% ../nbs/05b_classifier.ipynb #1a5580f1
+def _check_config(f:Path, # config.json, for messages
+                  cfg:dict, # its content
+                 ):
+    "Refuse a config whose fields have the wrong type or range (the tensors are checked against it later)."
+    _check_names(f, cfg.get('names'))
+    tau, dim, n = cfg.get('tau'), cfg.get('dim'), cfg.get('n_active', 1)
+    if not _finite(tau) or tau <= 0: raise _refuse(f, 'tau', tau, 'a finite number > 0')
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise _refuse(f, 'dim', dim, 'a whole number >= 1')
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= len(cfg['names']):
+        raise _refuse(f, 'n_active', n, f'at least one active name, at most {len(cfg["names"])}')
+    near = cfg.get('nearest')
+    if near is not None and not (_finite(near) and 0 <= near < 1):
+        raise _refuse(f, 'nearest', near, 'null or in [0, 1)')
+    text = cfg.get('text_head')
+    alpha = text.get('alpha') if isinstance(text, dict) else None
+    if text is not None and not (_finite(alpha) and 0 <= alpha <= 1):
+        raise _refuse(f, 'text_head', text, 'null or an object with "alpha" in [0, 1]')
+    for k in ('training', 'near_config'):
+        if cfg.get(k) is not None and not isinstance(cfg[k], dict):
+            raise _refuse(f, k, cfg[k], 'null or an object')
+    if not isinstance(cfg.get('tuned_tower', False), bool):
+        raise _refuse(f, 'tuned_tower', cfg['tuned_tower'], 'true or false')
+    _check_backbone(f, cfg.get('backbone'), dim)
+
+
+# %% ../nbs/05b_classifier.ipynb #d155db72
+def _tensor_plan(cfg:dict) -> dict:
+    "{tensor: (shape, kind)} that config.json promises; None in a shape: any length (the memory's size)."
+    C, dim = len(cfg['names']), cfg['dim']
+    plan = {'weights': ((C, dim), 'float'), 'active': ((C,), 'bool')}
+    if cfg.get('text_head'): plan['text_weights'] = ((C, dim), 'float')
+    if cfg.get('nearest') is not None:
+        plan.update(memory=((None, dim), 'float'), memory_labels=((None,), 'int'))
+    return plan
+
+_KIND = {'float': torch.is_floating_point, 'bool': lambda t: t.dtype == torch.bool,
+         'int': lambda t: not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool}
+
+
+# %% ../nbs/05b_classifier.ipynb #fa8e1fbe
+def _check_tensors(f:Path, # model.safetensors, for messages
+                   cfg:dict, # the checked config.json
+                   t:dict, # its tensors
+                  ):
+    "Refuse tensors missing, of another shape or dtype than config.json says, non-finite, or no active name."
+    n_mem = len(t['memory']) if 'memory' in t else None
+    for k, (shape, kind) in _tensor_plan(cfg).items():
+        if k not in t: raise _refuse(f, k, None, f'a {kind} tensor of shape {shape} (config.json needs it)')
+        want = tuple(n_mem if s is None else s for s in shape)
+        if tuple(t[k].shape) != want:
+            raise _refuse(f, f'{k}.shape', tuple(t[k].shape), f'{want} (from config.json)')
+        if not _KIND[kind](t[k]): raise _refuse(f, f'{k}.dtype', str(t[k].dtype), f'a {kind} dtype')
+    tower = sorted(k for k in t if k.startswith('visual.'))
+    if cfg.get('tuned_tower', False) != bool(tower):
+        said = 'present' if cfg.get('tuned_tower') else 'absent'
+        raise _refuse(f, 'visual.* tensors', tower[:2], f'a tuned tower {said} (config.json tuned_tower)')
+    bad = next((k for k, v in t.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad:
+        raise _refuse(f, bad, f'{int((~torch.isfinite(t[bad])).sum())} non-finite values', 'finite numbers')
+    if int(t['active'].sum()) != cfg.get('n_active', int(t['active'].sum())) or not t['active'].any():
+        raise _refuse(f, 'active', f'{int(t["active"].sum())} active names',
+                      f'{cfg.get("n_active", "at least 1")} (config.json n_active), at least one')
+    lab = t.get('memory_labels')
+    if lab is not None and len(lab) and not (0 <= int(lab.min()) and int(lab.max()) < len(cfg['names'])):
+        raise _refuse(f, 'memory_labels', 'a label out of range', f'name ids in [0, {len(cfg["names"])})')
+
+
+# %% ../nbs/05b_classifier.ipynb #c00131cf
+def _read_tensors(d:Path, # the classifier folder
+                  cfg:dict, # its checked config.json
+                 ) -> dict:
+    "model.safetensors after `stat` says it is a regular file of at most `MAX_WEIGHTS_BYTES`, checked."
+    f = d/'model.safetensors'
+    try: check_regular(os.stat(f), MAX_WEIGHTS_BYTES)
+    except ImageLoadError as e:
+        raise NearError(f'{display_path(f)} is not a readable safetensors file ({e}); '
+                        'expected a regular file') from None
+    except OSError as e:
+        raise NearError(f'{display_path(f)} is not a readable safetensors file ({e.strerror}); '
+                        'nothing was loaded') from None
+    try: t = load_file(f)
+    except (SafetensorError, OSError) as e:
+        raise NearError(f'{display_path(f)} is not a readable safetensors file ({e}); '
+                        'nothing was loaded') from e
+    _check_tensors(f, cfg, t)
+    return t
+
 
 # %% ../nbs/05b_classifier.ipynb #6f4029a4
 @patch(cls_method=True)
@@ -351,12 +524,7 @@ def from_pretrained(cls:NearClassifier, src, # a `save_pretrained` folder, or a 
     "Load a saved classifier (never unpickles) with the backbone its config names."
     d = _local_folder(src, **hub)
     cfg = _read_config(d)
-    try: t = load_file(d/'model.safetensors')
-    except (SafetensorError, OSError) as e:
-        raise NearError(f'{d/"model.safetensors"} is not a readable safetensors file ({e}); '
-                        'nothing was loaded') from e
-    if 'weights' not in t or 'active' not in t:
-        raise NearError(f'{d/"model.safetensors"} holds no classifier weights')
+    t = _read_tensors(d, cfg)  # both files checked before anything is built from them
     visual = {k.removeprefix('visual.'): v for k, v in t.items() if k.startswith('visual.')} or None
     meta = {**cfg.get('training', {}), 'config': cfg.get('near_config')}
     text = cfg.get('text_head')

@@ -13,7 +13,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['NearError', 'near_home', 'seed_everything', 'get_device', 'sha256_bytes', 'sha256_file', 'stable_hash', 'open_sqlite',
-           'Registry', 'UnionFind']
+           'Registry', 'UnionFind', 'writing_folder']
 
 # %% ../nbs/00_core.ipynb #53537257
 class NearError(Exception):
@@ -162,3 +162,53 @@ class UnionFind:
         out = {}
         for x in self.parent: out.setdefault(self.find(x), []).append(x)
         return sorted((sorted(g) for g in out.values()), key=lambda g: (-len(g), g))
+
+# %% ../nbs/00_core.ipynb #ac506717
+import ctypes, shutil, tempfile
+from contextlib import contextmanager
+
+def _exchange(a:Path, b:Path) -> bool:
+    "Swap the paths `a` and `b` in one step (Linux `renameat2`); False where the system cannot."
+    try: renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError): return False
+    return renameat2(-100, os.fsencode(a), -100, os.fsencode(b), 2) == 0  # AT_FDCWD, RENAME_EXCHANGE
+
+def _swap_in(new:Path, target:Path):
+    "Put the folder `new` at `target`; the old `target` (if any) ends up at `new`."
+    if not target.exists(): return os.rename(new, target)
+    if _exchange(new, target): return
+    old = new.with_name(new.name + '.old')
+    os.rename(target, old)
+    os.rename(new, target)
+    os.rename(old, new)
+
+
+# %% ../nbs/00_core.ipynb #dd0f65d3
+def _stale_partials(target:Path) -> list:
+    "Hidden folders a killed `writing_folder` left beside `target` (their process is gone)."
+    out = []
+    for p in target.parent.glob(f'.{target.name}.*.partial*'):
+        try: os.kill(int(p.name[len(target.name) + 2:].split('.')[0]), 0)
+        except ProcessLookupError: out.append(p)
+        except (ValueError, PermissionError): pass
+    return out
+
+@contextmanager
+def writing_folder(target:str|Path, # the folder to write: it appears whole, or stays as it was
+                  ):
+    "Yield a new folder beside `target` to fill; on success it replaces `target` in one rename."
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for p in _stale_partials(target): shutil.rmtree(p, ignore_errors=True)
+    prefix = f'.{target.name}.{os.getpid()}.'
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix='.partial', dir=target.parent))
+    mask = os.umask(0o22)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # as `mkdir` would make it, not mkdtemp's 0o700
+    try:
+        yield tmp
+        for f in tmp.iterdir():  # on disk before the rename makes them visible
+            with open(f, 'rb') as fh: os.fsync(fh.fileno())
+        _swap_in(tmp, target)
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+

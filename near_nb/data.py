@@ -17,9 +17,9 @@ from fastcore.basics import patch
 from .core import NearError, sha256_file
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_BYTES', 'ImageLoadError', 'display_path', 'LoadError', 'to_rgb',
-           'file_kind', 'check_regular', 'read_file', 'load_image', 'ImageSet', 'few_shot_indices', 'Sample',
-           'sample_dir', 'sample', 'load_thumbnail', 'show_images', 'check_summary']
+__all__ = ['IMAGE_EXTS', 'DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_BYTES', 'DEFAULT_MAX_ASPECT', 'ImageLoadError', 'display_path',
+           'LoadError', 'to_rgb', 'file_kind', 'check_regular', 'read_file', 'check_size', 'load_image', 'ImageSet',
+           'few_shot_indices', 'Sample', 'sample_dir', 'sample', 'load_thumbnail', 'show_images', 'check_summary']
 
 # %% ../nbs/01_data.ipynb #1dbb12cd
 class ImageLoadError(Exception):
@@ -41,6 +41,7 @@ IMAGE_EXTS = {'.jpg', '.jpeg', '.jfif', '.png', '.bmp', '.gif', '.tif', '.tiff',
               '.webp', '.ppm', '.pgm', '.pbm'}
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own limit: 0.25 GiB of 24-bit pixels
 DEFAULT_MAX_BYTES = 512 * 2**20  # 512 MiB: far above any photo, far below a disk image renamed .jpg
+DEFAULT_MAX_ASPECT = 64  # longest / shortest side; beyond, resizing the short side to a model input blows up
 
 # %% ../nbs/01_data.ipynb #8b767f60
 def _to_8bit(a:np.ndarray, # a 2-D array of any numeric type
@@ -111,12 +112,28 @@ def read_file(path:str|Path, # the file
         raise ImageLoadError(f'file too large: grew past max_bytes={max_bytes:,} while being read')
     return data
 
+# %% ../nbs/01_data.ipynb #dc3ef3ab
+def check_size(w:int, h:int, # an image's size, as its header gives it
+               max_pixels:int|None=DEFAULT_MAX_PIXELS, # refuse more decoded pixels than this
+               max_aspect:float|None=DEFAULT_MAX_ASPECT, # refuse a longest side over this many shortest sides
+              ):
+    "Raise `ImageLoadError` for an image too large to decode, or too thin to resize (any aspect ratio)."
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageLoadError(f'image too large: {w}x{h} = {w*h:,} pixels > max_pixels={max_pixels:,} '
+                             f'(decompression bomb?)')
+    if min(w, h) < 1: raise ImageLoadError(f'image has no pixels ({w}x{h})')
+    if max_aspect is not None and max(w, h) > max_aspect * min(w, h):
+        raise ImageLoadError(f'extreme aspect ratio: {w}x{h} is more than {max_aspect}:1 (resizing its short '
+                             f'side to a model input would make it {max(w, h) // min(w, h):,} times as long)')
+
+
 # %% ../nbs/01_data.ipynb #4b6ad020
 def load_image(src:str|Path|bytes, # a path or the file's bytes
                max_pixels:int|None=DEFAULT_MAX_PIXELS, # refuse larger images (bombs); None: Pillow's limit
                background:tuple=(255, 255, 255), # colour behind transparent pixels
                max_bytes:int|None=DEFAULT_MAX_BYTES, # refuse larger files before reading (see `read_file`)
                draft:int|None=None, # JPEG: decode at 1/2, 1/4 or 1/8 scale, both sides >= `draft` px
+               max_aspect:float|None=DEFAULT_MAX_ASPECT, # refuse a longest side over this many shortest sides
               ) -> Image.Image:
     "Load an image as upright 8-bit RGB, or raise `ImageLoadError` with the reason."
     data = bytes(src) if isinstance(src, (bytes, bytearray)) else read_file(src, max_bytes)
@@ -129,10 +146,7 @@ def load_image(src:str|Path|bytes, # a path or the file's bytes
     except Image.DecompressionBombError as e:
         raise ImageLoadError(f'image too large (decompression bomb?): {e}') from None
     except Exception as e: raise ImageLoadError(f'truncated or corrupt image (cannot open it): {e}') from None
-    w, h = img.size
-    if max_pixels is not None and w * h > max_pixels:
-        raise ImageLoadError(f'image too large: {w}x{h} = {w*h:,} pixels > max_pixels={max_pixels:,} '
-                             f'(decompression bomb?)')
+    check_size(*img.size, max_pixels=max_pixels, max_aspect=max_aspect)  # from the header, before decoding
     if draft and img.format == 'JPEG':
         img.draft(img.mode, (draft, draft))  # libjpeg's DCT scaling: far less work
     try: img.load()

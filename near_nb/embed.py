@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_embed.ipynb #5cd6293c
 from __future__ import annotations
-import io, logging, os, sqlite3, time
+import io, json, logging, math, os, sqlite3, time
 from collections import Counter
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -18,14 +18,28 @@ from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 from .core import NearError, near_home, get_device, sha256_bytes, sha256_file, stable_hash, open_sqlite
 from .data import (ImageSet, LoadError, ImageLoadError, load_image, load_thumbnail, read_file,
-                          DEFAULT_MAX_PIXELS, display_path)
+                          DEFAULT_MAX_PIXELS, display_path, check_regular, check_size)
 
 log = logging.getLogger('near_nb')
 
 # %% auto #0
-__all__ = ['log', 'PRECISIONS', 'DECODERS', 'DEFAULT_TEMPLATES', 'EmbeddingCache', 'BackboneLoadError', 'Backbone',
-           'register_config', 'Embeddings', 'input_dtype', 'decode_jpegs', 'tensor_path_ok', 'tensor_preprocess',
-           'top_labels', 'plot_map', 'label_spread', 'prompt_templates']
+__all__ = ['log', 'CACHE_COLUMNS', 'PRECISIONS', 'MAX_MODEL_CONFIG_BYTES', 'DECODERS', 'DEFAULT_TEMPLATES', 'EmbeddingCache',
+           'BackboneLoadError', 'Backbone', 'check_model_config', 'register_config', 'Embeddings', 'input_dtype',
+           'decode_jpegs', 'tensor_path_ok', 'tensor_preprocess', 'top_labels', 'plot_map', 'label_spread',
+           'prompt_templates']
+
+# %% ../nbs/04_embed.ipynb #2eee745f
+CACHE_COLUMNS = ('model_id', 'prep_id', 'sha256', 'vec', 'created') # the cache table's columns, in order
+_FIX = 'move it aside, or pass another cache (--cache)'
+
+def _cache_error(where:str, # the cache file, for the message
+                 e:sqlite3.DatabaseError, # what SQLite raised
+                ) -> NearError:
+    "One line for a cache SQLite cannot use: what is wrong, and what to do."
+    bad = any(w in str(e) for w in ('not a database', 'malformed', 'corrupt'))
+    what = 'is not a SQLite file, or is corrupt' if bad else f'cannot be used ({e})'
+    return NearError(f'the embedding cache {where} {what}; {_FIX}')
+
 
 # %% ../nbs/04_embed.ipynb #d07de734
 class EmbeddingCache:
@@ -36,17 +50,20 @@ class EmbeddingCache:
         where = display_path(self.path)
         if self.path.is_dir():
             raise NearError(f'the embedding cache {where} is a folder; pass a file name (.sqlite)')
+        if self.path.exists():  # a FIFO or a device would hang SQLite
+            try: check_regular(os.stat(self.path), None)
+            except ImageLoadError as e: raise NearError(f'the embedding cache {where} {e}; {_FIX}') from None
         try:
             self.con = open_sqlite(self.path, '''CREATE TABLE IF NOT EXISTS emb (
                 model_id TEXT, prep_id TEXT, sha256 TEXT, vec BLOB, created REAL,
                 PRIMARY KEY (model_id, prep_id, sha256)) WITHOUT ROWID;''')
-        except sqlite3.DatabaseError as e:
-            what = ('is not a SQLite file (corrupt?)' if 'not a database' in str(e)
-                    else f'cannot be written ({e})')
-            raise NearError(f'the embedding cache {where} {what}; '
-                            'pass another --cache or delete the file') from None
+            cols = [r[1] for r in self.con.execute('PRAGMA table_info(emb)')]
+        except sqlite3.DatabaseError as e: raise _cache_error(where, e) from None
         except OSError as e:
             raise NearError(f'cannot create the embedding cache {where}: {e.strerror or e}') from None
+        if cols != list(CACHE_COLUMNS):
+            raise NearError(f'the embedding cache {where} has an unknown schema (table emb with columns '
+                            f'{cols}, expected {list(CACHE_COLUMNS)}); {_FIX}')
     def __repr__(self): return f'EmbeddingCache({str(self.path)!r}, {len(self)} vectors)'
     def __len__(self): return self.con.execute('SELECT COUNT(*) FROM emb').fetchone()[0]
     def __bool__(self): return True  # an empty cache is still a cache
@@ -70,6 +87,7 @@ def put(self:EmbeddingCache, model_id:str, prep_id:str, # what made the vectors
 @patch
 def get(self:EmbeddingCache, model_id:str, prep_id:str, # what made the vectors
         hashes:list, # sha256 of each image
+        dim:int|None=None, # the vectors' length: others are left out (and so recomputed); None: any
        ) -> dict:
     "The cached vectors among `hashes`, as {sha256: vector}."
     out, hs = {}, sorted(set(h for h in hashes if h))
@@ -77,8 +95,11 @@ def get(self:EmbeddingCache, model_id:str, prep_id:str, # what made the vectors
         chunk = hs[i:i+900]
         q = ('SELECT sha256, vec FROM emb WHERE model_id=? AND prep_id=? '
              f'AND sha256 IN ({",".join("?"*len(chunk))})')
-        for h, v in self.con.execute(q, [model_id, prep_id, *chunk]):
-            out[h] = np.frombuffer(v, dtype=np.float32)
+        try: rows = self.con.execute(q, [model_id, prep_id, *chunk]).fetchall()
+        except sqlite3.DatabaseError as e: raise _cache_error(display_path(self.path), e) from None
+        for h, v in rows:
+            if isinstance(v, bytes) and (len(v) == 4 * dim if dim else len(v) % 4 == 0 and v):
+                out[h] = np.frombuffer(v, dtype=np.float32)
     return out
 
 @patch
@@ -133,6 +154,32 @@ class Backbone:
         return (f'Backbone({self.model_name!r}, pretrained={self.pretrained!r}, device={self.device!r}, '
                 f'loaded={self.loaded})')
 
+# %% ../nbs/04_embed.ipynb #d91a23d7
+MAX_MODEL_CONFIG_BYTES = 2**20 # an open_clip model config file larger than this is refused unread
+
+def _bad(where:str, field:str, got, expected:str) -> NearError:
+    return NearError(f'{where}: {field} is {" ".join(repr(got).split())[:60]}; expected {expected}')
+
+def check_model_config(cfg, # an open_clip model config, as read from JSON
+                       where:str, # the file (and field) it came from, for messages
+                      ) -> dict:
+    "`cfg` if it is an open_clip model config with sane sizes, else a one-line `NearError`."
+    if not isinstance(cfg, dict): raise _bad(where, 'the config', cfg, 'a JSON object')
+    d = cfg.get('embed_dim')
+    if not isinstance(d, int) or isinstance(d, bool) or not 1 <= d <= 2**16:
+        raise _bad(where, 'embed_dim', d, 'a whole number from 1 to 65536')
+    for k in ('vision_cfg', 'text_cfg'):
+        if not isinstance(cfg.get(k), dict): raise _bad(where, k, cfg.get(k), 'an object')
+        for f, v in cfg[k].items():  # widths, depths, sizes: no NaN, no negative, no absurd
+            number = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if number and not (math.isfinite(v) and 0 <= v <= 2**20):
+                raise _bad(where, f'{k}.{f}', v, 'a finite number from 0 to 1,048,576')
+    size = cfg['vision_cfg'].get('image_size', 224)
+    if not all(isinstance(s, int) and 1 <= s <= 4096 for s in (size if isinstance(size, list) else [size])):
+        raise _bad(where, 'vision_cfg.image_size', size, 'a side (or two) from 1 to 4096 pixels')
+    return cfg
+
+
 # %% ../nbs/04_embed.ipynb #c2f1c083
 def _norm_pp(cfg:dict) -> dict:
     "A preprocessing config in one canonical form (lists, 2-tuple sizes)."
@@ -143,7 +190,14 @@ def _norm_pp(cfg:dict) -> dict:
 def register_config(path:str|Path, # an open_clip model config .json
                    ) -> str:
     "Register a model config file with open_clip as `<stem>-<content hash>`; return that name."
-    data = Path(path).read_bytes()
+    f = Path(path)
+    try: data = read_file(f, MAX_MODEL_CONFIG_BYTES)
+    except ImageLoadError as e:
+        raise NearError(f'{display_path(f)}: {e}; expected an open_clip model config file') from None
+    try: check_model_config(json.loads(data), display_path(f))
+    except (ValueError, RecursionError) as e:
+        raise NearError(f'{display_path(f)}: not JSON ({str(e)[:80]}); '
+                        'expected an open_clip model config') from None
     name = f'{Path(path).stem}-{sha256_bytes(data)[:8]}'
     d = near_home()/'model_configs'
     d.mkdir(parents=True, exist_ok=True)
@@ -161,6 +215,14 @@ def model_id(self:Backbone) -> str:
         else: w = str(self.pretrained)
         self._model_id = f'{self.model_name}/{w}'
     return self._model_id
+
+# %% ../nbs/04_embed.ipynb #1dfaf899
+@patch(as_prop=True)
+def dim(self:Backbone) -> int|None:
+    "Length of the image embeddings: the loaded model's, else its open_clip config's (None when unknown)."
+    if self.model is not None: return int(self.model.visual.output_dim)
+    cfg = _oc().get_model_config(self.model_name.replace('/', '-'))
+    return int(cfg['embed_dim']) if cfg else None
 
 # %% ../nbs/04_embed.ipynb #f216f26b
 @patch(as_prop=True)
@@ -235,7 +297,7 @@ class Embeddings:
     model_id: str = ''
     prep_id: str = ''
     @property
-    def valid(self) -> np.ndarray: return ~np.isnan(self.emb).any(1)
+    def valid(self) -> np.ndarray: return ~np.isnan(self.emb).any(1) & (self.emb.shape[1] > 0)
     def __len__(self): return len(self.emb)
     def summary(self) -> str:
         return (f'{len(self)} images: {self.n_cached} from cache, {self.n_computed} embedded, '
@@ -262,18 +324,22 @@ def encode_batch(self:Backbone, x:torch.Tensor, # a preprocessed (b, 3, h, w) ba
 # %% ../nbs/04_embed.ipynb #c0cc913e
 class _CacheProbe:
     "Answers `sha256 in probe` from the cache file, one read connection per process (DataLoader workers)."
-    def __init__(self, path:Path, model_id:str, prep_id:str):
+    def __init__(self, path:Path, model_id:str, prep_id:str, dim:int|None=None):
         self.path, self.ids, self._con = path, (model_id, prep_id), None
+        self.nbytes = 4 * dim if dim else None  # a vector of another length is not a hit
     def __getstate__(self): return {**self.__dict__, '_con': None}
     def __contains__(self, h:str) -> bool:
         if self._con is None: self._con = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-        q = 'SELECT 1 FROM emb WHERE model_id=? AND prep_id=? AND sha256=?'
-        return self._con.execute(q, (*self.ids, h)).fetchone() is not None
+        q = 'SELECT length(vec) FROM emb WHERE model_id=? AND prep_id=? AND sha256=?'
+        row = self._con.execute(q, (*self.ids, h)).fetchone()
+        return row is not None and (self.nbytes is None or row[0] == self.nbytes)
 
 @patch
-def probe(self:EmbeddingCache, model_id:str, prep_id:str) -> _CacheProbe:
+def probe(self:EmbeddingCache, model_id:str, prep_id:str, # what made the vectors
+          dim:int|None=None, # the vectors' length (others are misses); None: any
+         ) -> _CacheProbe:
     "A picklable membership test for one model's vectors, for worker processes."
-    return _CacheProbe(self.path, model_id, prep_id)
+    return _CacheProbe(self.path, model_id, prep_id, dim)
 
 # %% ../nbs/04_embed.ipynb #3cd4eb24
 def _plain_jpeg(data:bytes, max_pixels:int|None) -> bool:
@@ -281,8 +347,8 @@ def _plain_jpeg(data:bytes, max_pixels:int|None) -> bool:
     if data[:3] != b'\xff\xd8\xff': return False
     try: img = Image.open(io.BytesIO(data))
     except Exception: return False
-    w, h = img.size
-    if max_pixels is not None and w * h > max_pixels: return False
+    try: check_size(*img.size, max_pixels=max_pixels)  # too large or too thin: `load_image` says why
+    except ImageLoadError: return False
     return img.format == 'JPEG' and img.mode in ('RGB', 'L') and img.getexif().get(0x0112, 1) == 1
 
 # %% ../nbs/04_embed.ipynb #16f36b1d
@@ -447,7 +513,7 @@ def _encode_stream(self:Backbone, dl, n:int, cache, ids:tuple, progress:bool) ->
             if kind == 'error': errors[i] = reason
         hits = [h for _, h, kind, _ in meta if kind == 'cached' and h not in found]
         if hits:
-            got = cache.get(*ids, hits)
+            got = cache.get(*ids, hits, dim=self.dim)
             found.update(got)
             cached.update(got)
         idx, x = self._batch_pixels(meta, pix, jpegs, errors)
@@ -477,10 +543,13 @@ def embed_images(self:Backbone, images, # an `ImageSet` or a list of paths
     iset = images if isinstance(images, ImageSet) else ImageSet(list(images))
     cache, n = _as_cache(cache), len(iset)
     ids = (self.model_id, self.prep_id)
-    probe = cache.probe(*ids) if cache is not None else None
+    probe = cache.probe(*ids, dim=self.dim) if cache is not None else None
     dl = self._reader(iset.files, probe, decode, batch_size, num_workers, max_pixels)
     hashes, errors, found, cached = self._encode_stream(dl, n, cache, ids, progress)
-    dim = len(next(iter(found.values()))) if found else (self.model.visual.output_dim if self.loaded else 0)
+    if n and not found:
+        why = '; '.join(f'{display_path(iset.files[i])}: {r}' for i, r in sorted(errors.items())[:3])
+        raise NearError(f'none of the {n} images could be embedded ({why}); `near check` lists why for each')
+    dim = len(next(iter(found.values()))) if found else (self.dim or 0)
     emb = np.full((n, dim), np.nan, dtype=np.float32)
     for i, h in enumerate(hashes):
         if h in found: emb[i] = found[h]
