@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #70cc9600
 from __future__ import annotations
-import csv, io, os, stat, textwrap, warnings, zlib, struct
+import csv, io, os, stat, textwrap, warnings
 import importlib.resources
 import json
 from dataclasses import dataclass, field
@@ -155,16 +155,6 @@ def load_image(src:str|Path|bytes, # a path or the file's bytes
     except Exception: pass  # unreadable EXIF: keep the pixels as stored
     try: return to_rgb(img, background)
     except Exception as e: raise ImageLoadError(f'cannot convert mode {img.mode} to RGB: {e}') from None
-
-# %% ../nbs/01_data.ipynb #761c6025
-def _png_header_only(w:int, h:int) -> bytes:
-    "A PNG whose header claims `w`x`h` pixels but holds only one: a decompression-bomb stand-in for tests."
-    buf = io.BytesIO()
-    Image.new('1', (1, 1)).save(buf, 'PNG')
-    b = bytearray(buf.getvalue())
-    b[16:24] = struct.pack('>II', w, h)
-    b[29:33] = struct.pack('>I', zlib.crc32(bytes(b[12:29])))
-    return bytes(b)
 
 # %% ../nbs/01_data.ipynb #6123fab1
 @dataclass
