@@ -155,13 +155,14 @@ def _no_backbone(clf) -> NearError:
 def embed_images(self:NearClassifier, images, # an `ImageSet` or image paths
                  batch_size:int=64, # images per forward pass
                  progress:bool=False, # progress bar
+                 strict:bool=True, # no image embedded at all is an error; False: NaN rows (one batch of a run)
                 ) -> Embeddings:
     "`Embeddings` (hashes, load errors) of image files through this classifier's backbone and tower."
     if self.backbone is None: raise _no_backbone(self)
     iset = images if isinstance(images, ImageSet) else ImageSet([Path(p) for p in images])
     with self._tower() as bb:  # tuned towers are not what the cache holds
         return bb.embed_images(iset, batch_size=batch_size,
-                               cache=self.visual_state is None, progress=progress)
+                               cache=self.visual_state is None, progress=progress, strict=strict)
 
 # %% ../nbs/05b_classifier.ipynb #58f42182
 @patch

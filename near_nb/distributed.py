@@ -52,7 +52,8 @@ class EmbedBatches:
                        progress=False, decode=decode)
         self.failures = failures
     def embed(self, batch:pa.Table):
-        return self.bb.embed_images(_paths(batch), **self.kw)
+        # one batch of a run may hold only unreadable images: NaN rows with their errors, not a failed task
+        return self.bb.embed_images(_paths(batch), strict=False, **self.kw)
     def __call__(self, batch:pa.Table) -> pa.Table:
         try: e = self.embed(batch)
         except Exception as exc:
@@ -75,7 +76,8 @@ class PredictBatches(EmbedBatches):
         self.clf = NearClassifier.from_pretrained(classifier, pretrained=pretrained, device=device)
         self.batch_size, self.failures = batch_size, failures
     def embed(self, batch:pa.Table):
-        return self.clf.embed_images(_paths(batch), batch_size=self.batch_size)
+        # one batch of a run may hold only unreadable images: NaN rows with their errors, not a failed task
+        return self.clf.embed_images(_paths(batch), batch_size=self.batch_size, strict=False)
     def __call__(self, batch:pa.Table) -> pa.Table:
         try: e = self.embed(batch)
         except Exception as exc:

@@ -538,6 +538,7 @@ def embed_images(self:Backbone, images, # an `ImageSet` or a list of paths
                  max_pixels:int|None=DEFAULT_MAX_PIXELS, # larger images are refused (see `load_image`)
                  progress:bool=True, # progress bars
                  decode:str='auto', # 'pil', 'gpu' (JPEGs on the model's device) or 'auto' (`decoder`)
+                 strict:bool=True, # no image embedded at all is an error; False: NaN rows (one batch of a run)
                 ) -> Embeddings:
     "Embed images, serving what the cache holds and caching what it computes, batch by batch."
     iset = images if isinstance(images, ImageSet) else ImageSet(list(images))
@@ -546,7 +547,7 @@ def embed_images(self:Backbone, images, # an `ImageSet` or a list of paths
     probe = cache.probe(*ids, dim=self.dim) if cache is not None else None
     dl = self._reader(iset.files, probe, decode, batch_size, num_workers, max_pixels)
     hashes, errors, found, cached = self._encode_stream(dl, n, cache, ids, progress)
-    if n and not found:
+    if strict and n and not found:
         why = '; '.join(f'{display_path(iset.files[i])}: {r}' for i, r in sorted(errors.items())[:3])
         raise NearError(f'none of the {n} images could be embedded ({why}); `near check` lists why for each')
     dim = len(next(iter(found.values()))) if found else (self.dim or 0)
