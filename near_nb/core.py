@@ -13,7 +13,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['NearError', 'near_home', 'seed_everything', 'get_device', 'sha256_bytes', 'sha256_file', 'stable_hash', 'open_sqlite',
-           'Registry', 'UnionFind', 'writing_folder']
+           'Registry', 'UnionFind', 'writing_folder', 'provenance']
 
 # %% ../nbs/00_core.ipynb #53537257
 class NearError(Exception):
@@ -212,3 +212,30 @@ def writing_folder(target:str|Path, # the folder to write: it appears whole, or 
         _swap_in(tmp, target)
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
+
+# %% ../nbs/00_core.ipynb #f8a1adb5
+import datetime, importlib.util, platform, subprocess
+from importlib.metadata import version as _dist_version, PackageNotFoundError
+
+def _commit() -> str|None:
+    "The checkout's commit (`+dirty` with uncommitted changes), or None outside a git checkout of near_nb."
+    spec = importlib.util.find_spec('near_nb')
+    if spec is None or spec.origin is None: return None
+    root = Path(spec.origin).resolve().parents[1]
+    if not (root/'.git').exists(): return None
+    try:
+        sha = subprocess.run(['git', '-C', str(root), 'rev-parse', '--short=12', 'HEAD'], capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(['git', '-C', str(root), 'status', '--porcelain', '--untracked-files=no'],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError): return None
+    return (sha + ('+dirty' if dirty else '')) or None
+
+def provenance(**models) -> dict:
+    "What made an output: near_nb's version and commit, the UTC time, Python, and `models` (name -> model or tag)."
+    try: ver = _dist_version('near_nb')
+    except PackageNotFoundError: ver = 'unknown'
+    return {'near_nb': ver, 'commit': _commit(),
+            'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+            'python': platform.python_version(),
+            **{k: v for k, v in models.items() if v is not None}}
