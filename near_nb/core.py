@@ -13,7 +13,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['NearError', 'near_home', 'seed_everything', 'get_device', 'sha256_bytes', 'sha256_file', 'stable_hash', 'open_sqlite',
-           'Registry', 'UnionFind', 'writing_folder', 'provenance']
+           'Registry', 'UnionFind', 'writing_folder', 'writing_file', 'provenance']
 
 # %% ../nbs/00_core.ipynb #53537257
 class NearError(Exception):
@@ -207,11 +207,37 @@ def writing_folder(target:str|Path, # the folder to write: it appears whole, or 
     os.chmod(tmp, 0o777 & ~mask)  # as `mkdir` would make it, not mkdtemp's 0o700
     try:
         yield tmp
-        for f in tmp.iterdir():  # on disk before the rename makes them visible
-            with open(f, 'rb') as fh: os.fsync(fh.fileno())
+        for f in tmp.rglob('*'):  # on disk before the rename makes them visible (links: their target's)
+            if f.is_file() and not f.is_symlink():
+                with open(f, 'rb') as fh: os.fsync(fh.fileno())
         _swap_in(tmp, target)
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
+# %% ../nbs/00_core.ipynb #b770ed74
+def _umask() -> int:
+    "The process's umask (read by setting it and putting it back)."
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+@contextmanager
+def writing_file(target:str|Path, # the file to write: it appears whole, or stays as it was
+                ):
+    "Yield a temporary path beside `target` to write; on success it replaces `target` in one rename."
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for p in _stale_partials(target):
+        if p.is_dir(): shutil.rmtree(p, ignore_errors=True)
+        else: p.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{target.name}.{os.getpid()}.', suffix='.partial', dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, 'rb') as fh: os.fsync(fh.fileno())  # on disk before the rename makes it visible
+        os.chmod(tmp, 0o666 & ~_umask())  # as `open` would make it, not mkstemp's 0o600
+        os.replace(tmp, target)
+    finally: tmp.unlink(missing_ok=True)
 
 # %% ../nbs/00_core.ipynb #f8a1adb5
 import datetime, importlib.util, platform, subprocess

@@ -5,6 +5,7 @@
 # %% ../nbs/10_formats.ipynb #2181f6b4
 from __future__ import annotations
 import io
+import itertools
 import json
 import os
 import re
@@ -15,49 +16,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 import near_nb
-from .core import NearError, Registry, sha256_bytes
-from .data import ImageSet
+from .core import NearError, Registry, provenance, sha256_bytes, writing_file, writing_folder
+from .data import ImageSet, ImageLoadError, check_regular, check_size
+from .tables import LIST_COLUMNS, read_table, write_table
 
 # %% auto #0
-__all__ = ['LIST_COLUMNS', 'EXPORTERS', 'write_table', 'read_table', 'from_imagefolder', 'from_hf_dataset', 'to_fiftyone',
-           'from_fiftyone', 'to_imagefolder', 'to_coco', 'to_csv', 'register_exporter']
+__all__ = ['MAX_NAME_BYTES', 'EXPORTERS', 'from_imagefolder', 'from_hf_dataset', 'to_fiftyone', 'from_fiftyone', 'short_name',
+           'to_imagefolder', 'to_coco', 'to_csv', 'register_exporter', 'LIST_COLUMNS', 'write_table', 'read_table']
 
 # %% ../nbs/10_formats.ipynb #629ee58a
-LIST_COLUMNS = ('names', 'top_names', 'top_scores', 'candidates') # columns that hold one list per row
-
-def _plain(v):
-    "A list cell as JSON-able Python."
-    return [x.item() if isinstance(x, np.generic) else x for x in v]
-
-def write_table(df:pd.DataFrame, # one row per image
-                path:str|Path, # a .csv or .parquet file (its folder is created)
-               ) -> Path:
-    "Write `df` as CSV (list columns as JSON) or Parquet (list columns native), by the suffix of `path`."
-    p = Path(path)
-    kind = p.suffix.lower()
-    if kind not in ('.csv', '.parquet'): raise NearError(f'{p}: name a .csv or .parquet file')
-    p.parent.mkdir(parents=True, exist_ok=True)
-    lists = [c for c in df.columns if c in LIST_COLUMNS]
-    if kind == '.parquet':
-        df.assign(**{c: df[c].map(_plain) for c in lists}).to_parquet(p, index=False)
-    else:
-        df.assign(**{c: df[c].map(lambda v: json.dumps(_plain(v))) for c in lists}).to_csv(p, index=False)
-    return p
-
-def read_table(path:str|Path, # a .csv or .parquet file
-              ) -> pd.DataFrame:
-    "A table written by `write_table` (or by hand), list columns as lists."
-    p = Path(path)
-    if not p.is_file(): raise NearError(f'no such file: {p}')
-    df = pd.read_parquet(p) if p.suffix.lower() == '.parquet' else pd.read_csv(p, keep_default_na=False)
-    for c in [c for c in df.columns if pd.api.types.is_string_dtype(df[c])]:  # numbers with blanks: NaN there
-        filled = df[c] != ''
-        num = pd.to_numeric(df[c].where(filled), errors='coerce')
-        if filled.any() and num.notna().sum() == filled.sum(): df[c] = num
-    for c in [c for c in df.columns if c in LIST_COLUMNS]:
-        df[c] = df[c].map(lambda v: json.loads(v) if isinstance(v, str) and v.startswith('[') else
-                          list(v) if isinstance(v, (list, np.ndarray)) else ([v] if v else []))
-    return df
+_all_ = ['LIST_COLUMNS', 'write_table', 'read_table']
 
 # %% ../nbs/10_formats.ipynb #2dd2f984
 def from_imagefolder(root:str|Path, # a folder with one sub-folder per name
@@ -112,27 +80,37 @@ def from_hf_dataset(ds, # a `datasets.Dataset`, or a folder saved with `save_to_
     return pd.DataFrame(rows)
 
 # %% ../nbs/10_formats.ipynb #dcf7a5a1
+def _fo_label(r:dict, # one row of the table
+              classes:list, # the dataset's classes
+              name_col:str, score_col:str|None, # the name and confidence columns
+              attributes:tuple, # columns kept as attributes
+             ) -> dict:
+    "One image's entry in FiftyOne's `labels.json`: class index, confidence, attributes."
+    lab = {'label': classes.index(str(r[name_col])),
+           'attributes': {a: r[a] for a in attributes if a in r}}
+    if score_col and score_col in r: lab['confidence'] = float(r[score_col])
+    return lab
+
 def to_fiftyone(df:pd.DataFrame, # a named table (`path` and `name_col`)
-                out:str|Path, # the dataset folder to write
+                out:str|Path, # the dataset folder to write (replaced whole)
                 name_col:str='name', # the column with each image's name ('' for none)
                 score_col:str|None='score', # confidence column, if any
                 *,
                 attributes:tuple=('mllm', 'response', 'sha256'), # columns kept as label attributes
+                link:str='copy', # how images go into data/: 'copy', 'symlink' or 'hardlink'
                ) -> Path:
-    "A FiftyOneImageClassificationDataset folder (`labels.json`, an empty `data/`) naming the images of `df`."
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    named = df[df[name_col].astype(str) != '']
-    classes = sorted(set(named[name_col]))
-    labels = {}
-    for _, r in named.iterrows():
-        lab = {'label': classes.index(r[name_col]),
-               'attributes': {a: r[a] for a in attributes if a in df.columns}}
-        if score_col and score_col in df.columns: lab['confidence'] = float(r[score_col])
-        labels[str(Path(r['path']).absolute())] = lab  # FiftyOne takes absolute paths as uuids: no copies
-    (out/'data').mkdir(exist_ok=True)  # where FiftyOne looks for media; empty
-    (out/'labels.json').write_text(json.dumps({'classes': classes, 'labels': labels}, indent=1, default=str))
-    return out
+    "A FiftyOneImageClassificationDataset folder: the named images in `data/`, `labels.json` keyed by file stem."
+    put, named = _placer(link), df[df[name_col].astype(str) != '']
+    classes, labels, taken = sorted(set(named[name_col].astype(str))), {}, set()
+    with writing_folder(out) as tmp:
+        (tmp/'data').mkdir()
+        for r in named.to_dict('records'):
+            src = Path(r['path']).absolute()
+            dst = tmp/'data'/_file_name(src, taken, str(r.get('sha256') or ''))
+            put(src, dst)
+            labels[dst.stem] = _fo_label(r, classes, name_col, score_col, attributes)
+        (tmp/'labels.json').write_text(json.dumps({'classes': classes, 'labels': labels}, indent=1, default=str))
+    return Path(out)
 
 # %% ../nbs/10_formats.ipynb #20d0eefd
 def from_fiftyone(src:str|Path, # a FiftyOneImageClassificationDataset folder (`dataset.export(...)`)
@@ -154,63 +132,104 @@ def from_fiftyone(src:str|Path, # a FiftyOneImageClassificationDataset folder (`
         rows.append({'path': path, 'sha256': '', 'names': [name], 'response': answer, 'source': 'fiftyone'})
     return pd.DataFrame(rows)
 
+# %% ../nbs/10_formats.ipynb #c74d80e9
+MAX_NAME_BYTES = 200 # the longest file or folder name an export writes (file systems allow 255 bytes)
+
+def short_name(name:str, # a file or folder name
+               limit:int=MAX_NAME_BYTES, # the most UTF-8 bytes of the result
+              ) -> str:
+    "`name` if it fits in `limit` bytes, else its start, '~' and 8 hex characters of its hash."
+    raw = name.encode('utf-8', 'surrogateescape')
+    if len(raw) <= limit: return name
+    head = raw[:limit - 9].decode('utf-8', 'ignore')  # a character cut in two is dropped
+    return f'{head}~{sha256_bytes(raw)[:8]}'
+
+# %% ../nbs/10_formats.ipynb #59f2eb2c
+def _file_name(src:Path, # the image
+               taken:set, # stems used so far in the folder (lowercase: some file systems ignore case); grows
+               tag:str='', # tells two images of one name apart (their sha256); else a number does
+              ) -> str:
+    "A file name for `src` in a folder: short enough, and with a stem no earlier image there has."
+    suffix = src.suffix if len(src.suffix.encode('utf-8', 'surrogateescape')) <= 16 else ''
+    stem = src.name[:len(src.name) - len(suffix)] if suffix else src.name
+    for i in itertools.count():
+        s = short_name(stem if i == 0 else f'{stem}_{tag[:8] if i == 1 and tag else i}', MAX_NAME_BYTES - 16)
+        if s.lower() not in taken:
+            taken.add(s.lower())
+            return s + suffix
+
+def _placer(link:str, # 'symlink', 'hardlink' or 'copy'
+           ):
+    "put(src, dst) for `link`."
+    put = {'symlink': lambda a, b: b.symlink_to(a), 'hardlink': os.link, 'copy': shutil.copy2}
+    if link not in put: raise NearError(f"link must be 'symlink', 'hardlink' or 'copy', not {link!r}")
+    return put[link]
+
 # %% ../nbs/10_formats.ipynb #697321ac
 def _folder_name(name:str) -> str:
-    "A folder name for a class name (path separators and control characters replaced)."
-    return re.sub(r'[/\\\x00-\x1f]', '_', str(name)).strip(' .') or '_'
+    "A folder name for a class name (path separators and control characters replaced, `short_name`)."
+    return short_name(re.sub(r'[/\\\x00-\x1f]', '_', str(name)).strip(' .') or '_')
 
 def to_imagefolder(df:pd.DataFrame, # a named table (`path` and `name_col`)
-                   out:str|Path, # the tree's root
+                   out:str|Path, # the tree's root (replaced whole: it appears complete, or not at all)
                    name_col:str='name', # the column with each image's name ('' for none)
                    link:str='symlink', # 'symlink', 'hardlink' or 'copy'
                   ) -> Path:
     "An ImageFolder tree `out/<name>/<image>` of links to (or copies of) the named images."
-    put = {'symlink': lambda a, b: b.symlink_to(a), 'hardlink': lambda a,
-           b: os.link(a, b), 'copy': shutil.copy2}
-    if link not in put: raise NearError(f"link must be 'symlink', 'hardlink' or 'copy', not {link!r}")
-    out = Path(out)
-    for _, r in df[df[name_col].astype(str) != ''].iterrows():
-        src = Path(r['path']).absolute()
-        dst = out/_folder_name(r[name_col])/src.name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        # two images with one file name: the second gets its hash (or a number)
-        if dst.exists() or dst.is_symlink():
-            tag = str(r.get('sha256') or len(list(dst.parent.iterdir())))[:8]
-            dst = dst.with_stem(f'{dst.stem}_{tag}')
-        put[link](src, dst)
-    return out
+    put, taken = _placer(link), {}
+    with writing_folder(out) as tmp:  # an image that cannot be placed leaves no half tree
+        for r in df[df[name_col].astype(str) != ''].to_dict('records'):
+            src, folder = Path(r['path']).absolute(), tmp/_folder_name(r[name_col])
+            folder.mkdir(exist_ok=True)
+            put(src, folder/_file_name(src, taken.setdefault(folder.name, set()), str(r.get('sha256') or '')))
+    return Path(out)
 
 # %% ../nbs/10_formats.ipynb #54160606
 def _size(path) -> tuple:
-    "(width, height) read from the image header; (None, None) when it cannot be read."
+    "(width, height) from the image header of a regular file within the pixel caps; (None, None) otherwise."
     try:
-        with Image.open(path) as im: return im.size
-    except Exception: return None, None
+        check_regular(os.stat(path))  # a FIFO or a device would hang `Image.open`
+        with Image.open(path) as im: check_size(*im.size)
+        return im.size
+    except (ImageLoadError, OSError, ValueError, Image.DecompressionBombError): return None, None
+
+def _coco_images(df:pd.DataFrame, # the table
+                 root:Path, # the data root file names are relative to
+                ) -> list:
+    "COCO's `images`: id (from 1), `file_name` relative to `root`, width and height."
+    out = []
+    for i, p in enumerate(df['path'], 1):
+        w, h = _size(p)
+        out.append({'id': i, 'file_name': os.path.relpath(Path(p).absolute(), root), 'width': w, 'height': h})
+    return out
+
+# %% ../nbs/10_formats.ipynb #92dc29b0
+def _data_root(paths:list, # the images
+              ) -> Path:
+    "The deepest folder that holds every image (the current folder for none)."
+    return Path(os.path.commonpath([Path(p).absolute().parent for p in paths])) if len(paths) else Path.cwd()
 
 def to_coco(df:pd.DataFrame, # a named table (`path` and `name_col`)
             out:str|Path, # the .json file to write
             name_col:str='name', # the column with each image's name ('' for none)
             score_col:str|None='score', # confidence column, if any
+            *,
+            root:str|Path|None=None, # the data root `file_name`s are relative to; None: `_data_root`
            ) -> dict:
     "COCO-style JSON: every image, one category per name, one classification annotation per named image."
-    classes = sorted(set(df[name_col].astype(str)) - {''})
-    cat = {n: i + 1 for i, n in enumerate(classes)}
-    images, anns = [], []
-    for i, r in enumerate(df.itertuples(index=False), 1):
-        r = r._asdict()
-        w, h = _size(r['path'])
-        images.append({'id': i, 'file_name': str(r['path']), 'width': w, 'height': h})
-        name = str(r[name_col])
-        if not name: continue
-        a = {'id': len(anns) + 1, 'image_id': i, 'category_id': cat[name]}
-        if score_col and score_col in r: a['score'] = float(r[score_col])
-        anns.append(a)
-    coco = {'info': {'description': 'near_nb labels', 'version': near_nb.__version__,
-                     'date_created': datetime.now(timezone.utc).isoformat(timespec='seconds')},
-            'licenses': [], 'images': images, 'annotations': anns,
+    root = Path(root).absolute() if root else _data_root(list(df.path))
+    names = df[name_col].astype(str).tolist()
+    cat = {n: i + 1 for i, n in enumerate(sorted(set(names) - {''}))}
+    scores = df[score_col].tolist() if score_col and score_col in df.columns else None
+    named = [(i, n) for i, n in enumerate(names, 1) if n]
+    anns = [{'id': k, 'image_id': i, 'category_id': cat[n], **({'score': float(scores[i - 1])} if scores else {})}
+            for k, (i, n) in enumerate(named, 1)]
+    coco = {'info': {'description': 'near_nb labels', 'version': near_nb.__version__, 'data_root': str(root),
+                     'date_created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+                     'near_nb': provenance()},
+            'licenses': [], 'images': _coco_images(df, root), 'annotations': anns,
             'categories': [{'id': i, 'name': n, 'supercategory': ''} for n, i in cat.items()]}
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(coco, indent=1))
+    with writing_file(out) as tmp: tmp.write_text(json.dumps(coco, indent=1))
     return coco
 
 # %% ../nbs/10_formats.ipynb #ce5deb91
