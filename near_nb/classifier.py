@@ -16,13 +16,13 @@ from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 import near_nb
-from .core import NearError, near_home, sha256_file, stable_hash, writing_folder
+from .core import NearError, near_home, provenance, sha256_file, stable_hash, writing_folder
 from .data import ImageSet, ImageLoadError, check_regular, check_size, display_path, read_file
-from .embed import Backbone, Embeddings, check_model_config
+from .embed import Backbone, Embeddings, check_model_config, weights_source
 
 # %% auto #0
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'PLAIN_NAME', 'MAX_CONFIG_BYTES', 'MAX_WEIGHTS_BYTES', 'NearClassifier', 'nearest_cosines',
-           'backbone_spec', 'backbone_from_spec']
+           'backbone_spec', 'backbone_from_spec', 'model_card']
 
 # %% ../nbs/05b_classifier.ipynb #501560cf
 class NearClassifier:
@@ -273,33 +273,106 @@ def _format_version(clf:NearClassifier) -> int:
 
 @patch
 def config(self:NearClassifier) -> dict:
-    "What config.json holds: names, temperature, backbone, NeaR config, training figures, versions."
+    "What config.json holds: names, temperature, backbone (random weights said), NeaR config, figures, versions."
     skip = ('config', 'backbone', 'backbone_missing', 'text_head')
     training = {k: v for k, v in self.meta.items() if k not in skip}
     bb = backbone_spec(self.backbone) if self.backbone is not None else self.meta.get('backbone')
     return {'format': FORMAT, 'format_version': _format_version(self), 'near_nb_version': near_nb.__version__,
             'names': self.names, 'tau': self.tau, 'dim': int(self.weights.shape[1]),
             'n_active': int(self.active.sum()),
-            'backbone': bb, 'tuned_tower': self.visual_state is not None,
+            'backbone': bb, 'random_weights': bool((bb or {}).get('random_init')),
+            'tuned_tower': self.visual_state is not None,
             'near_config': _jsonable(self.meta.get('config')), 'training': _jsonable(training),
             'text_head': _jsonable({**self.meta.get('text_head', {}), 'alpha': self.text_alpha})
                          if self.text_weights is not None else None,
             'nearest': self.nearest if self.memory is not None else None}
 
 # %% ../nbs/05b_classifier.ipynb #cb40d409
-def _model_card(cfg:dict) -> str:
-    "A short README.md for the Hub: what the classifier is and how to load it."
-    bb = (cfg['backbone'] or {}).get('model_id', 'no backbone')
-    return (f"---\nlibrary_name: near_nb\ntags: [near_nb, image-classification, clip]\n---\n# "
-            f"NearClassifier\n\n{len(cfg['names'])} names ({cfg['n_active']} active) over {bb} image "
-            f"features, trained with NeaR by near_nb {cfg['near_nb_version']}.\n\n```python\nfrom "
-            f"near_nb.classifier import NearClassifier\nclf = "
-            "NearClassifier.from_pretrained('THIS_FOLDER_OR_REPO')\n"
-            "clf.predict(['image.jpg'], top=3)\n```\n")
+def _card_yaml(cfg:dict, # config.json's content
+              ) -> str:
+    "The card's YAML front matter: library, task, tags, and the Hub repo of the pretrained weights."
+    bb = cfg.get('backbone') or {}
+    src = weights_source(bb['model_name'], bb['pretrained']) if bb.get('pretrained') else {}
+    tags = ['near_nb', 'image-classification', 'clip', 'vocabulary-free']
+    tags += ['random-weights'] if cfg.get('random_weights') else []
+    lines = ['---', 'library_name: near_nb', 'pipeline_tag: image-classification', 'tags:']
+    lines += [f'- {t}' for t in tags] + ([f"base_model: {src['repo']}"] if src.get('repo') else [])
+    return '\n'.join(lines + ['---', ''])
+
+def _card_model(cfg:dict) -> str:
+    "What the classifier is: names, features, and a warning first when its weights are random."
+    bb = cfg.get('backbone') or {}
+    warn = (f"> **Random weights.** The image features come from a randomly initialised backbone (seed "
+            f"{bb.get('seed', 0)}): its names mean nothing. Made for tests and timing only.\n\n"
+            if cfg.get('random_weights') else '')
+    return (f"# NearClassifier: {len(cfg['names'])} names\n\n{warn}## The model\n\nA cosine classifier over "
+            f"{cfg['n_active']} active names of {len(cfg['names'])}, on the image features of "
+            f"`{bb.get('model_id', 'no backbone')}`, trained with NeaR (noisy partial-label learning on names an "
+            f"MLLM gave a few unlabeled images). Temperature {cfg['tau']:.4g}; image tower "
+            f"{'fine-tuned' if cfg.get('tuned_tower') else 'frozen'}.\n")
+
+# %% ../nbs/05b_classifier.ipynb #96c0d9dc
+_DATA_KEYS = {'images': 'training images', 'with_answer': 'images with an MLLM answer',
+              'vocabulary': 'names in the vocabulary', 'distinct_first_names': "distinct first names (the MLLM's)",
+              'names_active': 'names kept'} # the summary's training-data figures, as the card words them
+
+def _card_data(s:dict, # the fit's summary
+               cfg:dict, # config.json's content
+              ) -> str:
+    "The training data: images, names, the MLLM and its answers, NeaR's settings."
+    rows = [f'- {v}: {s[k]}' for k, v in _DATA_KEYS.items() if k in s]
+    if s.get('mllm'): rows.append(f"- MLLM that named them: `{s['mllm']}`")
+    if s.get('top_names'):
+        rows.append('- most frequent names: ' + ', '.join(f'{n} ({c})' for n, c in s['top_names'].items()))
+    near = cfg.get('near_config') or {}
+    if near: rows.append('- NeaR settings: ' + ', '.join(f'{k}={v}' for k, v in near.items()))
+    return '## Training data\n\n' + ('\n'.join(rows) if rows else 'Not recorded for this classifier.') + '\n'
+
+# %% ../nbs/05b_classifier.ipynb #89e17515
+def _card_figures(s:dict, # the fit's summary
+                 ) -> str:
+    "Every number the fit measured (relabelling, agreement, accuracy...) that the data section does not show."
+    skip = set(_DATA_KEYS) | {'seconds', 'n_train'}
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    figs = {k: v for k, v in s.items() if k not in skip and number(v)}
+    if isinstance(s.get('calibration'), dict) and 'tau' in s['calibration']:
+        figs['calibrated temperature'] = s['calibration']['tau']
+    if not figs: return '## Figures\n\nNo figures were measured for this fit.\n'
+    rows = '\n'.join(f'| {k} | {v:.4g} |' for k, v in figs.items())
+    return f'## Figures\n\n| figure | value |\n|---|---|\n{rows}\n'
+
+def _card_rest(cfg:dict, # config.json's content
+               made_by:dict, # `core.provenance(...)`
+              ) -> str:
+    "How to use it, its limits, and what made it."
+    limits = ['- The names are what an MLLM said about a few images, refined by their neighbours: check them '
+              'before you rely on them.', '- It names only what its vocabulary holds; an image of anything else '
+              'still gets one of these names (look at the score).']
+    if cfg.get('random_weights'): limits.insert(0, '- Random weights: the predictions mean nothing.')
+    use = ("```python\nfrom near_nb.classifier import NearClassifier\nclf = NearClassifier.from_pretrained("
+           "'THIS_FOLDER_OR_REPO')\nclf.predict(['image.jpg'], top=3)\n```\n\nOr: `near predict IMAGES "
+           "--classifier THIS_FOLDER --out predictions.csv`.")
+    prov = '\n'.join(f'- {k}: {v}' for k, v in made_by.items())
+    return f"## How to use\n\n{use}\n\n## Limits\n\n{chr(10).join(limits)}\n\n## Provenance\n\n{prov}\n"
+
+# %% ../nbs/05b_classifier.ipynb #a4c5205c
+def model_card(cfg:dict, # config.json's content (`NearClassifier.config`)
+               summary:dict|None=None, # what the fit used and measured (`pipeline.fit_summary` and more)
+               *,
+               made_by:dict|None=None, # `core.provenance(...)`; None: this run's
+              ) -> str:
+    "A Hugging Face model card (README.md): front matter, the model, data, figures, use, limits, provenance."
+    s = {**(cfg.get('training') or {}), **(summary or {})}
+    bb = cfg.get('backbone') or {}
+    made_by = made_by or provenance(backbone=bb.get('model_id'), mllm=s.get('mllm'))
+    return '\n'.join([_card_yaml(cfg), _card_model(cfg), _card_data(s, cfg), _card_figures(s),
+                      _card_rest(cfg, made_by)])
 
 # %% ../nbs/05b_classifier.ipynb #51d4256b
 @patch
 def save_pretrained(self:NearClassifier, path, # a folder (created; a folder this wrote before is overwritten)
+                    *,
+                    summary:dict|None=None, # what the fit used and measured, for the model card (`model_card`)
                    ) -> Path:
     "Write `config.json`, `model.safetensors` and a `README.md` model card into the folder `path`."
     d = Path(path)
@@ -315,13 +388,15 @@ def save_pretrained(self:NearClassifier, path, # a folder (created; a folder thi
     with writing_folder(d) as tmp:  # whole or not at all: a killed save leaves the old folder or the new one
         save_file(tensors, tmp/'model.safetensors', metadata={'format': 'pt'})
         (tmp/'config.json').write_text(json.dumps(cfg, indent=1))
-        (tmp/'README.md').write_text(_model_card(cfg))
+        (tmp/'README.md').write_text(model_card(cfg, summary))
     return d
 
 @patch
-def save(self:NearClassifier, path) -> Path:
+def save(self:NearClassifier, path, # a folder
+         **kwargs, # `save_pretrained`'s (`summary`)
+        ) -> Path:
     "Same as `save_pretrained` (a folder)."
-    return self.save_pretrained(path)
+    return self.save_pretrained(path, **kwargs)
 
 # %% ../nbs/05b_classifier.ipynb #fba7fd75
 def _local_folder(src, # a folder or a Hub repo id

@@ -4,10 +4,11 @@
 
 # %% ../nbs/04_embed.ipynb #5cd6293c
 from __future__ import annotations
-import io, json, logging, math, os, sqlite3, time
+import io, json, logging, math, os, sqlite3, time, urllib.error, urllib.request
 from collections import Counter
 from dataclasses import dataclass, asdict
 from pathlib import Path
+from urllib.parse import urlparse
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -23,10 +24,10 @@ from .data import (ImageSet, LoadError, ImageLoadError, load_image, load_thumbna
 log = logging.getLogger('near_nb')
 
 # %% auto #0
-__all__ = ['log', 'CACHE_COLUMNS', 'PRECISIONS', 'MAX_MODEL_CONFIG_BYTES', 'DECODERS', 'DEFAULT_TEMPLATES', 'EmbeddingCache',
-           'BackboneLoadError', 'Backbone', 'check_model_config', 'register_config', 'Embeddings', 'input_dtype',
-           'decode_jpegs', 'tensor_path_ok', 'tensor_preprocess', 'top_labels', 'plot_map', 'label_spread',
-           'prompt_templates']
+__all__ = ['log', 'CACHE_COLUMNS', 'PRECISIONS', 'MAX_MODEL_CONFIG_BYTES', 'HUB_TIMEOUT', 'DECODERS', 'DEFAULT_TEMPLATES',
+           'EmbeddingCache', 'BackboneLoadError', 'Backbone', 'check_model_config', 'register_config', 'weights_source',
+           'reachable', 'weights_cached', 'weights_help', 'Embeddings', 'input_dtype', 'decode_jpegs', 'tensor_path_ok',
+           'tensor_preprocess', 'top_labels', 'plot_map', 'label_spread', 'prompt_templates']
 
 # %% ../nbs/04_embed.ipynb #2eee745f
 CACHE_COLUMNS = ('model_id', 'prep_id', 'sha256', 'vec', 'created') # the cache table's columns, in order
@@ -245,13 +246,94 @@ def prep_id(self:Backbone) -> str:
     return 'pp-' + stable_hash(self.preprocess_cfg)
 
 # %% ../nbs/04_embed.ipynb #8fbf4a47
-def _weights_help(model_name, pretrained) -> str:
-    oc = _oc()
-    cfg = oc.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
-    src = ' or '.join(s for s in [cfg.get('hf_hub') and f"hf-hub {cfg['hf_hub']}", cfg.get('url')] if s)
-    return (f"Download the checkpoint where there is network ({src or 'open_clip weights'}), then pass its "
-            f"path: Backbone({model_name!r}, pretrained='/path/to/open_clip_pytorch_model.bin'). For tests "
-            f"and timing only: Backbone({model_name!r}, pretrained=None, random_init=True).")
+HUB_TIMEOUT = 3.0 # seconds the weights' host has to accept a connection before it counts as unreachable
+
+def weights_source(model_name:str, # an open_clip model name, or 'hf-hub:ORG/REPO'
+                   pretrained:str|None, # an open_clip tag of that model
+                  ) -> dict:
+    "Where open_clip downloads these weights: Hub `repo` and `file`, `url`, and the `probe` URL it asks; {}: nowhere."
+    from open_clip.constants import HF_WEIGHTS_NAME  # lazy: importing open_clip takes seconds
+    if model_name.startswith('hf-hub:'): hub, url = model_name[len('hf-hub:'):] + '/', ''
+    else:
+        cfg = (_oc().get_pretrained_cfg(model_name, pretrained) or {}) if pretrained else {}
+        hub, url = cfg.get('hf_hub', ''), cfg.get('url', '')
+    out = {'url': url} if url else {}
+    if hub:  # open_clip's convention: 'org/repo/' (a trailing slash) means its default file name
+        repo, file = os.path.split(hub)
+        out.update(repo=repo, file=file or HF_WEIGHTS_NAME)
+    endpoint = (os.environ.get('HF_ENDPOINT') or 'https://huggingface.co').rstrip('/')
+    if not out: return {}
+    return {**out, 'probe': f"{endpoint}/{out['repo']}/resolve/main/{out['file']}" if hub else url}
+
+# %% ../nbs/04_embed.ipynb #66da12d4
+def _hub_offline() -> bool:
+    "Whether `HF_HUB_OFFLINE` is set (huggingface_hub's spelling of true)."
+    return os.environ.get('HF_HUB_OFFLINE', '').strip().upper() in ('1', 'ON', 'YES', 'TRUE')
+
+def reachable(url:str, # where the weights would come from
+              timeout:float=HUB_TIMEOUT, # seconds the host has to answer
+             ) -> bool:
+    "Whether `url`'s server answers a HEAD request (any HTTP status) within `timeout` seconds: one try, no body."
+    try: urllib.request.urlopen(urllib.request.Request(url, method='HEAD'), timeout=timeout).close()
+    except urllib.error.HTTPError: return True  # it answered, if only to refuse: open_clip says the rest
+    except (OSError, ValueError): return False  # no route, no name, refused, timed out
+    return True
+
+def weights_cached(src:dict, # `weights_source`
+                   cache_dir:str|None=None, # open_clip's cache folder (None: its default)
+                  ) -> bool:
+    "Whether open_clip would find these weights in its cache (the Hub's, or its own for URLs) without the network."
+    if 'repo' in src:
+        from huggingface_hub import try_to_load_from_cache  # lazy: only this check needs it
+        base, _ = os.path.splitext(src['file'])
+        names = [src['file'], 'open_clip_model.safetensors', base + '.safetensors']  # what open_clip tries
+        return any(isinstance(try_to_load_from_cache(src['repo'], f, cache_dir=cache_dir), str) for f in names)
+    return os.path.isfile(os.path.join(cache_dir or os.path.expanduser('~/.cache/clip'),
+                                       os.path.basename(src['url'])))
+
+# %% ../nbs/04_embed.ipynb #541015f8
+def weights_help(model_name:str, # the open_clip model
+                 pretrained:str, # its tag
+                 why:str, # why the weights cannot be fetched now
+                ) -> str:
+    "One line: why these weights cannot be fetched, what to fetch (Hub repo and file, or URL), how to pass it."
+    src = weights_source(model_name, pretrained)
+    where = []
+    if 'repo' in src:
+        where.append(f"{src['file']} from the Hugging Face Hub repo {src['repo']} (https://huggingface.co/"
+                     f"{src['repo']}/resolve/main/{src['file']}, or `huggingface-cli download {src['repo']} "
+                     f"{src['file']}` into the Hub cache, which is then used offline)")
+    if 'url' in src: where.append(f"{os.path.basename(src['url'])} from {src['url']}")
+    fetch = ' or '.join(where) or "the checkpoint of this model"
+    return (f'cannot fetch the weights of open_clip model {model_name!r} tagged {pretrained!r}: {why}. Where '
+            f'there is network, fetch {fetch}; then pass the file with --pretrained PATH (Python: '
+            f"Backbone({model_name!r}, pretrained='/path/to/{src.get('file', 'checkpoint.pt')}')). For tests "
+            f'and timing only: --random-init (Python: Backbone({model_name!r}, pretrained=None, random_init=True)).')
+
+# %% ../nbs/04_embed.ipynb #0d4aa423
+@patch
+def _check_fetchable(self:Backbone):
+    "Fail at once, with what to fetch, when the tag's weights are in no cache and their host cannot be reached."
+    pre = self.pretrained
+    if self.random_init or not pre or Path(str(pre)).is_file(): return
+    src = weights_source(self.model_name, pre)
+    if not src or weights_cached(src, self.cache_dir): return
+    if 'repo' in src and _hub_offline(): why = 'HF_HUB_OFFLINE is set'
+    elif not reachable(src['probe']):
+        why = f"{urlparse(src['probe']).hostname} did not answer within {HUB_TIMEOUT:g} s (no network?)"
+    else: return
+    raise BackboneLoadError(weights_help(self.model_name, pre, why))
+
+# %% ../nbs/04_embed.ipynb #be1dad74
+def _not_a_tag(name:str, # the open_clip model
+               pre:str, # what was passed as `pretrained`
+              ) -> str:
+    "One line for a `pretrained` that is neither a file nor a tag: the file is missing, or the tag unknown."
+    tags = _oc().list_pretrained_tags_by_model(name)
+    some = ', '.join(map(repr, tags[:3])) + (', ...' if len(tags) > 3 else '')
+    return (f'pretrained={pre!r} is neither a local file nor an open_clip tag of {name!r} (its {len(tags)} tags: '
+            f'{some or "none"}; all: open_clip.list_pretrained_tags_by_model({name!r})); pass an existing '
+            'checkpoint file with --pretrained PATH')
 
 # %% ../nbs/04_embed.ipynb #89eae019
 @patch
@@ -259,13 +341,11 @@ def load(self:Backbone) -> Backbone:
     "Load the weights, the preprocessing and the tokenizer (once)."
     if self.model is not None: return self
     oc, name, pre = _oc(), self.model_name, self.pretrained
-    if pre and not Path(str(pre)).is_file() and oc.get_model_config(name.replace('/', '-')) is not None \
-       and not oc.get_pretrained_cfg(name, pre):
-        raise BackboneLoadError(f'pretrained={pre!r} is neither a local file '
-                                f'nor an open_clip tag of {name!r} '
-                                f'(tags: {oc.list_pretrained_tags_by_model(name)}). '
-                                + _weights_help(name, None))
-    expected = self.preprocess_cfg if oc.get_model_config(name.replace('/', '-')) is not None else None
+    known = oc.get_model_config(name.replace('/', '-')) is not None
+    if pre and not Path(str(pre)).is_file() and known and not oc.get_pretrained_cfg(name, pre):
+        raise BackboneLoadError(_not_a_tag(name, pre))
+    self._check_fetchable()
+    expected = self.preprocess_cfg if known else None
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
@@ -276,9 +356,8 @@ def load(self:Backbone) -> Backbone:
         if 'not found in built-ins' in str(e):
             raise BackboneLoadError(f'unknown open_clip model {name!r}; see open_clip.list_models()') from e
         if pre and ('download' in str(e).lower() or 'hub' in str(e).lower()):
-            raise BackboneLoadError(f'Could not fetch the weights of open_clip model {name!r} '
-                                    f'with pretrained={pre!r} (no network, or the Hub is unreachable). '
-                                    + _weights_help(name, pre)) from e
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+            raise BackboneLoadError(weights_help(name, pre, f'the download failed ({first})')) from e
         raise
     self.model, self.preprocess, self.tokenizer = model.eval(), preprocess, oc.get_tokenizer(name)
     if expected is not None and self.preprocess_cfg != expected:
@@ -507,26 +586,27 @@ def _encode_stream(self:Backbone, dl, n:int, cache, ids:tuple, progress:bool) ->
     "Consume the reader: every image's sha256, the errors, {sha256: vector} and the hashes the cache served."
     hashes, errors, found, cached = [None] * n, {}, {}, set()
     bar = tqdm(total=n, desc=f'embedding ({self.model_name})', unit='img', disable=not progress)
-    for meta, pix, jpegs in dl:
-        for i, h, kind, reason in meta:
-            hashes[i] = h
-            if kind == 'error': errors[i] = reason
-        hits = [h for _, h, kind, _ in meta if kind == 'cached' and h not in found]
-        if hits:
-            got = cache.get(*ids, hits, dim=self.dim)
-            found.update(got)
-            cached.update(got)
-        idx, x = self._batch_pixels(meta, pix, jpegs, errors)
-        rows = {}  # first row of each content not embedded yet (copies of one file are encoded once)
-        for r, i in enumerate(idx):
-            if hashes[i] not in found: rows.setdefault(hashes[i], r)
-        if rows:
-            v = self.encode_batch(x if len(rows) == len(idx) else x[list(rows.values())])
-            if cache is not None: cache.put(*ids, list(rows), v)
-            found.update(zip(rows, v))
-        bar.update(len(meta))
-        if errors: bar.set_postfix(skipped=len(errors))
-    bar.close()
+    try:
+        for meta, pix, jpegs in dl:
+            for i, h, kind, reason in meta:
+                hashes[i] = h
+                if kind == 'error': errors[i] = reason
+            hits = [h for _, h, kind, _ in meta if kind == 'cached' and h not in found]
+            if hits:
+                got = cache.get(*ids, hits, dim=self.dim)
+                found.update(got)
+                cached.update(got)
+            idx, x = self._batch_pixels(meta, pix, jpegs, errors)
+            rows = {}  # first row of each content not embedded yet (copies of one file are encoded once)
+            for r, i in enumerate(idx):
+                if hashes[i] not in found: rows.setdefault(hashes[i], r)
+            if rows:
+                v = self.encode_batch(x if len(rows) == len(idx) else x[list(rows.values())])
+                if cache is not None: cache.put(*ids, list(rows), v)
+                found.update(zip(rows, v))
+            bar.update(len(meta))
+            if errors: bar.set_postfix(skipped=len(errors))
+    finally: bar.close()  # an error (weights that cannot load) starts on its own line; no bar is redrawn after it
     return hashes, errors, found, cached
 
 # %% ../nbs/04_embed.ipynb #cc0963a3

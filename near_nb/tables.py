@@ -48,7 +48,7 @@ def _csv_cells(df:pd.DataFrame, # the table to write
     "`df` as its CSV holds it: list columns as JSON, text cells escaped (`escape_cell`)."
     lists = [c for c in df.columns if c in LIST_COLUMNS]
     out = df.assign(**{c: df[c].map(lambda v: json.dumps(_plain(v))) for c in lists})
-    text = [c for c in out.columns if out[c].dtype == object]
+    text = [c for c in out.columns if pd.api.types.is_string_dtype(out[c].dtype)]  # object or str
     return out.assign(**{c: out[c].map(escape_cell) for c in text})
 
 def _write_parquet(df:pd.DataFrame, # the table

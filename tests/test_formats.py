@@ -2,7 +2,7 @@
 import json, os
 import numpy as np, pandas as pd, pytest
 from PIL import Image
-from near_nb.core import NearError
+from near_nb.core import NearError, sha256_file
 from near_nb.data import sample
 from near_nb.formats import (from_imagefolder, from_hf_dataset, from_fiftyone, to_imagefolder, to_coco, to_fiftyone,
                              write_table, read_table)
@@ -59,8 +59,10 @@ def test_coco_export(named, tmp_path):
     assert json.loads((tmp_path/'c.json').read_text()) == coco
     cats = {c['id']: c['name'] for c in coco['categories']}
     assert len(cats) == 102 and len(coco['images']) == len(coco['annotations']) == 306
+    root = coco['info']['data_root']
     files = {i['id']: i['file_name'] for i in coco['images']}
-    assert {files[a['image_id']]: cats[a['category_id']] for a in coco['annotations']} == dict(zip(named.path, named.name))
+    assert not any(os.path.isabs(f) for f in files.values())   # relative to the data root `info` names: it travels
+    assert {os.path.join(root, files[a['image_id']]): cats[a['category_id']] for a in coco['annotations']} == dict(zip(named.path, named.name))
     assert [a['score'] for a in coco['annotations']] == named.score.tolist()
     assert (coco['images'][0]['width'], coco['images'][0]['height']) == Image.open(named.path[0]).size
     part = to_coco(named.assign(name=[''] * 6 + named.name[6:].tolist()), tmp_path/'p.json')
@@ -70,11 +72,12 @@ def test_fiftyone_export_and_import(named, tmp_path):
     d = to_fiftyone(named, tmp_path/'fo')
     lab = json.loads((d/'labels.json').read_text())
     assert sorted(lab['classes']) == sorted(set(named.name)) and len(lab['labels']) == 306
-    first = lab['labels'][named.path[0]]
+    first = lab['labels'][os.path.splitext(os.path.basename(named.path[0]))[0]]   # keyed by the file stem in data/
     assert lab['classes'][first['label']] == named.name[0] and first['confidence'] == named.score[0]
     assert first['attributes'] == {'mllm': 'some model', 'response': 'an answer', 'sha256': named.sha256[0]}
     back = from_fiftyone(d)
-    assert back[['path', 'names']].values.tolist() == named[['path', 'names']].values.tolist()
+    assert back.names.tolist() == named.names.tolist()
+    assert [sha256_file(p) for p in back.path] == named.sha256.tolist()   # the images themselves, copied into data/
     # what fiftyone's exporter writes with abs_paths=True: labels keyed by path, label strings, no classes
     (tmp_path/'fo2').mkdir()
     (tmp_path/'fo2'/'labels.json').write_text(json.dumps({'classes': None, 'labels': {p: n for p, n in zip(named.path, named.name)}}))
@@ -85,8 +88,8 @@ def test_fiftyone_reads_the_export(named, tmp_path):
     "With fiftyone installed, its own importer reads `to_fiftyone`'s folder (no database needed)."
     foud = pytest.importorskip('fiftyone.utils.data')
     d = to_fiftyone(named, tmp_path/'fo')
-    with foud.FiftyOneImageClassificationDatasetImporter(str(d)) as imp: got = {p: l.label for p, _, l in imp}
-    assert got == dict(zip(named.path, named.name))
+    with foud.FiftyOneImageClassificationDatasetImporter(str(d)) as imp: got = {sha256_file(p): l.label for p, _, l in imp}
+    assert got == dict(zip(named.sha256, named.name))
 
 def test_csv_and_parquet(named, tmp_path):
     t = named.assign(top_names=named.names, top_scores=[[s] for s in named.score])
@@ -105,9 +108,11 @@ def test_exporters_registry_lists_the_formats_and_names_the_fix():
     fn = register_exporter('test-only-format', lambda df, out, **kw: out)
     assert EXPORTERS.get_or_fail('test-only-format') is fn
 
-def test_near_export_uses_an_installed_exporter_plugin(named, tmp_path):
-    "An installed package declares a format under near_nb.exporters: `near export --to` offers and runs it."
-    import subprocess, sys
+def test_near_export_uses_an_installed_exporter_plugin(named, tmp_path, monkeypatch, capsys):
+    "An installed package declares a format under near_nb.exporters: `near export --to` offers and runs it (in-process)."
+    import sys
+    from near_nb.cli import main   # the `near` command
+    from near_nb.formats import EXPORTERS
     site = tmp_path/'site'
     info = site/'near_tsv_plugin-0.1.dist-info'
     info.mkdir(parents=True)
@@ -118,13 +123,62 @@ def test_near_export_uses_an_installed_exporter_plugin(named, tmp_path):
         'def to_tsv(df, out, name_col="name", **options):\n'
         '    Path(out).write_text("".join(f"{p}\\t{n}\\n" for p, n in zip(df.path, df[name_col])))\n')
     table = write_table(named.iloc[:5][['path', 'name']], tmp_path/'named.csv')
-    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(site), os.environ.get('PYTHONPATH', '')])}
-    near = 'import sys; from near_nb.cli import main; sys.exit(main(sys.argv[1:]))'  # the `near` command
-    run = lambda *a: subprocess.run([sys.executable, '-c', near, 'export', *map(str, a)], env=env,
-                                    capture_output=True, text=True, timeout=120)
-    r = run(table, '--to', 'tsv', '--out', tmp_path/'named.tsv')
-    assert r.returncode == 0, r.stderr
-    want = [f'{p}\t{n}' for p, n in zip(named.path[:5], named.name[:5])]
-    assert (tmp_path/'named.tsv').read_text().splitlines() == want
-    r = run(table, '--to', 'nope', '--out', tmp_path/'x')
-    assert r.returncode == 2 and "'tsv'" in r.stderr  # the plugin is among the choices argparse lists
+    monkeypatch.syspath_prepend(str(site))   # as if pip had installed it
+    monkeypatch.delitem(sys.modules, 'near_tsv_plugin', raising=False)
+    EXPORTERS.refresh()
+    try:
+        assert main(['export', str(table), '--to', 'tsv', '--out', str(tmp_path/'named.tsv')]) == 0
+        want = [f'{p}\t{n}' for p, n in zip(named.path[:5], named.name[:5])]
+        assert (tmp_path/'named.tsv').read_text().splitlines() == want
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e: main(['export', str(table), '--to', 'nope', '--out', str(tmp_path/'x')])
+        assert e.value.code == 2 and "'tsv'" in capsys.readouterr().err  # the plugin is among the choices argparse lists
+    finally:
+        EXPORTERS.refresh()   # read again (without the plugin) on next use
+        EXPORTERS._items.pop('tsv', None)
+
+def _fiftyone_media_map(data:str) -> dict:
+    """What fiftyone's `ImportPathsMixin._load_data_map(data, ignore_exts=True, recursive=True)` builds: each file
+    under `data`, keyed by its path relative to `data` without the extension (fiftyone/utils/data/importers.py)."""
+    out = {}
+    for dirpath, _, files in os.walk(data):
+        for f in files:
+            rel = os.path.relpath(os.path.join(dirpath, f), data)
+            out[os.path.splitext(rel)[0]] = os.path.join(dirpath, f)
+    return out
+
+def test_fiftyone_layout_is_the_importers(named, tmp_path):
+    """Without fiftyone: every label's key names one image in data/ as fiftyone's importer looks it up, and the
+    folder travels (moved elsewhere, it still holds every image)."""
+    twice = pd.concat([named.iloc[:3], named.iloc[:1].assign(sha256='f' * 64)], ignore_index=True)  # one file name twice
+    d = to_fiftyone(twice, tmp_path/'fo', link='copy')
+    moved = tmp_path/'elsewhere'
+    os.rename(d, moved)
+    lab = json.loads((moved/'labels.json').read_text())
+    media = _fiftyone_media_map(str(moved/'data'))
+    assert sorted(lab['labels']) == sorted(media) and len(media) == 4
+    assert all(os.path.isfile(media[k]) and not os.path.islink(media[k]) for k in lab['labels'])
+    assert sorted(lab['classes'][v['label']] for v in lab['labels'].values()) == sorted(twice.name)
+    assert {sha256_file(media[k]) for k in media} == set(named.sha256[:3])
+
+def test_exports_never_fail_half_way_on_long_names(named, tmp_path):
+    "A 300-character name and a 250-byte file name: every export writes names that fit, and re-reads them."
+    src = tmp_path/('y' * 250 + '.jpg')
+    src.write_bytes(open(named.path[0], 'rb').read())
+    odd = pd.DataFrame({'path': [str(src), named.path[1]], 'name': ['=' + 'x' * 300, named.name[1]], 'score': [0.5, 0.6]})
+    tree = to_imagefolder(odd, tmp_path/'tree', link='copy')
+    assert all(len(f.name.encode()) <= 255 for f in tree.rglob('*'))
+    assert sorted(from_imagefolder(tree).sha256) == sorted([named.sha256[0], named.sha256[1]])
+    fo = to_fiftyone(odd, tmp_path/'fo')
+    assert len(from_fiftyone(fo)) == 2 and all(len(f.name.encode()) <= 255 for f in (fo/'data').iterdir())
+    back = read_table(write_table(odd, tmp_path/'odd.csv'))
+    assert back.name.tolist() == odd.name.tolist()   # a formula-like name is escaped in the file, and comes back
+    assert "'=xxx" in (tmp_path/'odd.csv').read_text()
+
+def test_an_export_that_fails_leaves_the_old_one(named, tmp_path):
+    "An image gone mid-export: the error names it, the earlier export stays whole, no partial folder beside it."
+    to_imagefolder(named.iloc[:3], tmp_path/'tree')
+    gone = named.iloc[:3].assign(path=[named.path[0], named.path[1], str(tmp_path/'gone.jpg')])
+    with pytest.raises(FileNotFoundError, match='gone.jpg'): to_imagefolder(gone, tmp_path/'tree', link='copy')
+    assert len(list((tmp_path/'tree').rglob('*.jpg'))) == 3 and all(f.is_symlink() for f in (tmp_path/'tree').rglob('*.jpg'))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['tree']

@@ -141,3 +141,26 @@ def test_push_to_hub_and_from_pretrained_repo_id(tmp_path, monkeypatch):
     assert back.backbone.model_id == clf.backbone.model_id
     with pytest.raises(NearError, match='neither a folder here nor a Hub repo'):
         NearClassifier.from_pretrained('someone/missing', cache_dir=tmp_path/'cache')
+
+def test_model_card_is_a_hub_card_with_data_figures_and_provenance(tmp_path):
+    """The card re-read by huggingface_hub: front matter, random weights said (tags, config.json, first lines), the
+    training data and figures from the summary the caller passes, and what made it."""
+    from huggingface_hub import ModelCard
+    clf = tuned_classifier(tmp_path, 'tinycard')
+    summary = {'images': 12, 'with_answer': 11, 'vocabulary': 4, 'mllm': 'an-mllm', 'relabelled': 2,
+               'loo_accuracy': 83.3, 'top_names': {'a': 5, 'b': 4}}
+    out = clf.save_pretrained(tmp_path/'clf', summary=summary)
+    cfg = json.loads((out/'config.json').read_text())
+    assert cfg['random_weights'] is True and cfg['backbone']['random_init'] is True
+    card = ModelCard.load(out/'README.md')
+    assert card.data.library_name == 'near_nb' and 'random-weights' in card.data.tags
+    assert 'base_model' not in card.data.to_dict()   # random weights have no base model
+    text = card.text
+    assert text.index('**Random weights.**') < text.index('## The model')
+    for part in ('- training images: 12', '- images with an MLLM answer: 11', '- MLLM that named them: `an-mllm`',
+                 '- NeaR settings: k=3', '| loo_accuracy | 83.3 |', '| relabelled | 2 |', 'from_pretrained',
+                 '## Limits', f"- backbone: {clf.backbone.model_id}", '- mllm: an-mllm', '- date: '):
+        assert part in text, part
+    # loaded back and saved again without a summary: the figures config.json kept are still in the card
+    again = NearClassifier.from_pretrained(out).save_pretrained(tmp_path/'clf2')
+    assert '- NeaR settings: k=3' in (again/'README.md').read_text()
