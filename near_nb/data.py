@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #70cc9600
 from __future__ import annotations
-import csv, io, os, stat, textwrap, warnings
+import csv, io, os, re, stat, textwrap, warnings
 import importlib.resources
 import json
 from dataclasses import dataclass, field
@@ -25,10 +25,22 @@ __all__ = ['IMAGE_EXTS', 'DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_BYTES', 'DEFAULT_MAX
 class ImageLoadError(Exception):
     "An image that cannot be used; the message is the reason, fit for a report."
 
+# control characters, and the invisible ones that reorder or break lines (bidi overrides, line separators)
+_CONTROL = re.compile('[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]')
+
+_NAMED = {'\n': '\\n', '\r': '\\r', '\t': '\\t'}
+
+def _escape_control(m:re.Match) -> str:
+    "One control character as an escape: `\\n`, `\\x1b`, `\\u202e`."
+    c = m.group()
+    return _NAMED.get(c) or (f'\\x{ord(c):02x}' if ord(c) <= 0xff else f'\\u{ord(c):04x}')
+
 def display_path(path:str|Path, # a path, perhaps with non-UTF-8 bytes (surrogates, `os.fsdecode`)
+                 escape:bool=True, # control characters as `\\n`, `\\x1b`, `\\u202e`: a name cannot forge a line
                 ) -> str:
     "`path` as printable text: bytes that are not UTF-8 shown as `\\xNN`, so printing never fails."
-    return os.fsencode(path).decode('utf-8', 'backslashreplace')
+    text = os.fsencode(path).decode('utf-8', 'backslashreplace')
+    return _CONTROL.sub(_escape_control, text) if escape else text
 
 @dataclass
 class LoadError:

@@ -3,16 +3,18 @@
 A classifier folder is checked field by field before anything is built from it, and refused in one line that
 names the file, the field and what was expected; `save_pretrained` killed by a signal half-way leaves the old
 folder or the new one; images too thin to resize, folders of only bad images and broken embedding caches are
-refused cheaply.
+refused cheaply. Every table is written whole (a temporary file renamed) under a header that counts its rows, so a
+cut file is refused by name, and its cells cannot run as spreadsheet formulas.
 """
 import json, os, re, resource, signal, sqlite3, subprocess, sys
-import numpy as np, pytest, torch
+import numpy as np, pandas as pd, pytest, torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from near_nb.core import NearError
 from near_nb.classifier import NearClassifier
 from near_nb.data import ImageSet
 from near_nb.embed import Backbone, EmbeddingCache, register_config
+from near_nb.tables import read_table, write_table
 from near_nb.testing import tiny_clip_config
 
 NEAR = [sys.executable, '-c', 'import sys; from near_nb.cli import main; sys.exit(main())']
@@ -149,8 +151,8 @@ if where == 'after weights':
     orig = c.save_file
     c.save_file = lambda *a, **k: (orig(*a, **k), pause())
 else:   # after config.json, before the model card
-    orig_card = c._model_card
-    c._model_card = lambda cfg: (pause(), orig_card(cfg))[1]
+    orig_card = c.model_card
+    c.model_card = lambda cfg, summary=None: (pause(), orig_card(cfg, summary))[1]
 new = c.NearClassifier(['x', 'y', 'z', 'w'], np.full((4, 32), 0.5, np.float32), tau=0.1)
 new.save_pretrained(sys.argv[1])
 '''
@@ -307,3 +309,65 @@ def test_model_config_files_are_data(tmp_path):
                        ('nan.json', 'vision_cfg.width is nan'),
                        ('big.json', 'vision_cfg.image_size is 100000')]:
         with pytest.raises(NearError, match=re.escape(says)): register_config(tmp_path/name)
+
+# ---- tables written whole, cut tables refused, cells that are not formulas ----
+
+WRITE = '''
+import sys, time, pandas as pd
+from near_nb.tables import write_table
+orig = pd.DataFrame.to_csv
+def paused(self, f, **k):
+    orig(self, f, **k)
+    f.flush()
+    print('PAUSED', flush=True)
+    time.sleep(120)
+pd.DataFrame.to_csv = paused
+write_table(pd.DataFrame({'path': [f'{i}.jpg' for i in range(200)], 'name': ['new'] * 200}), sys.argv[1])
+'''
+
+def predictions(n=200, name='rose'):
+    return pd.DataFrame({'path': [f'/images/{i:03d}.jpg' for i in range(n)], 'sha256': ['0' * 64] * n,
+                         'name': [name] * n, 'score': np.linspace(0.1, 0.9, n).round(3), 'source': 'classifier'})
+
+def test_a_killed_table_write_leaves_the_old_file(tmp_path):
+    "SIGKILL after every row is written but before the rename: the old table stays whole; a retry tidies up."
+    f = tmp_path/'predictions.csv'
+    write_table(predictions(3), f)
+    p = subprocess.Popen([sys.executable, '-c', WRITE, str(f)], stdout=subprocess.PIPE, text=True)
+    try: assert p.stdout.readline().strip() == 'PAUSED'
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+    assert read_table(f).path.tolist() == predictions(3).path.tolist()       # the old one, whole
+    assert len(list(tmp_path.glob('.predictions.csv.*.partial'))) == 1       # what the killed run left, hidden
+    write_table(predictions(5), f)
+    assert len(read_table(f)) == 5 and sorted(q.name for q in tmp_path.iterdir()) == ['predictions.csv']
+
+def test_a_cut_table_is_refused_by_name(tmp_path, capsys):
+    """A predictions file cut after 72 of its 200 rows (a copy that stopped): `near export` refuses it, exit 1, in
+    one line naming the file, the rows found and promised, and --force; a CSV written by hand still exports."""
+    from near_nb.cli import main
+    f = write_table(predictions(), tmp_path/'predictions.csv')
+    lines = f.read_text().splitlines(keepends=True)
+    cut = tmp_path/'cut.csv'
+    cut.write_text(''.join(lines[:2 + 72]))
+    assert main(['export', str(cut), '--to', 'csv', '--out', str(tmp_path/'out.csv')]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f'{cut} is cut short: 72 of the 200 rows' in err and '--force' in err, err
+    assert not (tmp_path/'out.csv').exists()
+    predictions(4).to_csv(tmp_path/'by_hand.csv', index=False)
+    assert main(['export', str(tmp_path/'by_hand.csv'), '--to', 'csv', '--out', str(tmp_path/'out.csv')]) == 0
+    assert len(read_table(tmp_path/'out.csv')) == 4
+
+def test_names_that_look_like_formulas(tmp_path, capsys):
+    """A name starting with = + - @ is escaped in every CSV the writer makes, `near export --to csv` included, and
+    comes back as it was."""
+    from near_nb.cli import main
+    evil = ['=HYPERLINK("http://x","y")', '+1', '-rose', '@sum', '\tcell']
+    df = predictions(5).assign(name=evil)
+    f = write_table(df, tmp_path/'predictions.csv')
+    assert main(['export', str(f), '--to', 'csv', '--out', str(tmp_path/'out.csv')]) == 0
+    for out in (f, tmp_path/'out.csv'):
+        cells = pd.read_csv(out, skiprows=1, keep_default_na=False).name.tolist()
+        assert all(c.startswith("'") for c in cells), cells                    # no cell a spreadsheet would run
+        assert read_table(out).name.tolist() == evil
