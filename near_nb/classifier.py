@@ -273,7 +273,7 @@ def _format_version(clf:NearClassifier) -> int:
 
 @patch
 def config(self:NearClassifier) -> dict:
-    "What config.json holds: names, temperature, backbone (random weights said), NeaR config, figures, versions."
+    "What config.json holds: names, temperature, backbone (random or not), NeaR config, figures, versions."
     skip = ('config', 'backbone', 'backbone_missing', 'text_head')
     training = {k: v for k, v in self.meta.items() if k not in skip}
     bb = backbone_spec(self.backbone) if self.backbone is not None else self.meta.get('backbone')
@@ -307,13 +307,14 @@ def _card_model(cfg:dict) -> str:
             if cfg.get('random_weights') else '')
     return (f"# NearClassifier: {len(cfg['names'])} names\n\n{warn}## The model\n\nA cosine classifier over "
             f"{cfg['n_active']} active names of {len(cfg['names'])}, on the image features of "
-            f"`{bb.get('model_id', 'no backbone')}`, trained with NeaR (noisy partial-label learning on names an "
-            f"MLLM gave a few unlabeled images). Temperature {cfg['tau']:.4g}; image tower "
+            f"`{bb.get('model_id', 'no backbone')}`, trained with NeaR (noisy partial-label learning on "
+            f"names an MLLM gave a few unlabeled images). Temperature {cfg['tau']:.4g}; image tower "
             f"{'fine-tuned' if cfg.get('tuned_tower') else 'frozen'}.\n")
 
 # %% ../nbs/05b_classifier.ipynb #96c0d9dc
 _DATA_KEYS = {'images': 'training images', 'with_answer': 'images with an MLLM answer',
-              'vocabulary': 'names in the vocabulary', 'distinct_first_names': "distinct first names (the MLLM's)",
+              'vocabulary': 'names in the vocabulary',
+              'distinct_first_names': "distinct first names (the MLLM's)",
               'names_active': 'names kept'} # the summary's training-data figures, as the card words them
 
 def _card_data(s:dict, # the fit's summary
@@ -345,9 +346,10 @@ def _card_rest(cfg:dict, # config.json's content
                made_by:dict, # `core.provenance(...)`
               ) -> str:
     "How to use it, its limits, and what made it."
-    limits = ['- The names are what an MLLM said about a few images, refined by their neighbours: check them '
-              'before you rely on them.', '- It names only what its vocabulary holds; an image of anything else '
-              'still gets one of these names (look at the score).']
+    limits = ['- The names are what an MLLM said about a few images, refined by their neighbours: check '
+              'them before you rely on them.',
+              '- It names only what its vocabulary holds; an image of anything else still gets one of these '
+              'names (look at the score).']
     if cfg.get('random_weights'): limits.insert(0, '- Random weights: the predictions mean nothing.')
     use = ("```python\nfrom near_nb.classifier import NearClassifier\nclf = NearClassifier.from_pretrained("
            "'THIS_FOLDER_OR_REPO')\nclf.predict(['image.jpg'], top=3)\n```\n\nOr: `near predict IMAGES "
@@ -372,7 +374,7 @@ def model_card(cfg:dict, # config.json's content (`NearClassifier.config`)
 @patch
 def save_pretrained(self:NearClassifier, path, # a folder (created; a folder this wrote before is overwritten)
                     *,
-                    summary:dict|None=None, # what the fit used and measured, for the model card (`model_card`)
+                    summary:dict|None=None, # what the fit used and measured, for the card (`model_card`)
                    ) -> Path:
     "Write `config.json`, `model.safetensors` and a `README.md` model card into the folder `path`."
     d = Path(path)

@@ -36,7 +36,7 @@ def _escape_control(m:re.Match) -> str:
     return _NAMED.get(c) or (f'\\x{ord(c):02x}' if ord(c) <= 0xff else f'\\u{ord(c):04x}')
 
 def display_path(path:str|Path, # a path, perhaps with non-UTF-8 bytes (surrogates, `os.fsdecode`)
-                 escape:bool=True, # control characters as `\\n`, `\\x1b`, `\\u202e`: a name cannot forge a line
+                 escape:bool=True, # control characters as `\\n`, `\\x1b`: a name cannot forge a line
                 ) -> str:
     "`path` as printable text: bytes that are not UTF-8 shown as `\\xNN`, so printing never fails."
     text = os.fsencode(path).decode('utf-8', 'backslashreplace')

@@ -251,7 +251,7 @@ HUB_TIMEOUT = 3.0 # seconds the weights' host has to accept a connection before 
 def weights_source(model_name:str, # an open_clip model name, or 'hf-hub:ORG/REPO'
                    pretrained:str|None, # an open_clip tag of that model
                   ) -> dict:
-    "Where open_clip downloads these weights: Hub `repo` and `file`, `url`, and the `probe` URL it asks; {}: nowhere."
+    "Where open_clip gets these weights: Hub `repo` and `file`, `url`, and a `probe` URL; {}: nowhere."
     from open_clip.constants import HF_WEIGHTS_NAME  # lazy: importing open_clip takes seconds
     if model_name.startswith('hf-hub:'): hub, url = model_name[len('hf-hub:'):] + '/', ''
     else:
@@ -273,7 +273,7 @@ def _hub_offline() -> bool:
 def reachable(url:str, # where the weights would come from
               timeout:float=HUB_TIMEOUT, # seconds the host has to answer
              ) -> bool:
-    "Whether `url`'s server answers a HEAD request (any HTTP status) within `timeout` seconds: one try, no body."
+    "Whether `url`'s server answers a HEAD request (any HTTP status) within `timeout` s: one try, no body."
     try: urllib.request.urlopen(urllib.request.Request(url, method='HEAD'), timeout=timeout).close()
     except urllib.error.HTTPError: return True  # it answered, if only to refuse: open_clip says the rest
     except (OSError, ValueError): return False  # no route, no name, refused, timed out
@@ -282,12 +282,13 @@ def reachable(url:str, # where the weights would come from
 def weights_cached(src:dict, # `weights_source`
                    cache_dir:str|None=None, # open_clip's cache folder (None: its default)
                   ) -> bool:
-    "Whether open_clip would find these weights in its cache (the Hub's, or its own for URLs) without the network."
+    "Whether open_clip would find these weights in a cache (the Hub's, or its own for URLs) without network."
     if 'repo' in src:
         from huggingface_hub import try_to_load_from_cache  # lazy: only this check needs it
         base, _ = os.path.splitext(src['file'])
         names = [src['file'], 'open_clip_model.safetensors', base + '.safetensors']  # what open_clip tries
-        return any(isinstance(try_to_load_from_cache(src['repo'], f, cache_dir=cache_dir), str) for f in names)
+        found = [try_to_load_from_cache(src['repo'], f, cache_dir=cache_dir) for f in names]
+        return any(isinstance(f, str) for f in found)
     return os.path.isfile(os.path.join(cache_dir or os.path.expanduser('~/.cache/clip'),
                                        os.path.basename(src['url'])))
 
@@ -296,7 +297,7 @@ def weights_help(model_name:str, # the open_clip model
                  pretrained:str, # its tag
                  why:str, # why the weights cannot be fetched now
                 ) -> str:
-    "One line: why these weights cannot be fetched, what to fetch (Hub repo and file, or URL), how to pass it."
+    "One line: why the weights cannot be fetched, what to fetch (Hub repo and file, or URL), how to pass it."
     src = weights_source(model_name, pretrained)
     where = []
     if 'repo' in src:
@@ -308,12 +309,13 @@ def weights_help(model_name:str, # the open_clip model
     return (f'cannot fetch the weights of open_clip model {model_name!r} tagged {pretrained!r}: {why}. Where '
             f'there is network, fetch {fetch}; then pass the file with --pretrained PATH (Python: '
             f"Backbone({model_name!r}, pretrained='/path/to/{src.get('file', 'checkpoint.pt')}')). For tests "
-            f'and timing only: --random-init (Python: Backbone({model_name!r}, pretrained=None, random_init=True)).')
+            f'and timing only: --random-init (Python: Backbone({model_name!r}, pretrained=None, '
+            'random_init=True)).')
 
 # %% ../nbs/04_embed.ipynb #0d4aa423
 @patch
 def _check_fetchable(self:Backbone):
-    "Fail at once, with what to fetch, when the tag's weights are in no cache and their host cannot be reached."
+    "Fail at once, saying what to fetch, when the weights are in no cache and their host is unreachable."
     pre = self.pretrained
     if self.random_init or not pre or Path(str(pre)).is_file(): return
     src = weights_source(self.model_name, pre)
@@ -331,9 +333,9 @@ def _not_a_tag(name:str, # the open_clip model
     "One line for a `pretrained` that is neither a file nor a tag: the file is missing, or the tag unknown."
     tags = _oc().list_pretrained_tags_by_model(name)
     some = ', '.join(map(repr, tags[:3])) + (', ...' if len(tags) > 3 else '')
-    return (f'pretrained={pre!r} is neither a local file nor an open_clip tag of {name!r} (its {len(tags)} tags: '
-            f'{some or "none"}; all: open_clip.list_pretrained_tags_by_model({name!r})); pass an existing '
-            'checkpoint file with --pretrained PATH')
+    return (f'pretrained={pre!r} is neither a local file nor an open_clip tag of {name!r} (its {len(tags)} '
+            f'tags: {some or "none"}; all: open_clip.list_pretrained_tags_by_model({name!r})); pass an '
+            'existing checkpoint file with --pretrained PATH')
 
 # %% ../nbs/04_embed.ipynb #89eae019
 @patch
@@ -606,7 +608,7 @@ def _encode_stream(self:Backbone, dl, n:int, cache, ids:tuple, progress:bool) ->
                 found.update(zip(rows, v))
             bar.update(len(meta))
             if errors: bar.set_postfix(skipped=len(errors))
-    finally: bar.close()  # an error (weights that cannot load) starts on its own line; no bar is redrawn after it
+    finally: bar.close()  # an error (weights that cannot load) starts on its own line; no bar drawn after it
     return hashes, errors, found, cached
 
 # %% ../nbs/04_embed.ipynb #cc0963a3

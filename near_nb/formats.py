@@ -99,7 +99,7 @@ def to_fiftyone(df:pd.DataFrame, # a named table (`path` and `name_col`)
                 attributes:tuple=('mllm', 'response', 'sha256'), # columns kept as label attributes
                 link:str='copy', # how images go into data/: 'copy', 'symlink' or 'hardlink'
                ) -> Path:
-    "A FiftyOneImageClassificationDataset folder: the named images in `data/`, `labels.json` keyed by file stem."
+    "A FiftyOneImageClassificationDataset folder: the named images in `data/`, `labels.json` keyed by stem."
     put, named = _placer(link), df[df[name_col].astype(str) != '']
     classes, labels, taken = sorted(set(named[name_col].astype(str))), {}, set()
     with writing_folder(out) as tmp:
@@ -109,7 +109,8 @@ def to_fiftyone(df:pd.DataFrame, # a named table (`path` and `name_col`)
             dst = tmp/'data'/_file_name(src, taken, str(r.get('sha256') or ''))
             put(src, dst)
             labels[dst.stem] = _fo_label(r, classes, name_col, score_col, attributes)
-        (tmp/'labels.json').write_text(json.dumps({'classes': classes, 'labels': labels}, indent=1, default=str))
+        doc = {'classes': classes, 'labels': labels}
+        (tmp/'labels.json').write_text(json.dumps(doc, indent=1, default=str))
     return Path(out)
 
 # %% ../nbs/10_formats.ipynb #20d0eefd
@@ -222,8 +223,8 @@ def to_coco(df:pd.DataFrame, # a named table (`path` and `name_col`)
     cat = {n: i + 1 for i, n in enumerate(sorted(set(names) - {''}))}
     scores = df[score_col].tolist() if score_col and score_col in df.columns else None
     named = [(i, n) for i, n in enumerate(names, 1) if n]
-    anns = [{'id': k, 'image_id': i, 'category_id': cat[n], **({'score': float(scores[i - 1])} if scores else {})}
-            for k, (i, n) in enumerate(named, 1)]
+    score = lambda i: {'score': float(scores[i - 1])} if scores else {}
+    anns = [{'id': k, 'image_id': i, 'category_id': cat[n], **score(i)} for k, (i, n) in enumerate(named, 1)]
     coco = {'info': {'description': 'near_nb labels', 'version': near_nb.__version__, 'data_root': str(root),
                      'date_created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
                      'near_nb': provenance()},

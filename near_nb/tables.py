@@ -55,7 +55,7 @@ def _write_parquet(df:pd.DataFrame, # the table
                    path:Path, # the file to write
                    header:dict, # `table_header`, kept in the schema's metadata under b'near_nb'
                   ):
-    import pyarrow as pa, pyarrow.parquet as pq  # lazy: pyarrow takes a while to import; only Parquet needs it
+    import pyarrow as pa, pyarrow.parquet as pq  # lazy: pyarrow is slow to import; only Parquet needs it
     lists = [c for c in df.columns if c in LIST_COLUMNS]
     t = pa.Table.from_pandas(df.assign(**{c: df[c].map(_plain) for c in lists}), preserve_index=False)
     meta = {**(t.schema.metadata or {}), b'near_nb': json.dumps(header, default=str).encode()}
@@ -101,8 +101,9 @@ def _cut(path:Path, # the file
          head:dict, # its header
          why:str='', # what else is wrong
         ) -> NearError:
-    return NearError(f"{path} is cut short: {found} of the {head['rows']} rows its header promises{why}; it was "
-                     'not written whole (a copy or a run stopped half-way): rerun the step that wrote it with --force')
+    return NearError(f"{path} is cut short: {found} of the {head['rows']} rows its header promises{why}; it "
+                     'was not written whole (a copy or a run stopped half-way): rerun the step that wrote it '
+                     'with --force')
 
 def _read_csv(p:Path, # a CSV file
              ) -> tuple:
@@ -125,7 +126,7 @@ def _ends_with_newline(p:Path) -> bool:
 def _read_parquet(p:Path, # a Parquet file
                  ) -> tuple:
     "(the table, its header or None), the row count checked."
-    import pyarrow as pa, pyarrow.parquet as pq  # lazy: pyarrow takes a while to import; only Parquet needs it
+    import pyarrow as pa, pyarrow.parquet as pq  # lazy: pyarrow is slow to import; only Parquet needs it
     try: t = pq.read_table(p)
     except (pa.ArrowException, OSError) as e:
         raise NearError(f'{p} is not a whole Parquet file ({str(e)[:80]}): rerun the step that wrote it '

@@ -182,3 +182,12 @@ def test_an_export_that_fails_leaves_the_old_one(named, tmp_path):
     with pytest.raises(FileNotFoundError, match='gone.jpg'): to_imagefolder(gone, tmp_path/'tree', link='copy')
     assert len(list((tmp_path/'tree').rglob('*.jpg'))) == 3 and all(f.is_symlink() for f in (tmp_path/'tree').rglob('*.jpg'))
     assert sorted(p.name for p in tmp_path.iterdir()) == ['tree']
+
+def test_coco_sizes_only_from_files_that_pass_the_caps(named, tmp_path):
+    """COCO's width and height come from the header of a regular file within the pixel caps: a FIFO (which would
+    hang Image.open) and a 1 x 1,000,000 PNG (which passes a pixel count but not the aspect cap) get none, at once."""
+    os.mkfifo(tmp_path/'pipe.jpg')
+    Image.new('L', (1, 1_000_000)).save(tmp_path/'thin.png')
+    df = pd.DataFrame({'path': [named.path[0], str(tmp_path/'pipe.jpg'), str(tmp_path/'thin.png')], 'name': ['a', 'b', 'c']})
+    coco = to_coco(df, tmp_path/'c.json')
+    assert [(i['width'], i['height']) for i in coco['images']] == [Image.open(named.path[0]).size, (None, None), (None, None)]
