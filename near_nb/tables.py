@@ -90,7 +90,8 @@ def read_header(path:str|Path, # a CSV file
     if not line.startswith(HEADER.encode()): return None
     try: head = json.loads(line[len(HEADER):])
     except ValueError: head = None
-    if not isinstance(head, dict) or not isinstance(head.get('rows'), int):
+    rows = head.get('rows') if isinstance(head, dict) else None
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
         raise NearError(f'{path}: its first line starts like a near_nb header but is not one; '
                         'rerun the step that wrote it (with --force)')
     return head
@@ -113,8 +114,11 @@ def _read_csv(p:Path, # a CSV file
     except pd.errors.ParserError as e:
         if head: raise _cut(p, 0, head, f' (unreadable: {str(e).strip()[:80]})') from None
         raise NearError(f'{p}: not a readable CSV ({str(e).strip()[:80]})') from None
-    if head and (len(df) != head['rows'] or not _ends_with_newline(p)):
-        raise _cut(p, len(df), head, '' if len(df) != head['rows'] else ', the last one unfinished')
+    if head and len(df) > head['rows']:
+        raise NearError(f"{p} holds {len(df)} rows where its header promises {head['rows']}: it was changed "
+                        'after near_nb wrote it; rerun the step that wrote it with --force')
+    if head and (len(df) < head['rows'] or not _ends_with_newline(p)):
+        raise _cut(p, len(df), head, '' if len(df) < head['rows'] else ', the last one unfinished')
     return df.map(unescape_cell), head
 
 def _ends_with_newline(p:Path) -> bool:

@@ -371,3 +371,18 @@ def test_names_that_look_like_formulas(tmp_path, capsys):
         cells = pd.read_csv(out, skiprows=1, keep_default_na=False).name.tolist()
         assert all(c.startswith("'") for c in cells), cells                    # no cell a spreadsheet would run
         assert read_table(out).name.tolist() == evil
+
+def test_a_file_name_cannot_forge_a_summary_line(tmp_path, capsys):
+    """A file named with a newline and a fake count, and one with a terminal escape: `near check` prints each on
+    one line, escaped, and the last line is the real count."""
+    from near_nb.cli import main
+    d = tmp_path/'imgs'
+    d.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(d/'good.png')
+    (d/'bad.jpg\n9 images: 9 usable, 0 unusable; 0 other files ignored').write_bytes(b'')
+    (d/'\x1b[2Kevil.jpg').write_bytes(b'')
+    assert main(['check', str(d), '-q']) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith('2 images: 1 usable, 1 unusable') and len(out) == 3, out
+    assert any('bad.jpg\\n9 images' in l for l in out) and any('\\x1b[2Kevil.jpg' in l for l in out), out
+    assert not any('\x1b' in l for l in out)
