@@ -33,9 +33,9 @@ __all__ = ['LAYOUTS', 'RUN_FILES', 'STEP_FILES', 'PRED_COLUMNS', 'cannot_write',
            'match_labels', 'fit_summary', 'refined_table', 'predict_table', 'merge_cascade', 'demo_folder',
            'loo_1nn_accuracy', 'run_table', 'npz_rows', 'cached_rows', 'run_positions', 'map_rank', 'run_view',
            'run_title', 'write_run_map', 'demo_answers', 'demo_names', 'demo_report', 'demo_outputs', 'step_bar',
-           'run_demo', 'run_state', 'finish_step', 'step_done', 'sample_mask', 'job_folder', 'job_labels',
-           'save_embeddings', 'job_embeddings', 'fit_answers', 'job_fit', 'job_predictions', 'job_map', 'job_report',
-           'run_job']
+           'demo_fit', 'demo_summary', 'run_demo', 'run_state', 'finish_step', 'step_done', 'sample_mask', 'job_folder',
+           'job_labels', 'save_embeddings', 'job_embeddings', 'fit_answers', 'job_fit', 'job_predictions', 'job_map',
+           'job_report', 'run_job']
 
 # %% ../nbs/08b_pipeline.ipynb #bac2ae73
 def cannot_write(p:Path, # an existing file, or a folder
@@ -342,8 +342,10 @@ def run_table(table, # a labels table, refined_labels.csv or predictions.csv: a 
     mllm = first if first is not None else _column(df, ('mllm',))
     name = _column(df, ('name', 'near')) if {'name', 'near'} & set(df.columns) else mllm
     out = pd.DataFrame({'path': df['path'].astype(str), 'sha256': _column(df, ('sha256',)),
-                        'name': name, 'mllm': mllm, 'answer': _column(df, ('answer', 'response', 'mllm_answer')),
-                        'confidence': pd.to_numeric(_column(df, ('confidence', 'score'), np.nan), errors='coerce')})
+                        'name': name, 'mllm': mllm,
+                        'answer': _column(df, ('answer', 'response', 'mllm_answer')),
+                        'confidence': pd.to_numeric(_column(df, ('confidence', 'score'), np.nan),
+                                                    errors='coerce')})
     text = ['sha256', 'name', 'mllm', 'answer']
     out[text] = out[text].fillna('').astype(str)
     return out.drop_duplicates('path').reset_index(drop=True)
@@ -375,7 +377,7 @@ def npz_rows(path:str|Path, # a `near embed` .npz
 def cached_rows(rows:pd.DataFrame, # `run_table`'s rows (their sha256)
                 cache=None, # an `EmbeddingCache` or its path; None: the default cache
                ) -> tuple:
-    "((n, d) vectors of the rows, NaN where missing; the model id): the cache's model that holds most of them."
+    "((n, d) vectors of the rows, NaN where missing; the model id): the cache's model holding most of them."
     c = cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(cache)
     hs, held = sorted(set(rows.sha256) - {''}), {}
     for k in range(0, len(hs), 900):
@@ -429,7 +431,8 @@ def run_view(rows:pd.DataFrame, # `run_table`'s rows
     "The explorer's view of a run's table: its names (coloured), MLLM names, answers, confidence, thumbnails."
     conf = rows.confidence.to_numpy(np.float32)
     return LabelView([h or p for h, p in zip(rows.sha256, rows.path)], rows.mllm.tolist(),
-                     answers=rows.answer.tolist(), paths=rows.path.tolist(), emb=emb, refined=rows.name.tolist(),
+                     answers=rows.answer.tolist(), paths=rows.path.tolist(), emb=emb,
+                     refined=rows.name.tolist(),
                      confidence=None if np.isnan(conf).all() else conf)
 
 def run_title(head:str, # what the map is of
@@ -443,7 +446,8 @@ def run_title(head:str, # what the map is of
     left = f'; {missing} images without an embedding left off' if missing else ''
     names = len(set(view.refined) - {''})
     return (f'{head}: {len(view)} images, {names} names{left}<br><sub>layout: {LAYOUTS.get(how, how)} of the '
-            f'image embeddings ({made_by}): near points look alike to the model. Colours: the 20 largest names '
+            f'image embeddings ({made_by}): near points look alike to the model. '
+            f'Colours: the 20 largest names '
             f'(ties: {why}), the rest grey</sub>')
 
 # %% ../nbs/08b_pipeline.ipynb #04367884
@@ -466,7 +470,8 @@ def write_run_map(table, # a labels table, refined_labels.csv or predictions.csv
     rank, why = map_rank(rows, xy)
     head = title or ('near map' if beside is None else Path(table).name)
     colours = name_colours(view.refined, top=20, rank=rank)  # the names shown, not the MLLM's too
-    page = map_html(view, xy, 'refined', run_title(head, view, how, made_by, why, int((~ok).sum())), colours=colours)
+    page = map_html(view, xy, 'refined', run_title(head, view, how, made_by, why, int((~ok).sum())),
+                    colours=colours)
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f'.{out.name}.partial')
@@ -542,7 +547,49 @@ def step_bar(total:int, # the number of steps
         else: bar.set_postfix_str(what)
     return step
 
-# %% ../nbs/08b_pipeline.ipynb #07c19c29
+# %% ../nbs/08b_pipeline.ipynb #a7c1d0f1
+def demo_fit(s:Sample, # the shipped sample
+             rows:pd.DataFrame, # its store's rows by path (`demo_answers`)
+             ok:np.ndarray, # (n,) bool: the usable images
+             X:np.ndarray, # (m, d) their embeddings
+             *,
+             bb:Backbone, # the backbone of `X`
+             cfg:NearConfig|None, # NeaR's options (None: defaults)
+             step, # `step_bar`'s callback
+            ) -> tuple:
+    "(vocabulary, `NearResult`, classifier, recorded names, sentence encoder): vocabulary, then NeaR."
+    step('vocabulary')
+    enc = sentence_encoder()
+    names, texts = demo_names(s, rows, ok)
+    voc, own = answers_vocabulary(s.labels.image_id[ok].tolist(), names, texts, enc, emb=X)
+    step('NeaR')
+    clf, res = fit_near_head(X, own, voc.names, cfg or NearConfig(), backbone=bb,
+                             contrasts=answer_contrasts(voc, texts))
+    return voc, res, clf, names, enc
+
+# %% ../nbs/08b_pipeline.ipynb #ec658530
+def demo_summary(s:Sample, # the shipped sample
+                 run, # the label run (`demo_answers`)
+                 e:Embeddings, # the sample's embeddings
+                 *,
+                 raw:list, # the raw MLLM first names of the usable images
+                 voc, # the vocabulary
+                 res, # the `NearResult`
+                 enc, # the sentence encoder
+                 rep:Report, # the evaluation
+                ) -> dict:
+    "report.json's figures: the data, the embeddings, the names, the evaluation table."
+    ok = e.valid
+    return {'dataset': s.images.root.name, 'images': len(s.images), 'classes': len(s.classnames),
+            'unusable_images': len(s.images.check(progress=False)), 'labeled': run.done + run.skipped,
+            'embedding': e.summary(), 'model': e.model_id,
+            'embeddings_source': 'precomputed OpenAI CLIP ViT-B/16 (RAR), served from the cache',
+            'loo_1nn_accuracy': round(loo_1nn_accuracy(e.emb[ok], np.array(s.images.gt_class)[ok]), 1),
+            'mllm': s.labels.mllm.iloc[0], 'mllm_distinct_top1_names': len(set(raw)), 'vocabulary': len(voc),
+            'neighbour_weight': round(res.neighbour_weight, 3), 'sentence_model': enc.model_name,
+            'table': rep.frame.round(2).to_dict('index')}
+
+# %% ../nbs/08b_pipeline.ipynb #c14bc948
 def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home()/demo
              progress:bool=True, # a progress bar
              cfg:NearConfig|None=None, # NeaR's options (default: `NearConfig()`)
@@ -558,13 +605,7 @@ def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home
     bb = Backbone(s.model_name, s.pretrained)  # the sample's embeddings are in the cache: no weights needed
     e = bb.embed_images(s.images, progress=False)
     ok, X = e.valid, e.emb[e.valid]
-    step('vocabulary')
-    enc = sentence_encoder()
-    names, texts = demo_names(s, rows, ok)
-    voc, own = answers_vocabulary(s.labels.image_id[ok].tolist(), names, texts, enc, emb=X)
-    step('NeaR')
-    clf, res = fit_near_head(X, own, voc.names, cfg or NearConfig(), backbone=bb,
-                             contrasts=answer_contrasts(voc, texts))
+    voc, res, clf, names, enc = demo_fit(s, rows, ok, X, bb=bb, cfg=cfg, step=step)
     clf.save_pretrained(out/'classifier')
     step('evaluation')
     gt, refined = np.array(s.images.gt_class)[ok], [voc.names[j] for j in res.refined]
@@ -573,14 +614,8 @@ def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home
     step('map')
     demo_outputs(out, [str(f) for f, v in zip(s.images.files, ok) if v], raw, refined, clean=res.clean, emb=X)
     step(None)
-    r = {'dataset': s.images.root.name, 'images': len(s.images), 'classes': len(s.classnames),
-         'unusable_images': len(s.images.check(progress=False)), 'labeled': run.done + run.skipped,
-         'embedding': e.summary(), 'model': e.model_id,
-         'embeddings_source': 'precomputed OpenAI CLIP ViT-B/16 (RAR), served from the cache',
-         'loo_1nn_accuracy': round(loo_1nn_accuracy(X, gt), 1), 'mllm': s.labels.mllm.iloc[0],
-         'mllm_distinct_top1_names': len(set(raw)), 'vocabulary': len(voc),
-         'neighbour_weight': round(res.neighbour_weight, 3), 'sentence_model': enc.model_name,
-         'table': rep.frame.round(2).to_dict('index'), 'seconds': round(time.time() - t0, 1)}
+    r = demo_summary(s, run, e, raw=raw, voc=voc, res=res, enc=enc, rep=rep)
+    r['seconds'] = round(time.time() - t0, 1)
     (out/'report.json').write_text(json.dumps(r, indent=2))
     return {**r, 'out': str(out), 'report': rep}
 
@@ -651,7 +686,8 @@ def job_labels(iset:ImageSet, # all the images
     "(labels table, `LabelRun`, reused): the sample's answers (each paid once), in labels.csv."
     sub = iset.subset(picked)
     run = label_images(sub, labeler, store, progress=progress)
-    stamp = stable_hash([run.model, run.prompt_hash, sorted(h or '' for h in map(sub.sha256, range(len(sub))))])
+    hashes = sorted(sub.sha256(i) or '' for i in range(len(sub)))
+    stamp = stable_hash([run.model, run.prompt_hash, hashes])
     reused = run.requests == 0 and step_done(out, 'labels', stamp, force)
     if not reused:
         export_labels(sub, LabelStore(store), run.model, run.prompt_hash, out=out/RUN_FILES['labels'])
@@ -666,7 +702,8 @@ def save_embeddings(e:Embeddings, # `Backbone.embed_images`' result
     "A `near embed` .npz: emb, path, sha256, valid, model_id, prep_id."
     tmp = path.with_name(f'.{path.stem}.partial.npz')
     np.savez(tmp, emb=e.emb, path=np.array([display_path(f) for f in files]),
-             sha256=np.array([h or '' for h in e.sha256]), valid=e.valid, model_id=e.model_id, prep_id=e.prep_id)
+             sha256=np.array([h or '' for h in e.sha256]), valid=e.valid, model_id=e.model_id,
+             prep_id=e.prep_id)
     os.replace(tmp, path)
     return path
 
@@ -718,15 +755,17 @@ def job_fit(labels:pd.DataFrame, # the sample's answers (`job_labels`)
            ) -> tuple:
     "(classifier, refined table, reused): NeaR fitted on the sample; classifier/ and refined_labels.csv."
     if step_done(out, 'fit', stamp, force):
-        return NearClassifier.from_pretrained(out/RUN_FILES['classifier']), read_table(out/RUN_FILES['refined']), True
+        clf = NearClassifier.from_pretrained(out/RUN_FILES['classifier'])
+        return clf, read_table(out/RUN_FILES['refined']), True
     idx = np.flatnonzero(picked & e.valid)
     paths, sha = [str(files[i]) for i in idx], [e.sha256[i] or '' for i in idx]
     row = match_labels(labels, paths, sha)
     names = [labels.names[r] if r >= 0 else [] for r in row]
     texts = [labels.response[r] if r >= 0 else '' for r in row]
     clf, res, voc, own = fit_answers(e.emb[idx], paths, names, texts, bb=bb, cfg=cfg)
-    clf.meta.update({**fit_summary(voc, own, res, clf), 'backbone': bb.model_id, 'random_init': bb.random_init,
-                     'provenance': provenance(backbone=bb.model_id)})
+    clf.meta.update(fit_summary(voc, own, res, clf))
+    clf.meta.update(backbone=bb.model_id, random_init=bb.random_init,
+                    provenance=provenance(backbone=bb.model_id))
     clf.save_pretrained(out/RUN_FILES['classifier'])
     table = refined_table(paths, sha, voc, own, res=res, answers=texts)
     write_table(table, out/RUN_FILES['refined'])
@@ -767,7 +806,8 @@ def job_map(refined:pd.DataFrame, # the sample's refined labels
            ) -> bool:
     "Whether near_map.html was kept: the map of every image of the run (the sample and the rest)."
     if step_done(out, 'map', stamp, force): return True
-    named = preds.assign(mllm='', confidence=preds.score, answer='named by the classifier (the MLLM was not asked)')
+    named = preds.assign(mllm='', confidence=preds.score,
+                         answer='named by the classifier (the MLLM was not asked)')
     answers = refined['response'] if 'response' in refined.columns else ''
     both = pd.concat([refined.assign(name=refined.near, answer=answers), named], ignore_index=True)
     cols = ['path', 'sha256', 'name', 'mllm', 'confidence', 'answer']
@@ -794,7 +834,8 @@ def job_report(out:Path, # the run folder
          'sample': int(picked.sum()), 'answered': int(sum(bool(n) for n in labels.names)),
          'predicted': int((preds.name.astype(str) != '').sum()) if len(preds) else 0,
          'paid_calls': run.done, 'cost_usd': run.cost, 'failed_calls': len(run.failed),
-         'tokens_all_runs': {'prompt': int(paid.prompt_tokens.sum()), 'completion': int(paid.completion_tokens.sum())},
+         'tokens_all_runs': {'prompt': int(paid.prompt_tokens.sum()),
+                             'completion': int(paid.completion_tokens.sum())},
          'random_init': bool(bb.random_init), 'near_config': dataclasses.asdict(cfg),
          'fit': {k: clf.meta.get(k) for k in ('vocabulary', 'names_active', 'changed', 'top_names')},
          'reused': reused, 'files': {k: str(out/f) for k, f in RUN_FILES.items()}}
@@ -823,10 +864,12 @@ def run_job(images, # a folder, a manifest .csv or an `ImageSet`
     cfg = config if isinstance(config, NearConfig) else fit_config(config)
     picked = sample_mask(len(iset), sample, seed)
     store = Path(store) if store else out/RUN_FILES['store']
-    labels, run, r_lab = job_labels(iset, picked, out, labeler=labeler, store=store, force=force, progress=progress)
+    labels, run, r_lab = job_labels(iset, picked, out, labeler=labeler, store=store, force=force,
+                                    progress=progress)
     e, s_emb, r_emb = job_embeddings(iset, backbone, out, force=force, progress=progress)
     s_fit = stable_hash([sha256_file(out/RUN_FILES['labels']), s_emb, dataclasses.asdict(cfg)])
-    clf, refined, r_fit = job_fit(labels, e, iset.files, picked, out, bb=backbone, cfg=cfg, stamp=s_fit, force=force)
+    clf, refined, r_fit = job_fit(labels, e, iset.files, picked, out, bb=backbone, cfg=cfg, stamp=s_fit,
+                                  force=force)
     s_pred = stable_hash([s_fit, int(seed), int(picked.sum())])
     preds, r_pred = job_predictions(clf, e, iset.files, ~picked, out, stamp=s_pred, force=force)
     r_map = job_map(refined, preds, out, stamp=stable_hash([s_fit, s_pred]), force=force)
