@@ -107,7 +107,8 @@ def test_maps_in_a_browser(own_run, many_names):
             assert counts == sorted(counts, reverse=True)            # largest first
             n_tail = table.near.nunique() - len(coloured)
             assert any(t.startswith(f'{n_tail} other names, grey') for t in got['legend']), got['legend']
-            assert got['title'].startswith(f'car196 discovery set: {N} images, {table.near.nunique()} names') and 't-SNE' in got['title']
+            assert got['title'].startswith(f'car196 discovery set: {N} images, {table.near.nunique()} names')
+            assert 'layout: t-SNE' in got['title'] and 'ties: the more confident first' in got['title']
             assert '% sure' in got['hover'] and 'MLLM: ' in got['hover']   # the confidence and the MLLM's name
             i = table.near.tolist().index(coloured[0][0])
             assert table.response[i][:25].split()[0] in got['hover']     # the start of its answer
