@@ -13,15 +13,16 @@ import numpy as np
 import pandas as pd
 from fastcore.basics import patch
 from scipy.optimize import linear_sum_assignment
+from .data import ImageLoadError, load_thumbnail
 from .edits import EditLog, edit_view
 from .parse import normalize_name
 from .neighbors import knn
 
 # %% auto #0
-__all__ = ['PALETTE', 'TAIL', 'UNNAMED', 'PLOTLY_WIDGET_URL', 'layout_2d', 'head_to_head', 'LabelView', 'label_view', 'thumbnail',
-           'confidence_text', 'card_html', 'grid_html', 'name_key', 'name_colours', 'colour_of', 'tooltip_text',
-           'map_traces', 'map_title', 'map_figure', 'find_images', 'highlight', 'map_png', 'cluster_table', 'confusion',
-           'confused_pairs', 'confusion_figure', 'Explorer', 'map_html', 'page_frame']
+__all__ = ['PALETTE', 'TAIL', 'UNNAMED', 'layout_2d', 'head_to_head', 'LabelView', 'label_view', 'thumbnail', 'confidence_text',
+           'card_html', 'grid_html', 'name_key', 'name_colours', 'colour_of', 'tooltip_text', 'map_traces', 'map_title',
+           'map_figure', 'find_images', 'highlight', 'map_png', 'cluster_table', 'confusion', 'confused_pairs',
+           'confusion_figure', 'Explorer', 'plotly_scripts', 'map_html', 'page_frame']
 
 # %% ../nbs/08_explore.ipynb #ffb35972
 def layout_2d(emb:np.ndarray, # (n, d) embeddings
@@ -135,20 +136,16 @@ _GREY = 'data:image/svg+xml;base64,' + base64.b64encode(b'<svg xmlns="http://www
 @lru_cache(maxsize=4096)
 def thumbnail(path:str|None, size:int=96) -> str:
     "A JPEG data URL of the image at `path`, at most `size` px a side (a grey square when it cannot be read)."
-    from PIL import Image  # lazy: only thumbnails need PIL here
     if not path: return _GREY
-    try:
-        with Image.open(path) as im:
-            im = im.convert('RGB')
-            im.thumbnail((size, size))
-            b = io.BytesIO()
-            im.save(b, 'JPEG', quality=80)
-    except Exception: return _GREY
+    try: im = load_thumbnail(path, size)  # `data.load_image`'s checks: size and pixel caps before decoding
+    except (ImageLoadError, OSError): return _GREY
+    b = io.BytesIO()
+    im.save(b, 'JPEG', quality=80)
     return 'data:image/jpeg;base64,' + base64.b64encode(b.getvalue()).decode()
 
 def confidence_text(view:LabelView, i:int) -> str:
     "Image `i`'s confidence as a person reads it: '87% sure against Rose' ('' without a model)."
-    if view.confidence is None: return ''
+    if view.confidence is None or np.isnan(view.confidence[i]): return ''
     ru = view.runner_up[i] if view.runner_up is not None else ''
     return f'{float(view.confidence[i]):.0%} sure' + (f' against {ru}' if ru else '')
 
@@ -188,12 +185,14 @@ def name_key(name:str) -> str:
 def name_colours(*label_lists, # one or more lists of names (e.g. each view's labels)
                  top:int=20, # this many of the largest names get a colour; the rest are grey
                  keep:dict|None=None, # an earlier result: names still among the largest keep their colour
+                 rank:dict|None=None, # {name key: number}: among names of one size, the higher first
                 ) -> dict:
-    "{name key: colour} for the `top` largest names over all the lists."
+    "{name key: colour} for the `top` largest names over all the lists, largest first."
     if top > len(PALETTE):
         raise ValueError(f'top can be at most {len(PALETTE)} (distinct colours), not {top}')
     size = Counter(name_key(n) for labels in label_lists for n in labels if n)
-    largest = sorted(size, key=lambda k: (-size[k], k))[:top]
+    rank = rank or {}
+    largest = sorted(size, key=lambda k: (-size[k], -rank.get(k, 0), k))[:top]
     kept = {k: keep[k] for k in largest if keep and k in keep}
     was = set((keep or {}).values())  # colours of names gone from the top come last: an undo gets them back
     free = iter([c for c in PALETTE if c not in was]
@@ -245,7 +244,8 @@ def map_traces(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
                             marker=dict(size=7, color=colour, line=dict(width=0)))
     n_tail = len({labels[i] for i in tail})
     out = [trace(tail, f'{n_tail} other names, grey ({len(tail)})', TAIL, 10_000)]
-    for r, n in enumerate(sorted(groups, key=lambda n: (-len(groups[n]), n))):
+    pos = {k: r for r, k in enumerate(colours)}  # ties: in the colours' order (`name_colours`' rank)
+    for r, n in enumerate(sorted(groups, key=lambda n: (-len(groups[n]), pos.get(name_key(n), 0), n))):
         out.append(trace(groups[n], f'{escape(n)} ({len(groups[n])})', colour_of(colours, n), r))
     out.append(go.Scattergl(x=[], y=[], mode='markers', name='found', customdata=[],
                             hovertext=[], hoverinfo='text',
@@ -423,15 +423,6 @@ class Explorer:
                                  else (self.base, {}))
         lists = [self.view.labels(b) for b in self.view.stages]
         self.colours = name_colours(*lists, top=self.top, keep=self.colours)
-    def _ipython_display_(self):
-        "The widget; where no widget can run (a static page), a line that says what it is."
-        from IPython.display import display  # lazy: IPython is there only inside a notebook
-        data = self.widget._repr_mimebundle_() or {}
-        data['text/plain'] = repr(self)
-        data['text/html'] = (f'<p><i>{escape(repr(self))}: '
-                             'the interactive explorer needs a running Python kernel; '
-                             '<code>map_html</code> makes a static page of its map.</i></p>')
-        display(data, raw=True)
     def __repr__(self):
         n_edits = len(self.edits) if self.edits is not None else 0
         return f'Explorer({len(self.base)} images, by {self.by!r}, {n_edits} edits)'
@@ -764,20 +755,23 @@ def _fill_confusion(self:Explorer):
     self.pairs.value = '<b>most confused pairs</b>' + pairs.to_html(index=False) if len(pairs) else none
 
 # %% ../nbs/08_explore.ipynb #7c987351
-PLOTLY_WIDGET_URL = ('https://cdn.jsdelivr.net/gh/plotly/plotly.py@v{version}'
-                     '/plotly/package_data/widgetbundle.js') # plotly's widget code, per plotly version
-
 @patch
-def prepare_to_store(self:Explorer,
-                     url:str|None=None, # the figures' front-end code; None: `PLOTLY_WIDGET_URL`
-                    ) -> str:
-    "Put the figures as they are now in the widget state, their code linked from `url`, not inline; the URL."
-    import plotly  # lazy: plotly is slow to import; only a built explorer needs it
-    url = url or PLOTLY_WIDGET_URL.format(version=plotly.__version__)
+def _store_figures(self:Explorer):
+    "Put the figures' traces and layout, as they are now, into their widget state."
     for f in (self.fig, self.conf):
         f._repr_mimebundle_()  # plotly copies the figure's traces and layout into the widget state here
-        f._esm = url
-    return url
+
+@patch
+def _ipython_display_(self:Explorer):
+    "The widget, its figures stored as they are; where no widget can run (a static page), a line."
+    from IPython.display import display  # lazy: IPython is there only inside a notebook
+    self._store_figures()
+    data = self.widget._repr_mimebundle_() or {}
+    data['text/plain'] = repr(self)
+    data['text/html'] = (f'<p><i>{escape(repr(self))}: '
+                         'the interactive explorer needs a running Python kernel; '
+                         '<code>map_html</code> makes a static page of its map.</i></p>')
+    display(data, raw=True)
 
 # %% ../nbs/08_explore.ipynb #67871071
 _PAGE_CSS = """body{font-family:system-ui,sans-serif;margin:8px;color:#222}
@@ -862,22 +856,34 @@ _JS_WIRE = r"""
 
 _PAGE_JS = '(function () {' + _JS_HEAD + _JS_FIND + _JS_GRID + _JS_WIRE + '})();'
 
+# %% ../nbs/08_explore.ipynb #3c984fbb
+def plotly_scripts(urls:tuple, # where plotly.js may be, in order ('cdn': plotly's CDN, this version)
+                  ) -> str:
+    "Script tags that load plotly.js from the first of `urls` that answers (each next one only if none did)."
+    from plotly.offline import get_plotlyjs_version  # lazy: plotly is slow to import
+    src = [f'https://cdn.plot.ly/plotly-{get_plotlyjs_version()}.min.js' if u == 'cdn' else u for u in urls]
+    tags = [f'<script src="{escape(u)}"></script>' for u in src]
+    later = [json.dumps(t).replace('</', '<\\/') for t in tags[1:]]  # no '</script>' inside a script
+    return tags[0] + ''.join(f'<script>window.Plotly || document.write({t})</script>' for t in later)
+
 # %% ../nbs/08_explore.ipynb #e8ba33e8
 def map_html(view:LabelView, xy:np.ndarray, # (n, 2) `layout_2d` coordinates
              by:str|None=None, # colour by 'mllm', 'refined' or 'gt' (default: the latest stage)
              title:str|None=None, *, top:int=20, # names coloured
+             colours:dict|None=None, # `name_colours`; default: the `top` largest names over every stage
              thumb_size:int=96, max_thumbs:int=5000, # thumbnails inlined (past `max_thumbs`: grey)
              max_images:int=200, # images listed per selection
-             plotlyjs='inline', # 'inline' (offline), 'cdn', or a URL (see plotly's `include_plotlyjs`)
+             plotlyjs='inline', # 'inline' (offline), 'cdn', a URL, or a tuple of them (`plotly_scripts`)
             ) -> str:
     "A self-contained HTML page of the explorer's map: find a name, toggle legend names, select images."
     by = by or view.stages[0]
-    colours = name_colours(*(view.labels(b) for b in view.stages), top=top)
+    colours = colours or name_colours(*(view.labels(b) for b in view.stages), top=top)
     labels = view.labels(by)
     fig = map_figure(view, xy, by, colours, top=top, title=title)
-    div = fig.to_html(full_html=False,
-                      include_plotlyjs=True if plotlyjs == 'inline' else plotlyjs, div_id='near-map',
-                      config={'scrollZoom': True, 'displaylogo': False})
+    chain = isinstance(plotlyjs, (tuple, list))
+    div = fig.to_html(full_html=False, div_id='near-map', config={'scrollZoom': True, 'displaylogo': False},
+                      include_plotlyjs=False if chain else True if plotlyjs == 'inline' else plotlyjs)
+    div = (plotly_scripts(plotlyjs) if chain else '') + div
     paths = view.paths or []
     data = dict(ids=view.ids, labels=labels, xy=np.round(xy, 4).tolist(), max_images=max_images, grey=_GREY,
                 thumbs=[thumbnail(p, thumb_size) for p in paths[:max_thumbs]],

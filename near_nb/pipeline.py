@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,22 +16,26 @@ import pandas as pd
 from tqdm.auto import tqdm
 from .cascade import cascade_predict
 from .classifier import NearClassifier
-from .core import NearError, near_home
+from .core import NearError, near_home, provenance, sha256_file, stable_hash
 from .data import ImageSet, Sample, display_path, sample
-from .embed import Backbone, EmbeddingCache
+from .embed import Backbone, EmbeddingCache, Embeddings
 from .evaluate import Report, evaluate
-from .explore import LabelView, layout_2d, map_html
-from .formats import from_fiftyone, from_imagefolder
-from .mllm import LabelStore, ReplayLabeler, label_images
+from .explore import LabelView, layout_2d, map_html, name_colours, name_key
+from .formats import from_fiftyone, from_imagefolder, read_table, write_table
+from .mllm import LabelStore, ReplayLabeler, export_labels, label_images
 from .names import sentence_encoder, answers_vocabulary, answer_contrasts
 from .near import NearConfig, fit_near_head
 from .testbed import knn_vote, raw_name
 
 # %% auto #0
-__all__ = ['cannot_write', 'check_output', 'open_images', 'seed_sample_cache', 'read_labels', 'read_config', 'fit_config',
-           'read_embeddings', 'fit_embeddings', 'match_labels', 'fit_summary', 'refined_table', 'predict_table',
-           'merge_cascade', 'demo_folder', 'loo_1nn_accuracy', 'write_map', 'demo_answers', 'demo_names', 'demo_report',
-           'demo_outputs', 'step_bar', 'run_demo']
+__all__ = ['LAYOUTS', 'RUN_FILES', 'STEP_FILES', 'PRED_COLUMNS', 'cannot_write', 'check_output', 'open_images',
+           'seed_sample_cache', 'read_labels', 'read_config', 'fit_config', 'read_embeddings', 'fit_embeddings',
+           'match_labels', 'fit_summary', 'refined_table', 'predict_table', 'merge_cascade', 'demo_folder',
+           'loo_1nn_accuracy', 'run_table', 'npz_rows', 'cached_rows', 'run_positions', 'map_rank', 'run_view',
+           'run_title', 'write_run_map', 'demo_answers', 'demo_names', 'demo_report', 'demo_outputs', 'step_bar',
+           'demo_fit', 'demo_summary', 'run_demo', 'run_state', 'finish_step', 'step_done', 'sample_mask', 'job_folder',
+           'job_labels', 'save_embeddings', 'job_embeddings', 'fit_answers', 'job_fit', 'job_predictions', 'job_map',
+           'job_report', 'run_job']
 
 # %% ../nbs/08b_pipeline.ipynb #bac2ae73
 def cannot_write(p:Path, # an existing file, or a folder
@@ -238,13 +243,15 @@ def refined_table(paths:list, # the training images
                   own:list, # per image, its own name indices
                   *,
                   res, # the `NearResult`
+                  answers:list|None=None, # per image, the MLLM's answer text (a `response` column)
                  ) -> pd.DataFrame:
     "One row per training image: the MLLM's first name, NeaR's, whether it changed, clean flag, confidence."
     mllm = [voc.names[o[0]] if o else '' for o in own]
     near = [voc.names[j] for j in res.refined]
-    return pd.DataFrame({'path': paths, 'sha256': sha256, 'mllm': mllm, 'near': near,
-                         'changed': [a != b for a, b in zip(mllm, near)], 'clean': res.clean,
-                         'confidence': res.targets.max(1).round(4)})
+    df = pd.DataFrame({'path': paths, 'sha256': sha256, 'mllm': mllm, 'near': near,
+                       'changed': [a != b for a, b in zip(mllm, near)], 'clean': res.clean,
+                       'confidence': res.targets.max(1).round(4)})
+    return df if answers is None else df.assign(response=list(answers))
 
 # %% ../nbs/08b_pipeline.ipynb #2700a916
 def predict_table(clf:NearClassifier, # a trained classifier
@@ -314,27 +321,163 @@ def loo_1nn_accuracy(emb:np.ndarray, # (n, d) L2-normalised embeddings
     np.fill_diagonal(sim, -np.inf)
     return float((np.asarray(labels)[sim.argmax(1)] == np.asarray(labels)).mean() * 100)
 
-# %% ../nbs/08b_pipeline.ipynb #9f4ddf84
-def write_map(emb:np.ndarray, # (n, d) embeddings of the images
-              labels:list, # their refined names (the colours)
-              hover:list, # a line per image, where no refined_labels.csv lies beside `path`
-              path:Path, # the HTML file to write
-              *,
-              title:str='', # the page's title
-              paths:list|None=None, # thumbnail images; default: refined_labels.csv's `path` column
-             ) -> Path:
-    "The explorer's map (`explore.map_html`: layout, colours, legend, search, thumbnails) as an HTML page."
-    beside = Path(path).parent/'refined_labels.csv'  # what `run_demo` writes just before the map
-    table = pd.read_csv(beside) if paths is None and beside.exists() else None
-    ok = table is not None and len(table) == len(labels)
-    paths = list(table['path']) if ok else paths
-    mllm = [m if isinstance(m, str) else '' for m in table['mllm']] if ok else list(labels)
-    ids = [Path(p).name for p in paths] if paths is not None else [str(i) for i in range(len(labels))]
-    view = LabelView(ids, mllm, answers=None if ok else list(hover), paths=paths,
-                     emb=emb, refined=list(labels))
-    xy, how = layout_2d(emb)
-    Path(path).write_text(map_html(view, xy, 'refined', title=f'{title} (layout: {how})'), encoding='utf-8')
-    return path
+# %% ../nbs/08b_pipeline.ipynb #02ade8b2
+def _column(df:pd.DataFrame, # a table
+            names:tuple, # the columns to look for, in order
+            default='', # every row's value where none is there
+           ) -> pd.Series:
+    "The first of the columns `names` that `df` has, else `default` on every row."
+    c = next((c for c in names if c in df.columns), None)
+    return df[c] if c is not None else pd.Series([default] * len(df), index=df.index, dtype=object)
+
+def run_table(table, # a labels table, refined_labels.csv or predictions.csv: a path or a DataFrame
+             ) -> pd.DataFrame:
+    "One row per image, as the map reads any run's table: path, sha256, name, mllm, confidence, answer."
+    df = table.copy() if isinstance(table, pd.DataFrame) else read_table(table)
+    if 'path' not in df.columns:
+        raise NearError(f'{"the table" if isinstance(table, pd.DataFrame) else table} has no path column '
+                        f'(columns: {", ".join(map(str, df.columns))})')
+    if 'sample' in df.columns: df = df.sort_values('sample', kind='stable')
+    first = df['names'].map(lambda v: (_names(v) or [''])[0]) if 'names' in df.columns else None
+    mllm = first if first is not None else _column(df, ('mllm',))
+    name = _column(df, ('name', 'near')) if {'name', 'near'} & set(df.columns) else mllm
+    out = pd.DataFrame({'path': df['path'].astype(str), 'sha256': _column(df, ('sha256',)),
+                        'name': name, 'mllm': mllm,
+                        'answer': _column(df, ('answer', 'response', 'mllm_answer')),
+                        'confidence': pd.to_numeric(_column(df, ('confidence', 'score'), np.nan),
+                                                    errors='coerce')})
+    text = ['sha256', 'name', 'mllm', 'answer']
+    out[text] = out[text].fillna('').astype(str)
+    return out.drop_duplicates('path').reset_index(drop=True)
+
+# %% ../nbs/08b_pipeline.ipynb #b576847e
+def _stack(vecs:list) -> np.ndarray:
+    "(n, d) float32 rows of `vecs`; NaN rows where a vector is None."
+    d = next((len(v) for v in vecs if v is not None), 0)
+    out = np.full((len(vecs), d), np.nan, np.float32)
+    for i, v in enumerate(vecs):
+        if v is not None: out[i] = v
+    return out
+
+def npz_rows(path:str|Path, # a `near embed` .npz
+             rows:pd.DataFrame, # `run_table`'s rows
+            ) -> tuple:
+    "((n, d) vectors of the rows, NaN where the file has none; the model id the file records)."
+    z = np.load(path, allow_pickle=False)
+    if 'emb' not in z or 'path' not in z:
+        raise NearError(f'{path} is not a `near embed` .npz (no emb/path arrays)')
+    ok = z['valid'] if 'valid' in z else ~np.isnan(z['emb']).any(1)
+    sha = [str(h) for h in z['sha256']] if 'sha256' in z else [''] * len(ok)
+    at = {h: i for i, h in enumerate(sha) if h and ok[i]}
+    at.update({str(p): i for i, p in enumerate(z['path']) if ok[i]})
+    pick = [at.get(h) if h in at else at.get(p) for h, p in zip(rows.sha256, rows.path)]
+    return _stack([z['emb'][i] if i is not None else None for i in pick]), str(z.get('model_id', 'unknown'))
+
+# %% ../nbs/08b_pipeline.ipynb #a21f422c
+def cached_rows(rows:pd.DataFrame, # `run_table`'s rows (their sha256)
+                cache=None, # an `EmbeddingCache` or its path; None: the default cache
+               ) -> tuple:
+    "((n, d) vectors of the rows, NaN where missing; the model id): the cache's model holding most of them."
+    c = cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(cache)
+    hs, held = sorted(set(rows.sha256) - {''}), {}
+    for k in range(0, len(hs), 900):
+        chunk = hs[k:k + 900]
+        q = (f'SELECT model_id, prep_id, COUNT(*) FROM emb WHERE sha256 IN ({",".join("?" * len(chunk))}) '
+             'GROUP BY model_id, prep_id')
+        for m, p, n in c.con.execute(q, chunk): held[(m, p)] = held.get((m, p), 0) + n
+    if not held:
+        raise NearError('none of the images is in the embedding cache: give their `near embed` .npz')
+    model, prep = max(held, key=held.get)
+    got = c.get(model, prep, hs)
+    return _stack([got.get(h) for h in rows.sha256]), model
+
+# %% ../nbs/08b_pipeline.ipynb #4b8e89c4
+def run_positions(rows:pd.DataFrame, # `run_table`'s rows
+                  embeddings=None, # a `near embed` .npz, an (n, d) array of the rows, or None
+                  beside:Path|None=None, # the table's folder: its embeddings.npz, if any, before the cache
+                 ) -> tuple:
+    "((n, d) vectors of the rows, NaN where an image has none; what made them, in words)."
+    if isinstance(embeddings, np.ndarray): return np.asarray(embeddings, np.float32), 'the embeddings given'
+    npz = Path(embeddings) if embeddings is not None else None
+    if npz is None and beside is not None and (Path(beside)/'embeddings.npz').is_file():
+        npz = Path(beside)/'embeddings.npz'
+    if npz is not None:
+        E, model = npz_rows(npz, rows)
+        return E, f'{model}, {npz.name}'
+    E, model = cached_rows(rows)
+    return E, f'{model}, embedding cache'
+
+# %% ../nbs/08b_pipeline.ipynb #4e57588f
+LAYOUTS = {'umap': 'UMAP', 'tsne': 't-SNE', 'pca': 'PCA'} # `layout_2d`'s methods, as a title names them
+
+def map_rank(rows:pd.DataFrame, # `run_table`'s rows (on the map)
+             xy:np.ndarray, # (n, 2) their map positions
+            ) -> tuple:
+    "({name key: rank, higher first among names of one size}, how ties are broken, in words)."
+    keys = rows.name.map(name_key).to_numpy()
+    conf = rows.confidence.to_numpy(float)
+    by_conf = not np.isnan(conf).all()
+    score = (pd.Series(conf).groupby(keys).mean().fillna(0) if by_conf else
+             -pd.DataFrame(xy).groupby(keys).std(ddof=0).fillna(0).sum(1))
+    first = pd.Series(np.arange(len(keys))).groupby(keys).min()
+    order = sorted(first.index, key=lambda k: (-score[k], first[k]))
+    why = 'the more confident first' if by_conf else 'the tighter on the map first'
+    return {k: -r for r, k in enumerate(order)}, why
+
+# %% ../nbs/08b_pipeline.ipynb #481e6247
+def run_view(rows:pd.DataFrame, # `run_table`'s rows
+             emb:np.ndarray, # (n, d) their embeddings
+            ) -> LabelView:
+    "The explorer's view of a run's table: its names (coloured), MLLM names, answers, confidence, thumbnails."
+    conf = rows.confidence.to_numpy(np.float32)
+    return LabelView([h or p for h, p in zip(rows.sha256, rows.path)], rows.mllm.tolist(),
+                     answers=rows.answer.tolist(), paths=rows.path.tolist(), emb=emb,
+                     refined=rows.name.tolist(),
+                     confidence=None if np.isnan(conf).all() else conf)
+
+def run_title(head:str, # what the map is of
+              view:LabelView, # what it shows
+              how:str, # the layout method (`layout_2d`)
+              made_by:str, # what made the embeddings
+              why:str, # how ties for a colour were broken (`map_rank`)
+              missing:int=0, # images left off: no embedding
+             ) -> str:
+    "The map's title: what it shows, what the layout is, which names have a colour."
+    left = f'; {missing} images without an embedding left off' if missing else ''
+    names = len(set(view.refined) - {''})
+    return (f'{head}: {len(view)} images, {names} names{left}<br><sub>layout: {LAYOUTS.get(how, how)} of the '
+            f'image embeddings ({made_by}): near points look alike to the model. '
+            f'Colours: the 20 largest names '
+            f'(ties: {why}), the rest grey</sub>')
+
+# %% ../nbs/08b_pipeline.ipynb #04367884
+def write_run_map(table, # a labels table, refined_labels.csv or predictions.csv (path or DataFrame)
+                  out_html, # the HTML file to write
+                  *,
+                  embeddings=None, # a `near embed` .npz or an (n, d) array of the rows; None: beside or cache
+                  title:str|None=None, # what the map is of (default: the table's file name)
+                 ) -> Path:
+    "The standalone map of any run (`near map`): one HTML page, offline, thumbnails and plotly.js inlined."
+    rows = run_table(table)
+    beside = None if isinstance(table, pd.DataFrame) else Path(table).parent
+    E, made_by = run_positions(rows, embeddings, beside)
+    if len(E) != len(rows): raise NearError(f'{len(E)} embeddings for {len(rows)} images')
+    ok = ~np.isnan(E).any(1) & (E.shape[1] > 0)
+    if not ok.any(): raise NearError(f'none of the {len(rows)} images has an embedding ({made_by})')
+    rows, E = rows[ok].reset_index(drop=True), E[ok]
+    xy, how = layout_2d(E)
+    view = run_view(rows, E)
+    rank, why = map_rank(rows, xy)
+    head = title or ('near map' if beside is None else Path(table).name)
+    colours = name_colours(view.refined, top=20, rank=rank)  # the names shown, not the MLLM's too
+    page = map_html(view, xy, 'refined', run_title(head, view, how, made_by, why, int((~ok).sum())),
+                    colours=colours)
+    out = Path(out_html)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f'.{out.name}.partial')
+    tmp.write_text(page, encoding='utf-8')
+    os.replace(tmp, out)  # whole or not at all
+    return out
 
 # %% ../nbs/08b_pipeline.ipynb #d2bfc88c
 def demo_answers(s:Sample, # the shipped sample
@@ -382,11 +525,11 @@ def demo_outputs(out:Path, # the demo's folder
                  clean:np.ndarray, # (n,) bool: NeaR's clean/noisy split
                  emb:np.ndarray, # (n, d) embeddings
                 ):
-    "The demo's refined_labels.csv and near_map.html (which reads the table beside it) in `out`."
-    pd.DataFrame({'path': files, 'mllm': raw, 'near': refined,
-                  'clean': clean}).to_csv(out/'refined_labels.csv', index=False)
-    write_map(emb, refined, [f'{r} (MLLM: {m})' for r, m in zip(refined, raw)], out/'near_map.html',
-              title='Shipped sample: CLIP ViT-B/16 embeddings (PCA), coloured by NeaR name')
+    "The demo's refined_labels.csv and near_map.html in `out`."
+    table = pd.DataFrame({'path': files, 'mllm': raw, 'near': refined, 'clean': clean})
+    write_table(table, out/'refined_labels.csv')
+    write_run_map(table, out/'near_map.html', embeddings=emb,
+                  title='Shipped sample, coloured by NeaR name')
 
 # %% ../nbs/08b_pipeline.ipynb #359bb789
 def step_bar(total:int, # the number of steps
@@ -404,7 +547,49 @@ def step_bar(total:int, # the number of steps
         else: bar.set_postfix_str(what)
     return step
 
-# %% ../nbs/08b_pipeline.ipynb #07c19c29
+# %% ../nbs/08b_pipeline.ipynb #a7c1d0f1
+def demo_fit(s:Sample, # the shipped sample
+             rows:pd.DataFrame, # its store's rows by path (`demo_answers`)
+             ok:np.ndarray, # (n,) bool: the usable images
+             X:np.ndarray, # (m, d) their embeddings
+             *,
+             bb:Backbone, # the backbone of `X`
+             cfg:NearConfig|None, # NeaR's options (None: defaults)
+             step, # `step_bar`'s callback
+            ) -> tuple:
+    "(vocabulary, `NearResult`, classifier, recorded names, sentence encoder): vocabulary, then NeaR."
+    step('vocabulary')
+    enc = sentence_encoder()
+    names, texts = demo_names(s, rows, ok)
+    voc, own = answers_vocabulary(s.labels.image_id[ok].tolist(), names, texts, enc, emb=X)
+    step('NeaR')
+    clf, res = fit_near_head(X, own, voc.names, cfg or NearConfig(), backbone=bb,
+                             contrasts=answer_contrasts(voc, texts))
+    return voc, res, clf, names, enc
+
+# %% ../nbs/08b_pipeline.ipynb #ec658530
+def demo_summary(s:Sample, # the shipped sample
+                 run, # the label run (`demo_answers`)
+                 e:Embeddings, # the sample's embeddings
+                 *,
+                 raw:list, # the raw MLLM first names of the usable images
+                 voc, # the vocabulary
+                 res, # the `NearResult`
+                 enc, # the sentence encoder
+                 rep:Report, # the evaluation
+                ) -> dict:
+    "report.json's figures: the data, the embeddings, the names, the evaluation table."
+    ok = e.valid
+    return {'dataset': s.images.root.name, 'images': len(s.images), 'classes': len(s.classnames),
+            'unusable_images': len(s.images.check(progress=False)), 'labeled': run.done + run.skipped,
+            'embedding': e.summary(), 'model': e.model_id,
+            'embeddings_source': 'precomputed OpenAI CLIP ViT-B/16 (RAR), served from the cache',
+            'loo_1nn_accuracy': round(loo_1nn_accuracy(e.emb[ok], np.array(s.images.gt_class)[ok]), 1),
+            'mllm': s.labels.mllm.iloc[0], 'mllm_distinct_top1_names': len(set(raw)), 'vocabulary': len(voc),
+            'neighbour_weight': round(res.neighbour_weight, 3), 'sentence_model': enc.model_name,
+            'table': rep.frame.round(2).to_dict('index')}
+
+# %% ../nbs/08b_pipeline.ipynb #c14bc948
 def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home()/demo
              progress:bool=True, # a progress bar
              cfg:NearConfig|None=None, # NeaR's options (default: `NearConfig()`)
@@ -420,13 +605,7 @@ def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home
     bb = Backbone(s.model_name, s.pretrained)  # the sample's embeddings are in the cache: no weights needed
     e = bb.embed_images(s.images, progress=False)
     ok, X = e.valid, e.emb[e.valid]
-    step('vocabulary')
-    enc = sentence_encoder()
-    names, texts = demo_names(s, rows, ok)
-    voc, own = answers_vocabulary(s.labels.image_id[ok].tolist(), names, texts, enc, emb=X)
-    step('NeaR')
-    clf, res = fit_near_head(X, own, voc.names, cfg or NearConfig(), backbone=bb,
-                             contrasts=answer_contrasts(voc, texts))
+    voc, res, clf, names, enc = demo_fit(s, rows, ok, X, bb=bb, cfg=cfg, step=step)
     clf.save_pretrained(out/'classifier')
     step('evaluation')
     gt, refined = np.array(s.images.gt_class)[ok], [voc.names[j] for j in res.refined]
@@ -435,13 +614,268 @@ def run_demo(out:str|Path|None=None, # folder for the outputs; default near_home
     step('map')
     demo_outputs(out, [str(f) for f, v in zip(s.images.files, ok) if v], raw, refined, clean=res.clean, emb=X)
     step(None)
-    r = {'dataset': s.images.root.name, 'images': len(s.images), 'classes': len(s.classnames),
-         'unusable_images': len(s.images.check(progress=False)), 'labeled': run.done + run.skipped,
-         'embedding': e.summary(), 'model': e.model_id,
-         'embeddings_source': 'precomputed OpenAI CLIP ViT-B/16 (RAR), served from the cache',
-         'loo_1nn_accuracy': round(loo_1nn_accuracy(X, gt), 1), 'mllm': s.labels.mllm.iloc[0],
-         'mllm_distinct_top1_names': len(set(raw)), 'vocabulary': len(voc),
-         'neighbour_weight': round(res.neighbour_weight, 3), 'sentence_model': enc.model_name,
-         'table': rep.frame.round(2).to_dict('index'), 'seconds': round(time.time() - t0, 1)}
+    r = demo_summary(s, run, e, raw=raw, voc=voc, res=res, enc=enc, rep=rep)
+    r['seconds'] = round(time.time() - t0, 1)
     (out/'report.json').write_text(json.dumps(r, indent=2))
     return {**r, 'out': str(out), 'report': rep}
+
+# %% ../nbs/08b_pipeline.ipynb #731ba2f5
+RUN_FILES = {'labels': 'labels.csv', 'store': 'labels.sqlite', 'embeddings': 'embeddings.npz',
+             'classifier': 'classifier', 'refined': 'refined_labels.csv', 'predictions': 'predictions.csv',
+             'map': 'near_map.html', 'report': 'report.json'} # what `run_job` writes, by name
+STEP_FILES = {'labels': ('labels',), 'embeddings': ('embeddings',), 'fit': ('classifier', 'refined'),
+              'predictions': ('predictions',), 'map': ('map',)} # each step's files
+
+def run_state(out:Path, # a run folder
+             ) -> dict:
+    "{step: the stamp of the inputs that made it} for the finished steps of the run in `out`."
+    try: return json.loads((out/'run_state.json').read_text())
+    except (OSError, ValueError): return {}
+
+def finish_step(out:Path, # a run folder
+                step:str, # a key of `STEP_FILES`
+                stamp:str, # what its inputs were (`core.stable_hash`)
+               ):
+    "Record that `step` finished (after its files are written: a kill before this leaves it to redo)."
+    tmp = out/'.run_state.json.partial'
+    tmp.write_text(json.dumps({**run_state(out), step: stamp}, indent=1))
+    os.replace(tmp, out/'run_state.json')
+
+def step_done(out:Path, step:str, stamp:str, # as `finish_step` takes them
+              force:bool=False, # redo it anyway
+             ) -> bool:
+    "Whether `step` finished from the same inputs, its files still there."
+    there = all((out/RUN_FILES[f]).exists() for f in STEP_FILES[step])
+    return not force and there and run_state(out).get(step) == stamp
+
+# %% ../nbs/08b_pipeline.ipynb #c67c02db
+def sample_mask(n_images:int, # images in the run
+                n:int|None=None, # images to label; None: all of them
+                seed:int=0, # the same seed picks the same images
+               ) -> np.ndarray:
+    "(n_images,) bool: the images a seeded random sample of `n` picks."
+    if n is None or n >= n_images: return np.ones(n_images, bool)
+    if n < 1: raise NearError(f'a sample of {n} images labels nothing: give at least 1')
+    picked = np.zeros(n_images, bool)
+    picked[np.random.default_rng(seed).choice(n_images, n, replace=False)] = True
+    return picked
+
+def job_folder(out:str|Path, # the run's folder
+               force:bool=False, # write into a folder that holds other files
+              ) -> Path:
+    "The run's folder, checked: new, empty, or an earlier run's (it resumes there)."
+    out = Path(out).expanduser()
+    if out.is_file(): raise NearError(f'{out} is a file: give a folder for the run')
+    earlier = (out/'run_state.json').exists() or (out/RUN_FILES['store']).exists()
+    if out.is_dir() and any(out.iterdir()) and not earlier and not force:
+        raise NearError(f'{out} holds other files: choose a new folder, or pass --force to write into it')
+    out = check_output(out, force=True, folder=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+# %% ../nbs/08b_pipeline.ipynb #0a124234
+def job_labels(iset:ImageSet, # all the images
+               picked:np.ndarray, # (n,) bool: the sample to label
+               out:Path, # the run folder
+               *,
+               labeler, # the MLLM (`mllm.get_labeler`)
+               store:Path, # the label store
+               force:bool=False, # rewrite labels.csv anyway
+               progress:bool=False, # a progress bar
+              ) -> tuple:
+    "(labels table, `LabelRun`, reused): the sample's answers (each paid once), in labels.csv."
+    sub = iset.subset(picked)
+    run = label_images(sub, labeler, store, progress=progress)
+    hashes = sorted(sub.sha256(i) or '' for i in range(len(sub)))
+    stamp = stable_hash([run.model, run.prompt_hash, hashes])
+    reused = run.requests == 0 and step_done(out, 'labels', stamp, force)
+    if not reused:
+        export_labels(sub, LabelStore(store), run.model, run.prompt_hash, out=out/RUN_FILES['labels'])
+        finish_step(out, 'labels', stamp)
+    return read_labels(out/RUN_FILES['labels']), run, reused
+
+# %% ../nbs/08b_pipeline.ipynb #a356ff9c
+def save_embeddings(e:Embeddings, # `Backbone.embed_images`' result
+                    files:list, # the images, in its order
+                    path:Path, # the .npz to write (whole or not at all)
+                   ) -> Path:
+    "A `near embed` .npz: emb, path, sha256, valid, model_id, prep_id."
+    tmp = path.with_name(f'.{path.stem}.partial.npz')
+    np.savez(tmp, emb=e.emb, path=np.array([display_path(f) for f in files]),
+             sha256=np.array([h or '' for h in e.sha256]), valid=e.valid, model_id=e.model_id,
+             prep_id=e.prep_id)
+    os.replace(tmp, path)
+    return path
+
+def job_embeddings(iset:ImageSet, # all the images
+                   bb:Backbone, # what embeds them
+                   out:Path, # the run folder
+                   *,
+                   force:bool=False, # embed (from the cache) and write anyway
+                   progress:bool=False, # a progress bar
+                  ) -> tuple:
+    "(`Embeddings` of every image, stamp, reused): embeddings.npz when these images made it, else embedded."
+    stamp = stable_hash([bb.model_id, bb.prep_id, [iset.sha256(i) or '' for i in range(len(iset))]])
+    path = out/RUN_FILES['embeddings']
+    if step_done(out, 'embeddings', stamp, force):
+        z = np.load(path)
+        sha = [str(h) or None for h in z['sha256']]
+        return Embeddings(z['emb'], sha, [], len(sha), 0, str(z['model_id']), str(z['prep_id'])), stamp, True
+    e = bb.embed_images(iset, progress=progress)
+    save_embeddings(e, iset.files, path)
+    finish_step(out, 'embeddings', stamp)
+    return e, stamp, False
+
+# %% ../nbs/08b_pipeline.ipynb #ad5a074d
+def fit_answers(X:np.ndarray, # (n, d) embeddings of the training images
+                paths:list, # the training images
+                names:list, # per image, the MLLM's names (empty: no answer)
+                texts:list, # per image, the answer text
+                *,
+                bb:Backbone, # the backbone of `X`
+                cfg:NearConfig, # NeaR's options
+               ) -> tuple:
+    "(classifier, `NearResult`, vocabulary, own names): the answers' vocabulary, then NeaR's head."
+    if not any(names): raise NearError(f'none of the {len(names)} images has an answer yet: run again')
+    voc, own = answers_vocabulary(paths, names, texts, sentence_encoder(), emb=X)
+    clf, res = fit_near_head(X, own, voc.names, cfg, backbone=bb, contrasts=answer_contrasts(voc, texts))
+    return clf, res, voc, own
+
+# %% ../nbs/08b_pipeline.ipynb #3d2a5727
+def job_fit(labels:pd.DataFrame, # the sample's answers (`job_labels`)
+            e:Embeddings, # every image's embedding
+            files:list, # every image
+            picked:np.ndarray, # (n,) bool: the sample
+            out:Path, # the run folder
+            *,
+            bb:Backbone, # the backbone
+            cfg:NearConfig, # NeaR's options
+            stamp:str, # the inputs: answers, embeddings, options
+            force:bool=False, # fit anyway
+           ) -> tuple:
+    "(classifier, refined table, reused): NeaR fitted on the sample; classifier/ and refined_labels.csv."
+    if step_done(out, 'fit', stamp, force):
+        clf = NearClassifier.from_pretrained(out/RUN_FILES['classifier'])
+        return clf, read_table(out/RUN_FILES['refined']), True
+    idx = np.flatnonzero(picked & e.valid)
+    paths, sha = [str(files[i]) for i in idx], [e.sha256[i] or '' for i in idx]
+    row = match_labels(labels, paths, sha)
+    names = [labels.names[r] if r >= 0 else [] for r in row]
+    texts = [labels.response[r] if r >= 0 else '' for r in row]
+    clf, res, voc, own = fit_answers(e.emb[idx], paths, names, texts, bb=bb, cfg=cfg)
+    clf.meta.update(fit_summary(voc, own, res, clf))
+    clf.meta.update(backbone=bb.model_id, random_init=bb.random_init,
+                    provenance=provenance(backbone=bb.model_id))
+    clf.save_pretrained(out/RUN_FILES['classifier'])
+    table = refined_table(paths, sha, voc, own, res=res, answers=texts)
+    write_table(table, out/RUN_FILES['refined'])
+    finish_step(out, 'fit', stamp)
+    return clf, table, False
+
+# %% ../nbs/08b_pipeline.ipynb #7f1311e5
+PRED_COLUMNS = ['path', 'sha256', 'name', 'score', 'margin', 'source', 'top_names', 'top_scores', 'error']
+
+def job_predictions(clf:NearClassifier, # the run's classifier
+                    e:Embeddings, # every image's embedding
+                    files:list, # every image
+                    rest:np.ndarray, # (n,) bool: the images to name
+                    out:Path, # the run folder
+                    *,
+                    stamp:str, # the inputs: classifier, embeddings
+                    force:bool=False, # predict anyway
+                   ) -> tuple:
+    "(predictions table, reused): the classifier's names for the images outside the sample."
+    path = out/RUN_FILES['predictions']
+    if step_done(out, 'predictions', stamp, force): return read_table(path), True
+    idx = np.flatnonzero(rest)
+    iset = ImageSet([files[i] for i in idx])
+    mine = {str(f) for f in iset.files}
+    sub = Embeddings(e.emb[idx], [e.sha256[i] for i in idx], [x for x in e.errors if str(x.path) in mine])
+    df = predict_table(clf, iset, embedded=sub) if len(idx) else pd.DataFrame(columns=PRED_COLUMNS)
+    write_table(df, path)
+    finish_step(out, 'predictions', stamp)
+    return df, False
+
+# %% ../nbs/08b_pipeline.ipynb #aabfd7ce
+def job_map(refined:pd.DataFrame, # the sample's refined labels
+            preds:pd.DataFrame, # the other images' predictions
+            out:Path, # the run folder
+            *,
+            stamp:str, # the inputs: refined labels, predictions
+            force:bool=False, # draw anyway
+           ) -> bool:
+    "Whether near_map.html was kept: the map of every image of the run (the sample and the rest)."
+    if step_done(out, 'map', stamp, force): return True
+    named = preds.assign(mllm='', confidence=preds.score,
+                         answer='named by the classifier (the MLLM was not asked)')
+    answers = refined['response'] if 'response' in refined.columns else ''
+    both = pd.concat([refined.assign(name=refined.near, answer=answers), named], ignore_index=True)
+    cols = ['path', 'sha256', 'name', 'mllm', 'confidence', 'answer']
+    write_run_map(both[cols], out/RUN_FILES['map'], embeddings=out/RUN_FILES['embeddings'],
+                  title=f'{out.name}: the sample under NeaR\'s names, the rest under the classifier\'s')
+    finish_step(out, 'map', stamp)
+    return False
+
+# %% ../nbs/08b_pipeline.ipynb #806936be
+def job_report(out:Path, # the run folder
+               *,
+               run, # this run's `LabelRun`
+               picked:np.ndarray, # (n,) bool: the sample
+               labels:pd.DataFrame, # its answers
+               clf:NearClassifier, # the classifier
+               preds:pd.DataFrame, # the other images' names
+               bb:Backbone, # the backbone
+               cfg:NearConfig, # NeaR's options
+               reused:list, # the steps kept
+              ) -> dict:
+    "report.json's content, written."
+    paid = pd.read_csv(out/RUN_FILES['labels'], usecols=['prompt_tokens', 'completion_tokens'])
+    r = {'provenance': provenance(backbone=bb.model_id, mllm=run.model), 'images': len(picked),
+         'sample': int(picked.sum()), 'answered': int(sum(bool(n) for n in labels.names)),
+         'predicted': int((preds.name.astype(str) != '').sum()) if len(preds) else 0,
+         'paid_calls': run.done, 'cost_usd': run.cost, 'failed_calls': len(run.failed),
+         'tokens_all_runs': {'prompt': int(paid.prompt_tokens.sum()),
+                             'completion': int(paid.completion_tokens.sum())},
+         'random_init': bool(bb.random_init), 'near_config': dataclasses.asdict(cfg),
+         'fit': {k: clf.meta.get(k) for k in ('vocabulary', 'names_active', 'changed', 'top_names')},
+         'reused': reused, 'files': {k: str(out/f) for k, f in RUN_FILES.items()}}
+    if bb.random_init: r['warning'] = 'random backbone weights: the names and scores mean nothing'
+    (out/RUN_FILES['report']).write_text(json.dumps(r, indent=1, default=str))
+    return r
+
+# %% ../nbs/08b_pipeline.ipynb #bb63a918
+def run_job(images, # a folder, a manifest .csv or an `ImageSet`
+            out, # the run's folder (new, empty, or an earlier run's: it resumes)
+            *,
+            labeler, # the MLLM: a labeler object, as `mllm.label_images` takes
+            store=None, # the label store; default: labels.sqlite in `out`
+            sample:int|None=None, # images the MLLM labels (a seeded random sample); None: all
+            backbone:Backbone, # what embeds the images
+            config:NearConfig|str|Path|None, # NeaR's options, or a TOML/JSON file of them; None: defaults
+            seed:int=0, # the sample's seed
+            force:bool=False, # redo every step (answers and embeddings still come from the store and cache)
+            progress:bool|None=None, # progress bars; None: when stderr is a terminal
+           ) -> dict:
+    "`near run`: label a sample, embed, fit NeaR, name the rest, draw the map; resumable. A summary."
+    t0, progress = time.time(), sys.stderr.isatty() if progress is None else progress
+    out = job_folder(out, force)
+    iset = images if isinstance(images, ImageSet) else open_images(images)
+    if not len(iset): raise NearError(f'no images in {images}')
+    cfg = config if isinstance(config, NearConfig) else fit_config(config)
+    picked = sample_mask(len(iset), sample, seed)
+    store = Path(store) if store else out/RUN_FILES['store']
+    labels, run, r_lab = job_labels(iset, picked, out, labeler=labeler, store=store, force=force,
+                                    progress=progress)
+    e, s_emb, r_emb = job_embeddings(iset, backbone, out, force=force, progress=progress)
+    s_fit = stable_hash([sha256_file(out/RUN_FILES['labels']), s_emb, dataclasses.asdict(cfg)])
+    clf, refined, r_fit = job_fit(labels, e, iset.files, picked, out, bb=backbone, cfg=cfg, stamp=s_fit,
+                                  force=force)
+    s_pred = stable_hash([s_fit, int(seed), int(picked.sum())])
+    preds, r_pred = job_predictions(clf, e, iset.files, ~picked, out, stamp=s_pred, force=force)
+    r_map = job_map(refined, preds, out, stamp=stable_hash([s_fit, s_pred]), force=force)
+    reused = [s for s, r in zip(STEP_FILES, (r_lab, r_emb, r_fit, r_pred, r_map)) if r]
+    rep = job_report(out, run=run, picked=picked, labels=labels, clf=clf, preds=preds, bb=backbone, cfg=cfg,
+                     reused=reused)
+    return {'out': str(out), 'images': len(iset), 'sample': int(picked.sum()), 'paid_calls': run.done,
+            'cost_usd': run.cost, 'failed_calls': len(run.failed), 'reused': reused, 'files': rep['files'],
+            'random_init': rep['random_init'], 'seconds': round(time.time() - t0, 1)}

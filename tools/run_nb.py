@@ -13,18 +13,25 @@ from nbdev.clean import clean_nb
 
 SKIP = 'skip-execution'  # the cell tag nbclient leaves unrun
 STUB_ESM = ('export default { render({ el }) { el.textContent = '
-            "'(an interactive plot: run the notebook to use it; the static picture is above or below)'; } };")
+            "'(an interactive widget: run the notebook to use it)'; } };")
+# plotly's FigureWidget code, the same file as the installed plotly's, linked the way include_plotlyjs='cdn' links
+# plotly.js: nbviewer and JupyterLab draw a stored figure from its state
+PLOTLY_WIDGET_URL = 'https://cdn.jsdelivr.net/gh/plotly/plotly.py@v{version}/plotly/package_data/widgetbundle.js'
 
 def _is_eval_false(cell) -> bool:
     "nbdev's `#| eval: false` (a cell that needs a key, a GPU or a server): stored unrun, as nbdev_test skips it."
     return cell.cell_type == 'code' and any(l.replace(' ', '') == '#|eval:false' for l in cell.source.splitlines())
 
 def _slim_widgets(nb):
-    "Replace each anywidget's bundled JavaScript (plotly's FigureWidget carries ~5 MB of it) with a short stub."
+    """The one place stored widgets are slimmed: each anywidget's bundled JavaScript (plotly's FigureWidget carries
+    ~5 MB of it) is replaced by a link to the same file (plotly's), or else by a stub that says to run the notebook."""
+    import plotly  # the installed version's widget code is the code the state was made for
     state = nb.metadata.get('widgets', {}).get('application/vnd.jupyter.widget-state+json', {}).get('state', {})
     for model in state.values():
-        esm = model.get('state', {}).get('_esm')
-        if isinstance(esm, str) and len(esm) > 100_000: model['state']['_esm'] = STUB_ESM
+        s = model.get('state', {})
+        if not (isinstance(s.get('_esm'), str) and len(s['_esm']) > 100_000): continue
+        ours = str(s.get('_anywidget_id', '')).startswith('plotly.')
+        s['_esm'] = PLOTLY_WIDGET_URL.format(version=plotly.__version__) if ours else STUB_ESM
 
 def run(path:Path, execute:bool=True, timeout:int=900):
     nb = nbformat.read(path, as_version=4)
