@@ -522,7 +522,7 @@ def map_arguments(parser:argparse.ArgumentParser):
 COMMANDS = (('demo', 'the pipeline on the shipped sample, offline', demo_arguments,
              'near_nb.commands:cmd_demo'),
             ('check', 'list the images that cannot be used, and why', check_arguments,
-             'near_nb.commands:cmd_check'),
+             'near_nb.check:cmd_check'),
             ('embed', 'embed images with an open_clip model (cached)', embed_arguments,
              'near_nb.commands:cmd_embed'),
             ('label', 'name images with a multimodal LLM, resumably', label_arguments,

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 from . import pipeline
+from .check import printable, show_progress
 from .core import NearError, near_home, provenance
 from .cascade import call_costs, grow_classifier
 from .classifier import NearClassifier, backbone_spec
@@ -31,24 +32,12 @@ from .textbench import bench_text, check_text_model
 from .tune import fit_near_tower
 
 # %% auto #0
-__all__ = ['printable', 'show_progress', 'is_random', 'warn_random', 'backbone_from_args', 'recorded_backbone', 'fit_backbone',
-           'cmd_check', 'cmd_embed', 'ray_out', 'ray_report', 'cmd_embed_ray', 'labeler_from_args', 'label_summary',
-           'label_line', 'print_label_problems', 'cmd_label', 'image_answers', 'fit_classifier', 'cmd_fit',
-           'labels_mllm', 'fit_provenance', 'fit_report', 'cascade_labeler', 'predict_summary', 'predict_line',
-           'cmd_predict', 'cmd_predict_ray', 'cmd_export', 'cmd_demo', 'print_bench', 'print_text', 'print_costs',
-           'testbed_random', 'cmd_bench', 'print_testbed', 'cmd_run', 'run_line', 'cmd_map']
-
-# %% ../nbs/09a_commands.ipynb #cmd0a005
-def printable(text, # a file name, an error, any text to print on one line
-             ) -> str:
-    "`text` on one line: control characters (newline, tab, ESC...) shown as escapes."
-    return ''.join(c if c.isprintable() else c.encode('unicode_escape').decode('ascii') for c in str(text))
-
-# %% ../nbs/09a_commands.ipynb #cmd0a009
-def show_progress(args, # a command's parsed arguments (-q, --json)
-                 ) -> bool:
-    "Draw progress bars: stderr is a terminal, and neither -q nor --json was given."
-    return not (args.quiet or getattr(args, 'json', False) is True) and sys.stderr.isatty()
+__all__ = ['is_random', 'warn_random', 'backbone_from_args', 'recorded_backbone', 'fit_backbone', 'cmd_embed', 'ray_out',
+           'ray_report', 'cmd_embed_ray', 'labeler_from_args', 'label_summary', 'label_line', 'print_label_problems',
+           'cmd_label', 'image_answers', 'fit_classifier', 'cmd_fit', 'labels_mllm', 'fit_provenance', 'fit_report',
+           'cascade_labeler', 'predict_summary', 'predict_line', 'cmd_predict', 'cmd_predict_ray', 'cmd_export',
+           'cmd_demo', 'print_bench', 'print_text', 'print_costs', 'testbed_random', 'cmd_bench', 'print_testbed',
+           'cmd_run', 'run_line', 'cmd_map']
 
 # %% ../nbs/09a_commands.ipynb #cmd0a012
 def is_random(model_id:str, # `Backbone.model_id`: 'NAME/WEIGHTS'
@@ -94,21 +83,6 @@ def fit_backbone(args:argparse.Namespace, # `near fit`'s arguments
     with np.load(args.embeddings, allow_pickle=False) as z:
         model_id = str(z['model_id']) if 'model_id' in z else None
     return recorded_backbone(args, model_id) if model_id else backbone_from_args(args)
-
-# %% ../nbs/09a_commands.ipynb #7328ac26x
-def cmd_check(args) -> int:
-    "`near check`: the unusable images and why; 1 when there are any."
-    iset = open_images(args.images, args.allow_outside)
-    errors = iset.check(progress=show_progress(args))
-    if args.json:
-        print(json.dumps({'images': len(iset), 'usable': len(iset) - len(errors),
-                          'unusable': [printable(e) for e in errors],
-                          'ignored': [printable(e) for e in iset.ignored]}, indent=1))
-        return 1 if errors else 0
-    for e in iset.ignored + errors: print(f'skipped {printable(e)}')
-    print(f'{len(iset)} images: {len(iset) - len(errors)} usable, {len(errors)} unusable; '
-          f'{len(iset.ignored)} other files ignored')
-    return 1 if errors else 0
 
 # %% ../nbs/09a_commands.ipynb #3efb5ffd
 def cmd_embed(args) -> int:
