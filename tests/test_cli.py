@@ -39,17 +39,46 @@ def fitted(tmp_path_factory):
     assert main(['embed', str(SAMPLE/'images'), '--model', str(cfg), '--random-init', '--out', str(d/'emb.npz'), '-q']) == 0
     return d, cfg
 
-def test_version_bare_command_and_help():
-    rc, out, _ = near('--version')
-    assert rc == 0 and out.strip().startswith('near_nb ')
-    rc, out, err = near()
-    assert rc == 0 and out.startswith('usage: near') and 'predict' in out and 'fit' in out and not err
-    rc, out, _ = near('fit', '--help')
-    assert rc == 0 and f'(default: {NearConfig().k})' in out and '(default: ViT-B-16)' in out and 'default: None' not in out
+def test_version_bare_command_and_help(capsys):
     r = subprocess.run([sys.executable, '-m', 'near_nb.cli', '--version'], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and r.stdout.startswith('near_nb ')
-    rc, _, err = near('predict', 'imgs', '--out', 'p.csv')
+    assert r.returncode == 0 and r.stdout.startswith('near_nb ')          # the installed entry point, as a process
+    rc, out, err = run(capsys)
+    assert rc == 0 and out.startswith('usage: near') and 'predict' in out and 'fit' in out and not err
+    for cmd in ('run', 'map'): assert cmd in out
+    rc, out, _ = run(capsys, 'fit', '--help')
+    assert rc == 0 and f'(default: {NearConfig().k})' in out and 'default: ViT-B-16' in out and 'default: None' not in out
+    rc, _, err = run(capsys, 'predict', 'imgs', '--out', 'p.csv')
     assert rc == 2 and 'the following arguments are required: --classifier' in err
+
+def _all_parsers(p):
+    "(prog, parser) for `p` and every sub-command under it."
+    yield p.prog, p
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for sub in a.choices.values(): yield from _all_parsers(sub)
+
+def test_every_option_has_help():
+    "Walk the parser: every option and positional of every command says what it is."
+    missing = [f'{prog} {a.option_strings or a.dest}' for prog, p in _all_parsers(parser()) for a in p._actions
+               if not isinstance(a, argparse._SubParsersAction) and not (a.help or '').strip()]
+    assert missing == [], missing
+    assert len(list(_all_parsers(parser()))) >= 12
+
+def test_one_meaning_per_flag(capsys):
+    "--top-k was 'names asked' in label and 'names kept' in predict: two names now, the old spelling still works, with a line."
+    p = parser()
+    args = p.parse_args(['predict', 'imgs', '--classifier', 'c', '--out', 'p.csv', '--top-k', '3'])
+    assert args.names_kept == 3 and '--top-k is deprecated: use --names-kept' in capsys.readouterr().err
+    args = p.parse_args(['label', 'imgs', '--mllm', 'm', '--store', 's', '--out', 'o.csv', '--top-k', '4'])
+    assert args.names_asked == 4 and '--top-k is deprecated: use --names-asked' in capsys.readouterr().err
+    assert p.parse_args(['label', 'i', '--mllm', 'm', '--store', 's', '--out', 'o.csv']).names_asked is None
+    for prog, sub in _all_parsers(p):                      # --json is a switch that prints the report, everywhere
+        a = sub._option_string_actions.get('--json')
+        if a is not None and prog != 'near bench testbed': assert a.nargs == 0, prog
+        if '--out' in sub._option_string_actions and prog not in ('near embed', 'near bench testbed'):
+            assert '--force' in sub._option_string_actions, prog   # an output is replaced only with --force
+    bench = p.parse_args(['bench', 'testbed', 'd', '--json'])
+    assert bench.json is True and bench.out is None
 
 def test_near_flags_come_from_near_config():
     "Every NearConfig field is a flag of `near fit` (its doc the help, its default the default); bench testbed has them too."
@@ -99,12 +128,14 @@ def test_fit_then_predict_round_trip(fitted, capsys, tmp_path):
     files = sorted((SAMPLE/'images').rglob('*.jpg'))[::40]
     for f in files: (imgs/f.name).write_bytes(f.read_bytes())
     (imgs/'broken.jpg').write_bytes(files[0].read_bytes()[:200])
-    rc, out, err = run(capsys, 'predict', imgs, '--classifier', d/'clf', '--out', tmp_path/'p.csv', '--top-k', '3', '-q')
+    rc, out, err = run(capsys, 'predict', imgs, '--classifier', d/'clf', '--out', tmp_path/'p.csv', '--names-kept', '3', '-q')
     assert rc == 0, err
+    assert 'warning: ' in err and 'random weights' in err        # the fixture's classifier has random weights
     assert f'named {len(files)} of {len(files) + 1} images (1 unreadable)' in out
     assert 'unreadable:' in err and 'broken.jpg' in err
     p = read_table(tmp_path/'p.csv')
     assert list(p.columns[:6]) == ['path', 'sha256', 'name', 'score', 'margin', 'source'] and (p.source == 'classifier').all()
+    assert p.random_weights.all()                                # the file itself says so
     ok = p[p.error == '']
     assert len(ok) == len(files) and ok.top_names.map(len).eq(3).all() and (ok.name == ok.top_names.str[0]).all()
     clf = NearClassifier.from_pretrained(d/'clf')
@@ -115,7 +146,7 @@ def test_fit_then_predict_round_trip(fitted, capsys, tmp_path):
     assert p.loc[p.path.str.endswith('broken.jpg'), 'name'].item() == ''
     rc, out, _ = run(capsys, 'predict', imgs, '--classifier', d/'clf', '--out', tmp_path/'p.parquet', '--json', '-q')
     r = json.loads(out)
-    assert rc == 0 and (r['images'], r['named'], r['unreadable']) == (len(files) + 1, len(files), 1)
+    assert rc == 0 and (r['images'], r['named'], r['unreadable']) == (len(files) + 1, len(files), 1) and r['random_weights']
     assert read_table(tmp_path/'p.parquet').name.tolist() == p.name.tolist()
 
 def test_fit_from_a_label_store_and_an_imagefolder_tree(fitted, capsys, tmp_path):
@@ -163,7 +194,9 @@ def test_output_errors_are_one_line_before_any_work(fitted, capsys, tmp_path):
              (['fit', LABELS, '--out', d/'clf'], 'already exists: pass --force'),
              (['demo', '--out', tmp_path/'taken.csv'], 'is a file: --out wants a folder'),
              (['demo', '--out', tmp_path], 'holds other files'),
-             (['export', d/'clf'/'refined_labels.csv', '--to', 'coco', '--out', tmp_path/'taken.csv'], 'already exists')]
+             (['export', d/'clf'/'refined_labels.csv', '--to', 'coco', '--out', tmp_path/'taken.csv'], 'already exists'),
+             (['label', LABELS, '--mllm', f'replay:{LABELS}', '--store', tmp_path/'s.sqlite', '--out', tmp_path/'taken.csv'],
+              'already exists: pass --force')]
     for args, msg in cases:
         rc, out, err = run(capsys, *args)
         assert rc == 1 and msg in err and len(err.strip().splitlines()) == 1, (args, err)
@@ -183,13 +216,14 @@ def test_input_errors(fitted, capsys, tmp_path):
              (['fit', LABELS, '--out', tmp_path/'c', '--config', tmp_path/'bad.json'], "unknown NeaR option(s) ['kk']"),
              (['fit', LABELS, '--out', tmp_path/'c', '--config', tmp_path/'head.json'],
               "NearConfig.head must be one of 'prototypes', 'trained' (add one with register_head), not 'mean'"),
-             (['fit', LABELS, '--out', tmp_path/'c', '--embeddings', d/'emb.npz'],
+             (['fit', LABELS, '--out', tmp_path/'c', '--embeddings', d/'emb.npz', '--model', 'ViT-B-16', '--pretrained', 'openai'],
               f"holds {Backbone(str(cfg), None, random_init=True).model_id} embeddings, but --model/--pretrained say ViT-B-16/openai"),
              (['fit', tmp_path/'other.csv', '--out', tmp_path/'c', '--embeddings', d/'emb.npz', '--model', cfg, '--random-init'],
               'none of the 306 images has an answer')]
     for args, msg in cases:
         rc, out, err = run(capsys, *args)
-        assert rc == 1 and msg in err and len(err.strip().splitlines()) == 1, (args, err)
+        errors = [l for l in err.strip().splitlines() if ': warning: ' not in l]   # random weights: said apart
+        assert rc == 1 and msg in err and len(errors) == 1, (args, err)
     rc, _, err = run(capsys, *pred[:-1], '-v', '--classifier', '/nowhere/clf')
     assert rc == 1 and 'Traceback' in err and err.strip().endswith('no such classifier folder: /nowhere/clf')
     rc, _, err = run(capsys, 'fit', LABELS, '--out', tmp_path/'c', '--mode', 'bogus')
@@ -205,10 +239,11 @@ def test_missing_weights_name_pretrained_path(capsys, tmp_path):
     assert len(err.strip().splitlines()) == 1
 
 def test_third_party_noise_is_quiet_unless_verbose(tmp_path):
+    "A fresh process (third-party libraries read their switches at import): only near's own warning, unless -v."
     cfg = tiny_clip_config(tmp_path/'tinyquiet.json')
     embed = ['embed', SAMPLE/'images'/'000.Pink_Primrose', '--model', cfg, '--random-init', '-q']
     rc, _, err = near(*embed, '--out', tmp_path/'e.npz', '--cache', tmp_path/'c.sqlite')
-    assert rc == 0 and err.strip() == '', err
+    assert rc == 0 and len(err.strip().splitlines()) == 1 and 'warning: ' in err and 'random weights' in err, err
     rc, _, err = near(*embed, '--out', tmp_path/'e2.npz', '--cache', tmp_path/'c2.sqlite', '-v')
     assert rc == 0 and 'No pretrained weights loaded' in err   # open_clip's own log line, shown with -v
 
@@ -323,3 +358,38 @@ def test_label_with_a_registered_labeler_scheme(capsys, tmp_path, monkeypatch):
     rc, _, err = run(capsys, 'label', SAMPLE/'images', '--mllm', 'nosuch:x', '--store', tmp_path/'s.sqlite',
                      '--out', tmp_path/'l2.csv')
     assert rc == 1 and "unknown labeler scheme 'nosuch'" in err and 'constant:...' in err
+
+def test_fit_reads_the_model_its_embeddings_record(fitted, capsys, tmp_path):
+    "`near fit --embeddings E` takes the backbone E records: no flag needed; a flag that disagrees names both."
+    d, cfg = fitted
+    rc, out, err = run(capsys, 'fit', LABELS, '--embeddings', d/'emb.npz', '--out', tmp_path/'c', '--epochs', '2',
+                       '--similar', '0', '--json', '-q')
+    assert rc == 0, err
+    made_by = Backbone(str(cfg), None, random_init=True).model_id
+    r = json.loads(out)
+    assert r['backbone'] == made_by and r['random_weights'] is True
+    assert 'warning: ' in err and made_by in err and 'random weights' in err   # never silent, whatever -q
+    report = json.loads((tmp_path/'c'/'report.json').read_text())
+    assert report['provenance']['backbone'] == made_by and report['provenance']['mllm']
+    assert {'near_nb', 'commit', 'date', 'python'} <= set(report['provenance'])
+    assert json.loads((tmp_path/'c'/'config.json').read_text())['backbone']['model_id'] == made_by
+    rc, _, err = run(capsys, 'fit', LABELS, '--embeddings', d/'emb.npz', '--out', tmp_path/'c2', '--pretrained', 'openai')
+    assert rc == 1 and f'holds {made_by} embeddings' in err and '/openai' in err
+
+def test_names_with_control_characters_cannot_forge_a_line(capsys, tmp_path):
+    "A file name holding a newline is printed escaped, on one line, in near check's summary."
+    (tmp_path/'imgs').mkdir()
+    Image.new('RGB', (20, 20), 'red').save(tmp_path/'imgs'/'ok.png')
+    (tmp_path/'imgs'/'bad\nskipped forged.png: fine.png').write_bytes(b'\x89PNG not really')
+    rc, out, _ = run(capsys, 'check', tmp_path/'imgs', '-q')
+    assert rc == 1 and '2 images: 1 usable, 1 unusable' in out
+    lines = out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith('skipped ') and 'bad\\nskipped forged.png' in lines[0]
+    rc, out, _ = run(capsys, 'check', tmp_path/'imgs', '--json')
+    assert '\\\\n' in out and json.loads(out)['unusable'][0].count('\n') == 0
+
+def test_embed_says_random_weights(fitted, capsys, tmp_path):
+    d, cfg = fitted
+    rc, out, err = run(capsys, 'embed', SAMPLE/'images'/'000.Pink_Primrose', '--model', cfg, '--random-init',
+                       '--out', tmp_path/'e.npz', '--json', '-q')
+    assert rc == 0 and json.loads(out)['random_weights'] is True and 'random weights' in err
