@@ -174,6 +174,12 @@ def layout(src:Path, only:list|None=None):
     nav = toctree('Tutorials', tutorials) + toctree('Reference', [*PAGES[:-1], 'api/index', PAGES[-1]])
     (src/'index.md').write_text(home + '\n' + nav, encoding='utf-8')
 
+def copy_plotly(html:Path):
+    "One copy of plotly.js in the site's `_static`: the stored map pages of the tutorials link it (offline-safe)."
+    import plotly
+    (html/'_static').mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(plotly.__file__).parent/'package_data'/'plotly.min.js', html/'_static'/'plotly.min.js')
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--out', default=str(ROOT/'_docs'), help='output folder (the site goes to OUT/html)')
@@ -188,6 +194,7 @@ def main(argv=None) -> int:
            '-D', f'nb_execution_cache_path={out/".jupyter_cache"}', str(out/'src'), str(out/'html')]
     env = {**os.environ, 'NEAR_DOCS_ROOT': str(ROOT), 'NEAR_DOCS_EXECUTE': 'cache' if a.execute else 'off'}
     r = subprocess.run(cmd, cwd=ROOT, env=env)
+    if r.returncode == 0: copy_plotly(out/'html')
     if r.returncode == 0: print(f'docs: {out/"html"/"index.html"} ({time.perf_counter() - t0:.0f} s)')
     return r.returncode
 

@@ -51,7 +51,7 @@ FRONT_DOOR = {  # module: the names `import near_nb` gives from it
     'formats': ['read_table', 'write_table', 'register_exporter', 'from_imagefolder', 'to_imagefolder',
                 'to_csv'],
     'testbed': ['load_testbed', 'bench_testbed'],
-    'pipeline': ['run_demo'],
+    'pipeline': ['run_demo', 'run_job', 'write_run_map'],
 }
 
 # %% ../nbs/13_front_door.ipynb #7b751905

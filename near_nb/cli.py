@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -18,14 +19,14 @@ from .core import NearError
 from .config import DECODERS, PRECISIONS, NearConfig, resolve
 
 # %% auto #0
-__all__ = ['NOISY_LOGGERS', 'READERS', 'FLAG_NAMES', 'FLAG_RANGES', 'DEFAULT_MODEL', 'DEFAULT_PRETRAINED', 'BUILT_IN_FORMATS',
-           'COMMANDS', 'BENCHMARKS', 'quiet_third_party', 'error_line', 'HelpFormatter', 'number', 'at_least', 'share',
-           'registered', 'Renamed', 'price_pair', 'Given', 'GivenBool', 'flag_type', 'config_arguments',
-           'config_from_args', 'device_arguments', 'backbone_arguments', 'verbosity_arguments', 'images_argument',
-           'check_arguments', 'embed_arguments', 'ray_arguments', 'labeler_arguments', 'label_arguments',
-           'fit_arguments', 'similar_argument', 'predict_arguments', 'cascade_arguments', 'export_arguments',
-           'demo_arguments', 'bench_arguments', 'support', 'text_bench_arguments', 'run_arguments', 'map_arguments',
-           'add_commands', 'parser', 'main']
+__all__ = ['NOISY_LOGGERS', 'PYTHON_HINT', 'READERS', 'FLAG_NAMES', 'FLAG_RANGES', 'DEFAULT_MODEL', 'DEFAULT_PRETRAINED',
+           'BUILT_IN_FORMATS', 'COMMANDS', 'BENCHMARKS', 'quiet_third_party', 'error_line', 'HelpFormatter', 'number',
+           'at_least', 'share', 'registered', 'Renamed', 'price_pair', 'Given', 'GivenBool', 'flag_type',
+           'config_arguments', 'config_from_args', 'device_arguments', 'backbone_arguments', 'verbosity_arguments',
+           'images_argument', 'check_arguments', 'embed_arguments', 'ray_arguments', 'labeler_arguments',
+           'label_arguments', 'fit_arguments', 'similar_argument', 'predict_arguments', 'cascade_arguments',
+           'export_arguments', 'demo_arguments', 'bench_arguments', 'support', 'text_bench_arguments', 'run_arguments',
+           'map_arguments', 'add_commands', 'parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #e056af7d
 NOISY_LOGGERS = ('huggingface_hub', 'sentence_transformers', 'transformers', 'open_clip', 'datasets',
@@ -57,13 +58,14 @@ def quiet_third_party(verbose:bool=False, # keep everything (and log near_nb's I
     warnings.filterwarnings('ignore')
 
 # %% ../nbs/09_cli.ipynb #71c9f170
+PYTHON_HINT = re.compile(r' \(Python: (?:[^()]|\([^()]*\))*\)')  # '(Python: Backbone(...))' in a message
+
 def error_line(error:BaseException, # what a command raised
               ) -> str:
     "The one line the CLI prints for a runtime failure."
     embed = sys.modules.get('near_nb.embed')  # only a command that loaded it can raise its BackboneLoadError
     if embed is not None and isinstance(error, embed.BackboneLoadError):
-        head = str(error).split(' Download the checkpoint')[0].split(' For tests and timing')[0]
-        return f'{head} Download the checkpoint where there is network, then pass it with --pretrained PATH.'
+        return PYTHON_HINT.sub('', ' '.join(str(error).split()))  # the message says what to fetch; flags, not code
     msg = ' '.join(str(error).split()) or type(error).__name__
     if isinstance(error, (NearError, OSError, ValueError)): return msg
     return f'{type(error).__name__}: {msg} (run with -v for the traceback)'

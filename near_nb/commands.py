@@ -96,7 +96,7 @@ def cmd_embed(args) -> int:
                                               batch_size=args.batch_size, num_workers=args.workers,
                                               progress=show_progress(args), decode=args.decode)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, emb=e.emb, path=np.array([display_path(f) for f in iset.files]),
+    np.savez(out, emb=e.emb, path=np.array([display_path(f, escape=False) for f in iset.files]),
              sha256=np.array([h or '' for h in e.sha256]), valid=e.valid,
              model_id=e.model_id, prep_id=e.prep_id)
     if args.json:

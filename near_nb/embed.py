@@ -17,6 +17,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
+from .config import PRECISIONS, DECODERS  # the choices the light `near` parser offers
 from .core import NearError, near_home, get_device, sha256_bytes, sha256_file, stable_hash, open_sqlite
 from .data import (ImageSet, LoadError, ImageLoadError, load_image, load_thumbnail, read_file,
                           DEFAULT_MAX_PIXELS, display_path, check_regular, check_size)
@@ -24,9 +25,9 @@ from .data import (ImageSet, LoadError, ImageLoadError, load_image, load_thumbna
 log = logging.getLogger('near_nb')
 
 # %% auto #0
-__all__ = ['log', 'CACHE_COLUMNS', 'PRECISIONS', 'MAX_MODEL_CONFIG_BYTES', 'HUB_TIMEOUT', 'DECODERS', 'DEFAULT_TEMPLATES',
-           'EmbeddingCache', 'BackboneLoadError', 'Backbone', 'check_model_config', 'register_config', 'weights_source',
-           'reachable', 'weights_cached', 'weights_help', 'Embeddings', 'input_dtype', 'decode_jpegs', 'tensor_path_ok',
+__all__ = ['log', 'CACHE_COLUMNS', 'MAX_MODEL_CONFIG_BYTES', 'HUB_TIMEOUT', 'DEFAULT_TEMPLATES', 'EmbeddingCache',
+           'BackboneLoadError', 'Backbone', 'check_model_config', 'register_config', 'weights_source', 'reachable',
+           'weights_cached', 'weights_help', 'Embeddings', 'input_dtype', 'decode_jpegs', 'tensor_path_ok',
            'tensor_preprocess', 'top_labels', 'plot_map', 'label_spread', 'prompt_templates']
 
 # %% ../nbs/04_embed.ipynb #2eee745f
@@ -118,8 +119,6 @@ def _oc():
     "The open_clip module, imported on first use."
     import open_clip  # lazy: importing open_clip takes seconds; only building a model needs it
     return open_clip
-
-PRECISIONS = ('fp32', 'fp16', 'bf16')
 
 # %% ../nbs/04_embed.ipynb #af2eed6d
 class Backbone:
@@ -512,7 +511,6 @@ def _as_cache(cache):
     if cache is False: return None
     return cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(cache)
 
-DECODERS = ('auto', 'pil', 'gpu')
 
 @patch
 def decoder(self:Backbone, decode:str='auto', # 'auto', 'pil' or 'gpu'

@@ -701,7 +701,7 @@ def save_embeddings(e:Embeddings, # `Backbone.embed_images`' result
                    ) -> Path:
     "A `near embed` .npz: emb, path, sha256, valid, model_id, prep_id."
     tmp = path.with_name(f'.{path.stem}.partial.npz')
-    np.savez(tmp, emb=e.emb, path=np.array([display_path(f) for f in files]),
+    np.savez(tmp, emb=e.emb, path=np.array([display_path(f, escape=False) for f in files]),
              sha256=np.array([h or '' for h in e.sha256]), valid=e.valid, model_id=e.model_id,
              prep_id=e.prep_id)
     os.replace(tmp, path)
