@@ -568,9 +568,11 @@ def run_line(r:dict, # `pipeline.run_job`'s summary
             ) -> str:
     "`near run`'s summary, for people: what it paid, what it wrote."
     cost = f"${r['cost_usd']:.4f}" if r.get('cost_usd') is not None else 'cost unknown'
-    files = ', '.join(printable(Path(f).name) for f in r.get('files', []))
-    return (f"near run: {r['paid_calls']} MLLM calls paid ({cost}); wrote {printable(out)}/: {files} "
-            f"in {r['seconds']:.1f}s")
+    files = r.get('files') or {}
+    names = ', '.join(printable(Path(f).name) for f in (files.values() if isinstance(files, dict) else files))
+    reused = f"; reused: {', '.join(r['reused'])}" if r.get('reused') else ''
+    return (f"near run: {r['paid_calls']} MLLM calls paid ({cost}); wrote {printable(out)}/: {names} "
+            f"in {r['seconds']:.1f}s{reused}")
 
 # %% ../nbs/09a_commands.ipynb #cmd0a049
 def cmd_map(args) -> int:
