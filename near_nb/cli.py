@@ -20,13 +20,13 @@ from .config import DECODERS, PRECISIONS, NearConfig, resolve
 
 # %% auto #0
 __all__ = ['NOISY_LOGGERS', 'PYTHON_HINT', 'READERS', 'FLAG_NAMES', 'FLAG_RANGES', 'DEFAULT_MODEL', 'DEFAULT_PRETRAINED',
-           'BUILT_IN_FORMATS', 'COMMANDS', 'BENCHMARKS', 'quiet_third_party', 'error_line', 'HelpFormatter', 'number',
-           'at_least', 'share', 'registered', 'Renamed', 'price_pair', 'Given', 'GivenBool', 'flag_type',
-           'config_arguments', 'config_from_args', 'device_arguments', 'backbone_arguments', 'verbosity_arguments',
-           'images_argument', 'check_arguments', 'embed_arguments', 'ray_arguments', 'labeler_arguments',
-           'label_arguments', 'fit_arguments', 'similar_argument', 'predict_arguments', 'cascade_arguments',
-           'export_arguments', 'demo_arguments', 'bench_arguments', 'support', 'text_bench_arguments', 'run_arguments',
-           'map_arguments', 'add_commands', 'parser', 'main']
+           'BUILT_IN_FORMATS', 'COMMANDS', 'BENCHMARKS', 'LIGHT_MODULES', 'quiet_third_party', 'error_line',
+           'HelpFormatter', 'number', 'at_least', 'share', 'registered', 'Renamed', 'price_pair', 'Given', 'GivenBool',
+           'flag_type', 'config_arguments', 'config_from_args', 'device_arguments', 'backbone_arguments',
+           'verbosity_arguments', 'images_argument', 'check_arguments', 'embed_arguments', 'ray_arguments',
+           'labeler_arguments', 'label_arguments', 'fit_arguments', 'similar_argument', 'predict_arguments',
+           'cascade_arguments', 'export_arguments', 'demo_arguments', 'bench_arguments', 'support',
+           'text_bench_arguments', 'run_arguments', 'map_arguments', 'add_commands', 'parser', 'announce', 'main']
 
 # %% ../nbs/09_cli.ipynb #e056af7d
 NOISY_LOGGERS = ('huggingface_hub', 'sentence_transformers', 'transformers', 'open_clip', 'datasets',
@@ -565,6 +565,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/09_cli.ipynb #0809111a
+LIGHT_MODULES = ('near_nb.check',)  # commands whose module loads no torch: they start at once anyway
+
+def announce(args:argparse.Namespace, # parsed arguments of a command
+            ) -> bool:
+    "Say at once that a command is loading its heavy libraries, when a person watches (a terminal, no -q/--json)."
+    module = args.func.partition(':')[0]
+    watching = sys.stderr.isatty() and not args.quiet and not getattr(args, 'json', False)
+    if not watching or module in sys.modules or module in LIGHT_MODULES: return False
+    print(f'near {args.cmd}: loading torch and the models (a few seconds)...', file=sys.stderr, flush=True)
+    return True
+
 def main(argv:list|None=None) -> int:
     "The `near` command: 0 on success, 1 on a runtime failure (one line on stderr), 2 on a usage error."
     p = parser()
@@ -572,6 +583,7 @@ def main(argv:list|None=None) -> int:
     if args.cmd is None:
         p.print_help()
         return 0
+    announce(args)
     quiet_third_party(args.verbose)
     try: return resolve(args.func)(args)  # the command's module, and its libraries, load now
     except KeyboardInterrupt:

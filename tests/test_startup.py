@@ -56,3 +56,26 @@ def test_import_near_nb_and_cli_stay_light():
     code = 'import sys, near_nb, near_nb.cli, near_nb.config; print(sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1:])))'
     r = subprocess.run([sys.executable, '-c', code, *HEAVY], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == '[]', r.stdout + r.stderr
+
+def test_a_heavy_command_says_at_once_that_it_is_loading(tmp_path):
+    "On a terminal, `near embed` prints its first line before torch loads; into a pipe (scripts, -q, --json) it does not."
+    import os, pty, select
+    cmd = [sys.executable, '-m', 'near_nb.cli', 'embed', str(tmp_path), '--random-init', '--out', str(tmp_path/'e.npz')]
+    probe_torch = "import sys; sys.argv = {argv!r}; import near_nb.cli as c; a = c.parser().parse_args(sys.argv[1:]); " \
+                  "c.announce(a); print('TORCH', 'torch' in sys.modules, file=sys.stderr)"
+    main_fd, sub_fd = pty.openpty()
+    p = subprocess.Popen([sys.executable, '-c', probe_torch.format(argv=cmd[2:])], stderr=sub_fd,
+                         stdout=subprocess.DEVNULL)
+    os.close(sub_fd)
+    text = b''
+    while p.poll() is None or select.select([main_fd], [], [], 0.5)[0]:
+        if not select.select([main_fd], [], [], 30)[0]: break
+        try: chunk = os.read(main_fd, 4096)
+        except OSError: break
+        if not chunk: break
+        text += chunk
+    os.close(main_fd)
+    lines = text.decode().splitlines()
+    assert lines[0].startswith('near embed: loading torch') and lines[1] == 'TORCH False', lines
+    r = subprocess.run([sys.executable, '-c', probe_torch.format(argv=cmd[2:])], capture_output=True, text=True)
+    assert r.stderr.splitlines() == ['TORCH False']                # a pipe: nobody watching, nothing said
