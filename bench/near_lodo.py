@@ -42,6 +42,7 @@ GRID += [{'relabel': True, 'min_conf': 0.5, 'support': 0.25, 'answer_merges': Tr
           'answer_weight': 0.25}]  # merges with the answers as the visual check's second witness
 GRID += [{'relabel': True, 'min_conf': 0.5, 'capacity': False, 'support': None, 'proden': False, 'nearest': 0.2,
           'answer_weight': 0.25}]  # purer neighbours: does relabelling still need the capacity rule?
+PURITY_WEIGHT = 0.25  # the answers' share in the purity table's 'both' (the grid's answer weight)
 BENCH_KEYS = ('support', 'answer_merges')  # bench_testbed's keywords; the rest are NearConfig fields
 
 def key(setting:dict) -> str:
@@ -132,8 +133,8 @@ def main():
            'chosen_without': chosen, 'default': default, 'report': report,
            'grid_results': grid,
            'merge_audit': {ds: audit(a.root, ds, enc) for ds in dss},
-           'purity': {ds: neighbour_purity(load_testbed(Path(a.root)/ds), weight=default.get('answer_weight', 0.0))
-                      for ds in dss},
+           'purity': {ds: neighbour_purity(load_testbed(Path(a.root)/ds), weight=PURITY_WEIGHT) for ds in dss},
+           'purity_answer_weight': PURITY_WEIGHT,
            'seconds': round(time.time() - t0)}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1))

@@ -384,8 +384,8 @@ def bench_testbed(folder, # a test-bed directory
             'text_model': getattr(getattr(text, '__self__', None), 'model_id', None),
             'config': asdict(cfg), 'similar': similar, 'support': support, 'alternatives': alternatives,
             'answer_merges': answer_merges, 'transductive': T, 'heldout': H,
-            'neighbours': {'purity': neighbour_purity(tb, weight=cfg.answer_weight), 'k': 2,
-                           'answer_weight': cfg.answer_weight, 'answer_encoder': ANSWER_ENCODER},
+            'neighbours': {'purity': neighbour_purity(tb, weight=cfg.answer_weight or 0.25), 'k': 2,
+                           'answer_weight': cfg.answer_weight or 0.25, 'answer_encoder': ANSWER_ENCODER},
             'cost': _costs(tb, speed, per_call, prices),
             'seconds': round(time.perf_counter() - t0, 1)}
 

@@ -1,4 +1,4 @@
-"""NeaR end to end through `near bench testbed`: the change counts it reports, the views' neighbour purity, and
+"""NeaR end to end through `near bench testbed`: the change counts it reports, the views' neighbour purity,
 answers in other MLLMs' styles. In-process (`cli.main`): what is tested is the command's output, not a process."""
 import json
 from pathlib import Path
@@ -43,7 +43,8 @@ def test_bench_reports_what_near_changed(tmp_path, near):
     assert [per[b]['mllm_calls'] for b in ('0.0', '0.3', '1.0')] == [0, 300, 1000]
     assert per['0.3']['prompt_tokens'] is None and 'not measured' in j['cost']['per_call']   # no run, no tokens
     nb = j['neighbours']                                      # issue 27: the 2-NN purity of each view
-    assert set(nb['purity']) == {'image', 'answer', 'both'} and nb['answer_weight'] == j['config']['answer_weight']
+    assert set(nb['purity']) == {'image', 'answer', 'both'}
+    assert nb['answer_weight'] == (j['config']['answer_weight'] or 0.25)   # the view off: 'both' at 0.25
     assert nb['purity']['image'] == 62.6 and nb['purity']['both'] > nb['purity']['answer'] > nb['purity']['image']
 
 def test_bench_prices_the_budgets_from_a_real_run(tmp_path, near):
