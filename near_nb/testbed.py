@@ -385,7 +385,7 @@ def bench_testbed(folder, # a test-bed directory
             'config': asdict(cfg), 'similar': similar, 'support': support, 'alternatives': alternatives,
             'answer_merges': answer_merges, 'transductive': T, 'heldout': H,
             'neighbours': {'purity': neighbour_purity(tb, weight=cfg.answer_weight or 0.25), 'k': 2,
-                           'answer_weight': cfg.answer_weight or 0.25, 'answer_encoder': ANSWER_ENCODER},
+                           'both_weight': cfg.answer_weight or 0.25, 'answer_encoder': ANSWER_ENCODER},
             'cost': _costs(tb, speed, per_call, prices),
             'seconds': round(time.perf_counter() - t0, 1)}
 

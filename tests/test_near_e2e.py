@@ -44,7 +44,7 @@ def test_bench_reports_what_near_changed(tmp_path, near):
     assert per['0.3']['prompt_tokens'] is None and 'not measured' in j['cost']['per_call']   # no run, no tokens
     nb = j['neighbours']                                      # issue 27: the 2-NN purity of each view
     assert set(nb['purity']) == {'image', 'answer', 'both'}
-    assert nb['answer_weight'] == (j['config']['answer_weight'] or 0.25)   # the view off: 'both' at 0.25
+    assert nb['both_weight'] == (j['config']['answer_weight'] or 0.25)   # the view off: 'both' at 0.25
     assert nb['purity']['image'] == 62.6 and nb['purity']['both'] > nb['purity']['answer'] > nb['purity']['image']
 
 def test_bench_prices_the_budgets_from_a_real_run(tmp_path, near):
