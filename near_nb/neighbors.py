@@ -14,7 +14,7 @@ from .data import show_images
 # %% auto #0
 __all__ = ['ANSWER_ENCODER', 'knn', 'plot_neighbors', 'ivf_recall', 'candidate_sets', 'candidate_rows', 'candidate_html',
            'candidate_widget', 'answer_embeddings', 'view_spread', 'two_view', 'knn_purity', 'answer_line',
-           'plot_views']
+           'answer_words', 'plot_views']
 
 # %% ../nbs/05_neighbors.ipynb #0b72c866
 def knn(emb:np.ndarray, # (n, d) L2-normalised embeddings
@@ -221,6 +221,15 @@ def answer_line(text:str, # an MLLM answer
     "The answer's first words, markdown marks dropped, cut to `width` characters."
     return ' '.join(re.sub(r'[#*_`>|\[\]]', ' ', str(text or '')).split())[:width]
 
+def answer_words(texts:list, # the MLLM answers
+                 n:int=3, # words per answer
+                ) -> list:
+    "Per answer, its `n` words of highest TF-IDF weight among `texts`: what the answer view reads in it."
+    from sklearn.feature_extraction.text import TfidfVectorizer  # lazy: scikit-learn loads on first use
+    v = TfidfVectorizer(sublinear_tf=True, stop_words='english', token_pattern=r'(?u)\b[a-zA-Z]{3,}\b')
+    A, vocab = v.fit_transform([str(t or '') for t in texts]), v.get_feature_names_out()
+    return [' '.join(vocab[j] for j in row.indices[np.argsort(-row.data)][:n]) for row in A]
+
 # %% ../nbs/05_neighbors.ipynb #7da28c5e
 def plot_views(files:list, # the image of each row of the embeddings
                labels:list, # a label per image (e.g. the MLLM's first name)
@@ -230,10 +239,11 @@ def plot_views(files:list, # the image of each row of the embeddings
                k:int=4, # neighbours per view
                size:int=110, # thumbnail side, in pixels
               ):
-    "An image and its `k` nearest neighbours in each view, a row per view, with names and answer lines."
+    "An image and its `k` nearest neighbours in each view, a row per view, with names and answers' top words."
+    words = answer_words(texts)
     shown, titles = [], []
     for view, idx in views.items():
         shown += [files[image]] + [files[j] for j in idx[image, :k]]
-        titles += [f'{view}: image {image}\n{labels[image]}\n{answer_line(texts[image], 26)}']
-        titles += [f'#{r + 1} {labels[j]}\n{answer_line(texts[j], 26)}' for r, j in enumerate(idx[image, :k])]
+        titles += [f'{view}: image {image}\n{labels[image]}\n{words[image]}']
+        titles += [f'#{r + 1} {labels[j]}\n{words[j]}' for r, j in enumerate(idx[image, :k])]
     return show_images(shown, titles, ncols=k + 1, size=size, width=26)
