@@ -3,13 +3,14 @@
     python bench/near_ablation.py [TESTBED_ROOT] [--seeds 1] [--out bench/results/near_ablation.json]
 
 A variant named '+ ...' switches on an option that is off by default (contrasts, neighbours' names in the
-candidate sets, PRODEN, the GMM split); the others switch a default part off. Writes one row per (dataset,
+candidate sets, PRODEN, the GMM split, the answers as the merges' second witness or in the kNN graph); the others
+switch a default part off ('no answer view': the images alone, as before issue 27). Writes one row per (dataset,
 variant): transductive and held-out cACC/sACC (means over seeds) and the labels
 NeaR changed against the raw MLLM top-1 names (fixed / broken). The defaults are the ones `bench/near_lodo.py`
 chose by leave-one-dataset-out. Embeddings are the test bed's precomputed OpenAI CLIP ViT-B/16 vectors;
 answers are Qwen2.5-VL-72B's."""
 import argparse, json, sys, time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from near_nb.testbed import bench_testbed
 from near_nb.names import sentence_encoder
@@ -29,6 +30,11 @@ VARIANTS = {  # name -> (config changes, bench_testbed keyword changes); '+': an
     "+ GMM split, consensus refinement (with neighbours' names)": ({**NEIGHBOURS, 'gmm': True}, {}),
     "+ GMM split, relaxed refinement (with neighbours' names)":
         ({**NEIGHBOURS, 'gmm': True, 'refine': 'relax'}, {}),
+    'no answer view (answer_weight=0: neighbours from the images alone)': ({'answer_weight': 0.0}, {}),
+    "+ neighbours' names in candidate sets, neighbours in both views (answer_knn)":
+        ({**NEIGHBOURS, 'answer_knn': True}, {}),
+    '+ sentence merges need visual support, answers as its second witness': ({}, {'support': 0.25,
+                                                                               'answer_merges': True}),
     'trained head (not class means)': ({'head': 'trained'}, {}),
     'class means only (no nearest image, nearest=0)': ({'nearest': 0.0}, {}),
 }
@@ -47,6 +53,7 @@ def main():
             t, h = r['transductive'], r['heldout']
             row = {'dataset': ds, 'variant': name,
                    **{f'{p}_near_{k}': r[p]['near'][k] for p in ('transductive', 'heldout') for k in ('cacc', 'sacc')},
+                   'heldout_near_acc_mapped': h['near']['acc_mapped'], 'heldout_ce_raw_acc_mapped': h['ce_raw']['acc_mapped'],
                    'transductive_changes': t['near']['changes'], 'heldout_changes': h['near']['changes'],
                    'trans_top1_cacc': t['mllm_top1']['cacc'], 'trans_top1_sacc': t['mllm_top1']['sacc'],
                    'heldout_ce_raw_cacc': h['ce_raw']['cacc'], 'heldout_ce_raw_sacc': h['ce_raw']['sacc']}
@@ -54,6 +61,7 @@ def main():
             print(json.dumps(row), flush=True)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps({'sentence_model': enc.model_name, 'seeds': a.seeds, 'seconds': round(time.time() - t0),
+                                       'config': asdict(NearConfig()),
                                        'embeddings': 'precomputed OpenAI CLIP ViT-B/16 (test bed)', 'rows': rows}, indent=1))
 
 if __name__ == '__main__': sys.exit(main())

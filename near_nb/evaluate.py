@@ -12,8 +12,8 @@ from sklearn.metrics import normalized_mutual_info_score, adjusted_rand_score
 from .names import Vocabulary
 
 # %% auto #0
-__all__ = ['matched', 'cluster_acc', 'name_classes', 'mapped', 'mapped_acc', 'semantic_acc', 'evaluate', 'Report', 'contingency',
-           'assignment', 'confusion_view', 'confusion_figure', 'change_counts', 'merge_audit']
+__all__ = ['matched', 'cluster_acc', 'name_classes', 'mapped', 'mapped_acc', 'semantic_acc', 'char_encoder', 'evaluate', 'Report',
+           'contingency', 'assignment', 'confusion_view', 'confusion_figure', 'change_counts', 'merge_audit']
 
 # %% ../nbs/07_evaluate.ipynb #b3c1cbe1
 def matched(pred, # predicted label per image (any hashable ids)
@@ -76,6 +76,17 @@ def semantic_acc(pred_names:list, # predicted name per image
     pos = {s: i for i, s in enumerate(uniq)}
     a, b = E[[pos[str(s)] for s in pred_names]], E[[pos[str(s)] for s in gt_names]]
     return float((a * b).sum(1).mean() * 100)
+
+# %% ../nbs/07_evaluate.ipynb #09225d22
+def char_encoder(n_features:int=2**14, # hashed n-gram buckets
+                ):
+    "A second sACC judge: names -> L2-normalised character 3-4-gram counts (model_name 'char-3-4gram')."
+    from sklearn.feature_extraction.text import HashingVectorizer  # lazy: scikit-learn loads on first use
+    hv = HashingVectorizer(analyzer='char_wb', ngram_range=(3, 4), n_features=n_features,
+                           alternate_sign=False)
+    def encode(names): return hv.transform([str(n).lower() for n in names]).toarray().astype(np.float32)
+    encode.model_name = 'char-3-4gram'
+    return encode
 
 # %% ../nbs/07_evaluate.ipynb #c6b9eb2f
 def evaluate(pred_names:list, # predicted name per image (strings)

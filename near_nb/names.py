@@ -313,6 +313,7 @@ def answers_vocabulary(image_ids:list, # one id per image
                        similar:float=0.9, # cosine for merging by sentence similarity
                        emb:np.ndarray|None=None, # (n, d) image embeddings: merges need visual support
                        support:float|None=None, # see `visual_merges` (e.g. 0.25); None: no visual check
+                       answers:np.ndarray|None=None, # (n, V) answer vectors: the visual check's 2nd witness
                        alternatives:bool=True, # add the answers' hedged alternatives to the names
                       ) -> tuple:
     "(`Vocabulary`, own name ids per image, first-ranked first, the answer's alternatives after its names)."
@@ -325,7 +326,8 @@ def answers_vocabulary(image_ids:list, # one id per image
     if encode is not None and similar:
         merged = voc.merge_similar(encode, similar)
         if emb is not None and support is not None:
-            merged = visual_merges(voc, merged, _first_ids(voc, image_ids), emb, support=support)
+            merged = visual_merges(voc, merged, _first_ids(voc, image_ids), emb, support=support,
+                                   witness=answers)
         voc = merged
     ids = voc.image_names()
     return voc, [ids.get(str(img), []) for img in image_ids]
@@ -377,11 +379,17 @@ def visual_merges(before:Vocabulary, # the vocabulary the text merges start from
                   emb:np.ndarray, # (n, d) L2-normalised image embeddings
                   *,
                   support:float=0.25, # quantile of same-name image pairs' cosine that a merge must reach
+                  witness:np.ndarray|None=None, # (n, V) the answers' vectors: a second witness (or None)
                  ) -> Vocabulary:
-    "`after` keeping only the merges whose images look as alike as one name's images usually do."
-    bar = name_cohesion(emb, first, support)
+    "`after` keeping the merges whose images (or answers: `witness`) are as alike as one name's usually are."
+    views = {'visual': emb} | ({} if witness is None else {'answers': witness})
+    bars = {v: name_cohesion(x, first, support) for v, x in views.items()}
     kept = []
     for m in after.merges[len(before.merges):]:
-        s = merge_support(emb, first, before.id_of(m.a), before.id_of(m.b))
-        if s >= bar: kept.append(replace(m, reason=f'{m.reason}+visual', score=round(s, 4)))
+        a, b = before.id_of(m.a), before.id_of(m.b)
+        for v, x in views.items():  # the first view that supports the merge is its witness
+            s = merge_support(x, first, a, b)
+            if s >= bars[v]:
+                kept.append(replace(m, reason=f'{m.reason}+{v}', score=round(s, 4)))
+                break
     return Vocabulary(before.mentions, before.stated, before.merges + kept, before.prefer_common)

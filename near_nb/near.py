@@ -14,7 +14,7 @@ from scipy.special import softmax
 from sklearn.mixture import GaussianMixture
 from .calibrate import fit_calibration, fit_temperature
 from .core import NearError, Registry, seed_everything
-from .neighbors import knn, candidate_sets
+from .neighbors import knn, candidate_sets, two_view, answer_embeddings
 from .classifier import NearClassifier
 
 # %% auto #0
@@ -306,10 +306,13 @@ def _one_of(name:str, value, known, how:str=''):
 def check_config(cfg, # a `NearConfig`
                 ) -> None:
     "Raise `NearError` on the first field of `cfg` (a `NearConfig`) that holds a value it cannot take."
-    for name in ('relabel', 'capacity', 'contrasts', 'proden', 'gmm', 'prune'):
+    for name in ('relabel', 'capacity', 'contrasts', 'proden', 'gmm', 'prune', 'answer_relabel',
+                 'answer_knn'):
         _need(isinstance(getattr(cfg, name), (bool, np.bool_)), name,
               'True or False', getattr(cfg, name))
-    _need(_is_num(cfg.nearest) and 0 <= cfg.nearest < 1, 'nearest', 'a number in [0, 1)', cfg.nearest)
+    for name in ('nearest', 'answer_weight'):
+        _need(_is_num(getattr(cfg, name)) and 0 <= getattr(cfg, name) < 1, name, 'a number in [0, 1)',
+              getattr(cfg, name))
     for name in ('min_conf', 'relax'):
         _need(_is_num(getattr(cfg, name)) and 0 <= getattr(cfg, name) <= 1, name, 'a number in [0, 1]',
               getattr(cfg, name))
@@ -339,6 +342,9 @@ class NearConfig:
     min_conf:float=0.5 # calibrated posterior another name needs to replace an unconfirmed first name
     capacity:bool=True # relabelling fills no name beyond the median size of the names the MLLM confirmed
     contrasts:bool=False # names an answer rules out are never its candidates (option: no measured gain)
+    answer_weight:float=0.0 # the answers' share of the neighbours' z-scored similarity (0: images alone)
+    answer_relabel:bool=True # relabelling's votes come from neighbours in both views, where answers are given
+    answer_knn:bool=False # the kNN graph (neighbours' names, GMM consensus) uses both views too
     k:int=3 # neighbours, where a part reads them: a nameless image, neighbour_weight, GMM consensus
     weighting:str='similarity' # neighbour candidate weights: 'similarity', 'uniform', 'agreement'
     neighbour_weight:float|str=0.0 # neighbours' share of a named image's candidates; 'auto': agreement
@@ -456,17 +462,19 @@ def training_start(emb:np.ndarray, # (n, d) L2-normalised features of the traini
                    text_emb:np.ndarray|None=None, # (C, d) text embeddings of the names: the head's start
                    verified:np.ndarray|None=None, # (n,) bool: a person's labels, their own candidate sets
                    contrasts:list|None=None, # per image: name ids its answer rules out
+                   answers:np.ndarray|None=None, # (n, V) answer vectors (`neighbors.answer_embeddings`)
                    ) -> TrainingStart:
     "Targets, neighbours, candidate sets and the initial head that every mode of NeaR trains from."
-    rl = None
+    rl, both = None, two_view(emb, answers, cfg.answer_weight)  # neighbours in both views
     if not cfg.contrasts: contrasts = None
     if cfg.relabel:
-        rl = relabel(emb, own, n_names, min_conf=cfg.min_conf, contrasts=contrasts, verified=verified,
-                     capacity=cfg.capacity)
+        rl = relabel(both if cfg.answer_relabel else emb, own, n_names, min_conf=cfg.min_conf,
+                     contrasts=contrasts, verified=verified, capacity=cfg.capacity)
         own = moved_own(own, rl)
     Y = own_targets(own, n_names)
     use_nn = neighbours_needed(own, cfg) and len(emb) > 1
-    nn_sim, nn_idx = knn(emb, cfg.k) if use_nn else (None, None)
+    nn_sim, nn_idx = knn(both if cfg.answer_knn else emb, cfg.k) if use_nn else (None, None)
+    if use_nn and cfg.answer_knn: nn_sim = (emb[:, None] * emb[nn_idx]).sum(-1)  # weights stay image cosines
     Cw, a = candidate_targets(own, n_names, nn_idx, nn_sim, n_neighbors=cfg.k, weighting=cfg.weighting,
                               neighbour_weight=cfg.neighbour_weight)
     if contrasts is not None:  # what an answer rules out is no candidate of its image
@@ -501,6 +509,7 @@ def fit_near_head(emb:np.ndarray, # (n, d) L2-normalised image embeddings of the
                   progress=None, # callable(epoch) after each epoch
                   verified:np.ndarray|None=None, # (n,) bool: labels a person gave (`edits.apply_edits`); kept
                   contrasts:list|None=None, # per image: name ids its answer rules out (`answer_contrasts`)
+                  answers:list|np.ndarray|None=None, # per image: its MLLM answer (text), or their vectors
                  ) -> tuple:
     "(`NearClassifier`, `NearResult`): NeaR in mode 1 (a head over the vocabulary on fixed features)."
     cfg = cfg or NearConfig()
@@ -508,8 +517,10 @@ def fit_near_head(emb:np.ndarray, # (n, d) L2-normalised image embeddings of the
     if len(X) != len(own): raise ValueError(f'{len(X)} embeddings for {len(own)} images')
     verified = None if verified is None else np.asarray(verified, bool)
     C = len(names)
+    if answers is not None and len(answers) and isinstance(answers[0], (str, type(None))):
+        answers = answer_embeddings(answers)  # the texts' vectors: the second view of each image
     Y, nn_idx, Cw, a, W0, rl = training_start(X, own, C, cfg, text_emb=text_emb,
-                                              verified=verified, contrasts=contrasts)
+                                              verified=verified, contrasts=contrasts, answers=answers)
     Xt = torch.tensor(X)
     W, res = train_near(lambda b: Xt[b], [], W0, Cw, own_weights=Y, nn_idx=nn_idx,
                         cfg=cfg, neighbour_weight=a,

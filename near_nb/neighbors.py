@@ -4,13 +4,17 @@
 
 # %% ../nbs/05_neighbors.ipynb #23fa2bd4
 from __future__ import annotations
-import html
+import html, re
+from pathlib import Path
 import numpy as np
 import faiss
+from .core import stable_hash
 from .data import show_images
 
 # %% auto #0
-__all__ = ['knn', 'plot_neighbors', 'ivf_recall', 'candidate_sets', 'candidate_rows', 'candidate_html', 'candidate_widget']
+__all__ = ['ANSWER_ENCODER', 'knn', 'plot_neighbors', 'ivf_recall', 'candidate_sets', 'candidate_rows', 'candidate_html',
+           'candidate_widget', 'answer_embeddings', 'view_spread', 'two_view', 'knn_purity', 'answer_line',
+           'answer_words', 'plot_views']
 
 # %% ../nbs/05_neighbors.ipynb #0b72c866
 def knn(emb:np.ndarray, # (n, d) L2-normalised embeddings
@@ -149,3 +153,97 @@ def candidate_widget(names:list, # per image: its name ids (one per MLLM answer)
     show()
     box.image, box.k, box.table = pick, slider, table
     return box
+
+# %% ../nbs/05_neighbors.ipynb #e4f57bab
+ANSWER_ENCODER = 'tfidf-sublinear-en'  # the answer view's encoder: its name is part of the cache key
+
+def _tfidf(texts:list) -> np.ndarray:
+    "(n, V) L2-normalised TF-IDF rows; one zero column when no answer has a word."
+    from sklearn.feature_extraction.text import TfidfVectorizer  # lazy: scikit-learn loads on first use
+    try: A = TfidfVectorizer(sublinear_tf=True, stop_words='english').fit_transform(texts).toarray()
+    except ValueError: return np.zeros((len(texts), 1), np.float32)  # no word in any answer
+    A = A.astype(np.float32)
+    return A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-12)
+
+# %% ../nbs/05_neighbors.ipynb #5a5d082b
+def answer_embeddings(texts:list, # one MLLM answer per image ('' or None: no answer)
+                      *,
+                      max_chars:int=2000, # the first characters of each answer that are read
+                      cache:str|Path|None=None, # a folder for the vectors (None: not cached)
+                     ) -> np.ndarray:
+    "(n, V) L2-normalised answer vectors (`ANSWER_ENCODER`), cached by the answers' hash and the encoder."
+    texts = [str(t or '')[:max_chars] for t in texts]
+    path = None
+    if cache is not None:
+        path = Path(cache)/f'answers-{ANSWER_ENCODER}-{stable_hash(texts)}.npy'
+        if path.exists(): return np.load(path)
+    A = _tfidf(texts)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, A)
+    return A
+
+# %% ../nbs/05_neighbors.ipynb #003dce06
+def view_spread(emb:np.ndarray, # (n, d) L2-normalised vectors of one view
+                n:int=2000, # at most this many rows are sampled
+               ) -> float:
+    "Standard deviation of the cosine similarities between different rows (1 when there are fewer than 3)."
+    x = np.asarray(emb, np.float32)[np.random.default_rng(0).permutation(len(emb))[:n]]
+    if len(x) < 3: return 1.0
+    S = x @ x.T
+    return float(S[~np.eye(len(x), dtype=bool)].std()) or 1.0
+
+# %% ../nbs/05_neighbors.ipynb #0307c72c
+def two_view(emb:np.ndarray, # (n, d) L2-normalised image embeddings
+             answers:np.ndarray|None, # (n, V) answer vectors (`answer_embeddings`), or None
+             weight:float, # the answer view's share of the z-scored similarity (0: the images alone)
+            ) -> np.ndarray:
+    "(n, d + V): inner products are (1 - weight) z(image cosine) + weight z(answer cosine) + a constant."
+    if answers is None or weight == 0: return emb
+    if len(answers) != len(emb): raise ValueError(f'{len(answers)} answers for {len(emb)} images')
+    a, b = (1 - weight) / view_spread(emb), weight / view_spread(answers)
+    return np.hstack([np.sqrt(a) * emb, np.sqrt(b) * answers]).astype(np.float32)
+
+# %% ../nbs/05_neighbors.ipynb #cf61e0b5
+def knn_purity(emb:np.ndarray, # (n, d) one view's vectors (`two_view` for both)
+               gt:np.ndarray, # (n,) ground-truth class per image
+               k:int=2, # neighbours per image
+              ) -> float:
+    "Share (%) of each image's `k` nearest neighbours (itself left out) that belong to its own class."
+    _, idx = knn(emb, k)
+    gt = np.asarray(gt)
+    return round(100 * float((gt[idx] == gt[:, None]).mean()), 1)
+
+# %% ../nbs/05_neighbors.ipynb #b9a5ede4
+def answer_line(text:str, # an MLLM answer
+                width:int=40, # characters kept
+               ) -> str:
+    "The answer's first words, markdown marks dropped, cut to `width` characters."
+    return ' '.join(re.sub(r'[#*_`>|\[\]]', ' ', str(text or '')).split())[:width]
+
+def answer_words(texts:list, # the MLLM answers
+                 n:int=3, # words per answer
+                ) -> list:
+    "Per answer, its `n` words of highest TF-IDF weight among `texts`: what the answer view reads in it."
+    from sklearn.feature_extraction.text import TfidfVectorizer  # lazy: scikit-learn loads on first use
+    v = TfidfVectorizer(sublinear_tf=True, stop_words='english', token_pattern=r'(?u)\b[a-zA-Z]{3,}\b')
+    A, vocab = v.fit_transform([str(t or '') for t in texts]), v.get_feature_names_out()
+    return [' '.join(vocab[j] for j in row.indices[np.argsort(-row.data)][:n]) for row in A]
+
+# %% ../nbs/05_neighbors.ipynb #7da28c5e
+def plot_views(files:list, # the image of each row of the embeddings
+               labels:list, # a label per image (e.g. the MLLM's first name)
+               texts:list, # the answer per image
+               views:dict, # view name -> neighbour indices (n, K) from `knn` in that view
+               image:int, # the image to show
+               k:int=4, # neighbours per view
+               size:int=110, # thumbnail side, in pixels
+              ):
+    "An image and its `k` nearest neighbours in each view, a row per view, with names and answers' top words."
+    words = answer_words(texts)
+    shown, titles = [], []
+    for view, idx in views.items():
+        shown += [files[image]] + [files[j] for j in idx[image, :k]]
+        titles += [f'{view}: image {image}\n{labels[image]}\n{words[image]}']
+        titles += [f'#{r + 1} {labels[j]}\n{words[j]}' for r, j in enumerate(idx[image, :k])]
+    return show_images(shown, titles, ncols=k + 1, size=size, width=26)

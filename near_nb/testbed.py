@@ -17,12 +17,12 @@ from .evaluate import cluster_acc, semantic_acc, matched, mapped, change_counts
 from .names import answers_vocabulary, answer_contrasts
 from .parse import normalize_name, parse_answer
 from .near import NearConfig, fit_near_head, first_names
-from .neighbors import knn
+from .neighbors import knn, answer_embeddings, two_view, knn_purity, ANSWER_ENCODER
 
 # %% auto #0
 __all__ = ['CASCADE_NOTE', 'COST_BUDGETS', 'TestBed', 'load_testbed', 'raw_name', 'knn_vote', 'zero_shot_names', 'pooled_ids',
-           'alias_keys', 'near_labels', 'class_folds', 'transductive', 'heldout', 'score_names', 'mean_std',
-           'bench_testbed', 'methods']
+           'alias_keys', 'near_labels', 'answer_view', 'neighbour_purity', 'class_folds', 'transductive', 'heldout',
+           'score_names', 'mean_std', 'bench_testbed', 'methods']
 
 # %% ../nbs/07a_testbed.ipynb #fe407106
 @dataclass
@@ -106,13 +106,31 @@ def near_labels(tb:TestBed, # the test bed
                 *,
                 support:float|None, # visual support a sentence merge needs (`names.visual_merges`)
                 alternatives:bool=True, # the answers' hedged alternatives join their image's names
+                answers:np.ndarray|None=None, # (len(idx), V) answer vectors: the merges' second witness
                 ) -> tuple:
     "(vocabulary, own name ids, contrast ids) of the images `idx`, as NeaR builds them."
     lab = tb.labels.iloc[idx]
     voc, own = answers_vocabulary(lab.image_id.tolist(), lab.names.tolist(), lab.response.tolist(), encode,
                                   similar=similar,
-                                  emb=tb.emb[idx], support=support, alternatives=alternatives)
+                                  emb=tb.emb[idx], support=support, alternatives=alternatives,
+                                  answers=answers)
     return voc, own, answer_contrasts(voc, lab.response.tolist())
+
+# %% ../nbs/07a_testbed.ipynb #f494d7bc
+def answer_view(tb:TestBed, # the test bed
+                idx, # the labelled images
+               ) -> np.ndarray:
+    "(len(idx), V) the answers of the images `idx` as vectors fitted on those answers alone."
+    return answer_embeddings(tb.labels.response.iloc[idx].tolist())
+
+def neighbour_purity(tb:TestBed, # the test bed
+                     k:int=2, # neighbours per image
+                     weight:float=0.25, # the answers' share in 'both' (`NearConfig.answer_weight`)
+                    ) -> dict:
+    "{'image', 'answer', 'both'}: share (%) of each image's `k` nearest neighbours that are of its class."
+    gt, ans = tb.labels.gt_class.to_numpy(), answer_view(tb, np.arange(len(tb.labels)))
+    return {'image': knn_purity(tb.emb, gt, k), 'answer': knn_purity(ans, gt, k),
+            'both': knn_purity(two_view(tb.emb, ans, weight), gt, k)}
 
 # %% ../nbs/07a_testbed.ipynb #c7d1a0e1
 def _raw_top1(tb) -> list:
@@ -156,6 +174,7 @@ def transductive(tb:TestBed, # the test bed
                  alternatives:bool=True, # the alternatives answers hedge between join their image's names
                  seed:int=0, # the trainer's seed
                  text=None, # names -> CLIP text embeddings (`Backbone.embed_text`): adds zero-shot CLIP
+                 answer_merges:bool=False, # the answers witness sentence merges too (with `support`)
                 ) -> dict:
     "The discovery set labelled by each method, NeaR's classifier, and the labels NeaR changed."
     cfg = replace(cfg or NearConfig(), seed=seed)
@@ -163,9 +182,10 @@ def transductive(tb:TestBed, # the test bed
     u = sorted(set(raw))
     first = np.array([u.index(r) if r else -1 for r in raw])
     vote = knn_vote(tb.emb, first)
+    ans = answer_view(tb, np.arange(len(tb.labels)))
     voc, own, against = near_labels(tb, np.arange(len(tb.labels)), encode, similar, support=support,
-                                    alternatives=alternatives)
-    clf, res = fit_near_head(tb.emb, own, voc.names, cfg, contrasts=against)
+                                    alternatives=alternatives, answers=ans if answer_merges else None)
+    clf, res = fit_near_head(tb.emb, own, voc.names, cfg, contrasts=against, answers=ans)
     labels = {'mllm_top1': raw, 'knn_vote': [u[j] if j >= 0 else '' for j in vote],
               'near': [voc.names[j] for j in res.refined]}
     if text is not None: labels['zero_shot_clip'] = zero_shot_names(tb.emb, voc.names, text)
@@ -186,11 +206,14 @@ def _raw_fold(tb:TestBed, tr, te, raw:list, cfg) -> dict:
     return {m: (v, [{x} for x in v], mapped(v, gt[te], *train)) for m, v in names.items()}
 
 # %% ../nbs/07a_testbed.ipynb #c7d1a0e3
-def _near_fold(tb:TestBed, tr, te, raw:list, cfg, encode, *, similar, support, alternatives, text) -> tuple:
+def _near_fold(tb:TestBed, tr, te, raw:list, cfg, encode, *, similar, support, alternatives, text,
+               answer_merges=False) -> tuple:
     "One fold, NeaR: ({method: (names, alias keys, mapped)} of `te`, NeaR's changes, its scores of `te`)."
     gt = tb.labels.gt_class.to_numpy()
-    voc, own, against = near_labels(tb, tr, encode, similar, support=support, alternatives=alternatives)
-    nc, res = fit_near_head(tb.emb[tr], own, voc.names, cfg, contrasts=against)
+    ans = answer_view(tb, tr)  # the training images' answers: a held-out image's answer is never read
+    voc, own, against = near_labels(tb, tr, encode, similar, support=support, alternatives=alternatives,
+                                    answers=ans if answer_merges else None)
+    nc, res = fit_near_head(tb.emb[tr], own, voc.names, cfg, contrasts=against, answers=ans)
     changes = _near_changes([raw[i] for i in tr], res, own, gt[tr])
     train = ([voc.names[j] for j in res.refined], gt[tr])  # the refined labels the classifier learned
     keys = {voc.names[j]: alias_keys(voc, j) for j in range(len(voc))}
@@ -209,6 +232,7 @@ def heldout(tb:TestBed, # the test bed
             seed:int=0, # the trainer's seed and the fold assignment
             alternatives:bool=True, # the alternatives answers hedge between join their image's names
             text=None, # names -> CLIP text embeddings (`Backbone.embed_text`): adds zero-shot CLIP
+            answer_merges:bool=False, # the answers witness sentence merges too (with `support`)
            ) -> dict:
     "Per method and image: (names, alias keys) and `mapped`, from a classifier that never saw the image."
     cfg = replace(cfg or NearConfig(), seed=seed)
@@ -222,7 +246,7 @@ def heldout(tb:TestBed, # the test bed
         tr, te = np.flatnonzero(f != k), np.flatnonzero(f == k)
         preds = _raw_fold(tb, tr, te, raw, cfg)
         near, fold, P = _near_fold(tb, tr, te, raw, cfg, encode, similar=similar, support=support,
-                                   alternatives=alternatives, text=text)
+                                   alternatives=alternatives, text=text, answer_merges=answer_merges)
         for m, (names, keys, ok) in (preds | near).items():
             for i, name, key in zip(te, names, keys): out[m][0][i], out[m][1][i] = name, key
             right[m][te] = ok
@@ -238,12 +262,15 @@ def score_names(names:list, # per image: the predicted name
                 *,
                 ids:list|None=None, # per image: what cACC clusters by (default: the names)
                 right=None, # per image: the name maps to its class (`evaluate.mapped`); None: no `acc_mapped`
+                judge2=None, # a second encoder for sACC (`evaluate.char_encoder()`): adds `sacc2`
                 ) -> dict:
     "cACC over `ids` (default: the names), `acc_mapped`, sACC over the names written alike (`raw_name`)."
     r = {'cacc': cluster_acc(ids if ids is not None else names, gt), 'names': len(set(names))}
     if right is not None: r['acc_mapped'] = float(np.mean(right) * 100)
     if encode is not None:
         r['sacc'] = semantic_acc([raw_name([n]) if n else '' for n in names], gt_names, encode)
+    if judge2 is not None:
+        r['sacc2'] = semantic_acc([raw_name([n]) if n else '' for n in names], gt_names, judge2)
     return r
 
 def mean_std(runs:list, # per seed: a dict of figures
@@ -301,14 +328,16 @@ def _images_per_s(clf, emb:np.ndarray) -> int:
     return round(len(big) / (time.perf_counter() - t0))
 
 # %% ../nbs/07a_testbed.ipynb #c7d1a0e7
-def _one_seed(tb:TestBed, cfg, encode, **kw) -> dict:
+def _one_seed(tb:TestBed, cfg, encode, judge2=None, **kw) -> dict:
     "Both protocols with one seed: each method's figures, NeaR's changes, the cascade, the classifier."
     gt, gtn = tb.labels.gt_class.to_numpy(), tb.labels.gt_name.tolist()
     tr = transductive(tb, cfg, encode, **kw)
     ho = heldout(tb, cfg, encode, **kw)
     curve, rand, ece = _cascade(ho, gt, gtn, encode, seed=kw['seed'])
-    return {'transductive': {m: score_names(names, gt, gtn, encode) for m, names in tr['labels'].items()},
-            'heldout': {m: score_names(names, gt, gtn, encode, ids=pooled_ids(keys), right=ho['mapped'][m])
+    return {'transductive': {m: score_names(names, gt, gtn, encode, judge2=judge2)
+                             for m, names in tr['labels'].items()},
+            'heldout': {m: score_names(names, gt, gtn, encode, ids=pooled_ids(keys), right=ho['mapped'][m],
+                                       judge2=judge2)
                         for m, (names, keys) in ho['predictions'].items()},
             'changes': (tr['changes'], ho['changes']), 'cascade': curve, 'random': rand, 'ece': ece,
             'classifier': tr['classifier']}
@@ -337,20 +366,26 @@ def bench_testbed(folder, # a test-bed directory
                   text=None, # CLIP text encoder (`Backbone.embed_text`): adds the zero-shot CLIP baseline
                   per_call:dict|None=None, # `cascade.call_costs` of a real run: tokens, seconds per call
                   prices:tuple|None=None, # (USD per 1M prompt tokens, per 1M completion tokens) of that MLLM
+                  answer_merges:bool=False, # the answers witness sentence merges too (with `support`)
+                  judge2=None, # a second encoder for sACC (`evaluate.char_encoder()`): adds `sacc2`
                  ) -> dict:
     "Both test-bed protocols on one dataset: figures for every method, means and spreads over seeds."
     t0, cfg = time.perf_counter(), cfg or NearConfig()
     tb = load_testbed(folder)
-    kw = dict(similar=similar, support=support, alternatives=alternatives, text=text)
-    runs = [_one_seed(tb, cfg, encode, seed=s, **kw)
+    kw = dict(similar=similar, support=support, alternatives=alternatives, text=text,
+              answer_merges=answer_merges)
+    runs = [_one_seed(tb, cfg, encode, judge2, seed=s, **kw)
             for s in tqdm(range(seeds), desc=f'{tb.name}: seeds', disable=not progress)]
     T, H = _summary(runs)
     speed = _images_per_s(runs[-1]['classifier'], tb.emb)
     return {'dataset': tb.name, 'images': len(tb.labels), 'classes': len(tb.classnames), 'seeds': seeds,
             'sentence_model': getattr(encode, 'model_name', None),
+            'second_judge': getattr(judge2, 'model_name', None),
             'text_model': getattr(getattr(text, '__self__', None), 'model_id', None),
             'config': asdict(cfg), 'similar': similar, 'support': support, 'alternatives': alternatives,
-            'transductive': T, 'heldout': H,
+            'answer_merges': answer_merges, 'transductive': T, 'heldout': H,
+            'neighbours': {'purity': neighbour_purity(tb, weight=cfg.answer_weight or 0.25), 'k': 2,
+                           'both_weight': cfg.answer_weight or 0.25, 'answer_encoder': ANSWER_ENCODER},
             'cost': _costs(tb, speed, per_call, prices),
             'seconds': round(time.perf_counter() - t0, 1)}
 

@@ -1,14 +1,25 @@
-"NeaR end to end through `near bench testbed`: the change counts it reports, and answers in other MLLMs' styles."
-import json, subprocess, sys
+"""NeaR end to end through `near bench testbed`: the change counts it reports, the views' neighbour purity,
+answers in other MLLMs' styles. In-process (`cli.main`): what is tested is the command's output, not a process."""
+import json
 from pathlib import Path
+from types import SimpleNamespace
 import numpy as np, pandas as pd
+import pytest
+from near_nb.cli import main
 from near_nb.data import sample_dir
+from near_nb.mllm import LabelStore
 
-def near(*args):
-    cmd = [sys.executable, '-c', 'import sys; from near_nb.cli import main; sys.exit(main())', *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+@pytest.fixture
+def near(capsys):
+    "Run `near ARGS...` in this process: its exit status, stdout and stderr."
+    def run(*args):
+        try: code = main(list(args))
+        except SystemExit as e: code = e.code  # argparse's usage errors
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+    return run
 
-def test_bench_reports_what_near_changed(tmp_path):
+def test_bench_reports_what_near_changed(tmp_path, near):
     out = tmp_path/'bench.json'
     r = near('bench', 'testbed', str(sample_dir()), '--seeds', '1', '--json', str(out), '-q')
     assert r.returncode == 0, r.stderr
@@ -31,10 +42,13 @@ def test_bench_reports_what_near_changed(tmp_path):
     per = j['cost']['per_1000_images']
     assert [per[b]['mllm_calls'] for b in ('0.0', '0.3', '1.0')] == [0, 300, 1000]
     assert per['0.3']['prompt_tokens'] is None and 'not measured' in j['cost']['per_call']   # no run, no tokens
+    nb = j['neighbours']                                      # issue 27: the 2-NN purity of each view
+    assert set(nb['purity']) == {'image', 'answer', 'both'}
+    assert nb['both_weight'] == (j['config']['answer_weight'] or 0.25)   # the view off: 'both' at 0.25
+    assert nb['purity']['image'] == 62.6 and nb['purity']['both'] > nb['purity']['answer'] > nb['purity']['image']
 
-def test_bench_prices_the_budgets_from_a_real_run(tmp_path):
+def test_bench_prices_the_budgets_from_a_real_run(tmp_path, near):
     "`--costs-from STORE --prices IN,OUT`: the bill per 1,000 images from a store's measured tokens and seconds."
-    from near_nb.mllm import LabelStore
     store = LabelStore(tmp_path/'run.sqlite')
     for i, (pt, ct, s) in enumerate([(900, 120, 2.0), (1100, 80, 4.0)]):
         store.record(f'{i:064x}', 'vlm-a', 'p', 0, path=f'img{i}.jpg', prompt='name it', response='A Rose.', prompt_tokens=pt,
@@ -64,7 +78,7 @@ STYLES = [  # one answer per style, {name} and {alt} filled in per image
     '### Identification\n- **Species:** {name}\n- **Similar species:** {other}',
 ]
 
-def test_bench_on_answers_in_other_styles(tmp_path):
+def test_bench_on_answers_in_other_styles(tmp_path, near):
     "A test bed with no `names` column: NeaR parses six answer styles itself, and its changes hold."
     rng = np.random.default_rng(0)
     classes = ['Alder Flycatcher', 'Least Flycatcher', 'Willow Flycatcher', 'Acadian Flycatcher']
