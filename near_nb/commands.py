@@ -243,11 +243,13 @@ def fit_classifier(X:np.ndarray, paths:list, names:list, texts:list, # training 
     voc, own = answers_vocabulary(paths, names, texts, enc, similar=similar or 0.9, emb=X)
     bar = tqdm(total=cfg.epochs, desc='near fit', unit='epoch', disable=not progress)
     kw = dict(progress=lambda ep: bar.update(), contrasts=answer_contrasts(voc, texts))
-    if mode == 'head': clf, res = fit_near_head(X, own, voc.names, cfg, backbone=bb, **kw)
-    else:
-        n_top = n_top if mode == 'top' else None
-        clf, res = fit_near_tower(bb, paths, own, voc.names, cfg=cfg, n_top=n_top, **kw)
-    bar.close()
+    try:
+        if mode == 'head':  # the answers: a second view of each image where cfg.answer_weight > 0
+            clf, res = fit_near_head(X, own, voc.names, cfg, backbone=bb, answers=texts, **kw)
+        else:
+            n_top = n_top if mode == 'top' else None
+            clf, res = fit_near_tower(bb, paths, own, voc.names, cfg=cfg, n_top=n_top, **kw)
+    finally: bar.close()  # an error then starts on its own line
     return clf, res, voc, own
 
 # %% ../nbs/09a_commands.ipynb #52b27459

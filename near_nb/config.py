@@ -29,6 +29,9 @@ class NearConfig:
     min_conf:float=0.5 # calibrated posterior another name needs to replace an unconfirmed first name
     capacity:bool=True # relabelling fills no name beyond the median size of the names the MLLM confirmed
     contrasts:bool=False # names an answer rules out are never its candidates (option: no measured gain)
+    answer_weight:float=0.0 # the answers' share of the neighbours' z-scored similarity (0: images alone)
+    answer_relabel:bool=True # relabelling's votes come from neighbours in both views, where answers are given
+    answer_knn:bool=False # the kNN graph (neighbours' names, GMM consensus) uses both views too
     k:int=3 # neighbours, where a part reads them: a nameless image, neighbour_weight, GMM consensus
     weighting:str='similarity' # neighbour candidate weights: 'similarity', 'uniform', 'agreement'
     neighbour_weight:float|str=0.0 # neighbours' share of a named image's candidates; 'auto': agreement

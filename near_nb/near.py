@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from scipy.special import softmax
 from sklearn.mixture import GaussianMixture
 from .calibrate import fit_calibration, fit_temperature
+from .config import NearConfig  # lives in the light module the `near` parser reads
 from .core import NearError, Registry, seed_everything
 from .neighbors import knn, candidate_sets, two_view, answer_embeddings
 from .classifier import NearClassifier
@@ -21,8 +22,8 @@ from .classifier import NearClassifier
 __all__ = ['HEADS', 'PLL_METHODS', 'own_targets', 'first_names', 'name_agreement', 'candidate_targets', 'loo_name_scores',
            'Relabel', 'relabel', 'gmm_clean', 'update_targets', 'prototypes', 'NearResult', 'prototype_head',
            'trained_head', 'register_head', 'head_memory', 'soft_cross_entropy', 'PLLMethod', 'proden_gmm',
-           'register_pll', 'check_config', 'NearConfig', 'train_epoch', 'train_near', 'TrainingStart',
-           'neighbours_needed', 'moved_own', 'training_start', 'calibration_meta', 'fit_near_head']
+           'register_pll', 'check_config', 'train_epoch', 'train_near', 'TrainingStart', 'neighbours_needed',
+           'moved_own', 'training_start', 'calibration_meta', 'fit_near_head']
 
 # %% ../nbs/06_near.ipynb #f40f63b9
 def own_targets(own:list, n_names:int) -> np.ndarray:
@@ -333,39 +334,6 @@ def check_config(cfg, # a `NearConfig`
     _one_of('refine', cfg.refine, ('consensus', 'relax'))
     _one_of('head', cfg.head, HEADS, HEADS.hint)
     _one_of('pll', cfg.pll, PLL_METHODS, PLL_METHODS.hint)
-
-# %% ../nbs/06_near.ipynb #8608b39d
-@dataclass
-class NearConfig:
-    "The NeaR trainer's switchable parts and hyper-parameters."
-    relabel:bool=True # leave-one-out relabelling of unconfirmed first names before training
-    min_conf:float=0.5 # calibrated posterior another name needs to replace an unconfirmed first name
-    capacity:bool=True # relabelling fills no name beyond the median size of the names the MLLM confirmed
-    contrasts:bool=False # names an answer rules out are never its candidates (option: no measured gain)
-    answer_weight:float=0.0 # the answers' share of the neighbours' z-scored similarity (0: images alone)
-    answer_relabel:bool=True # relabelling's votes come from neighbours in both views, where answers are given
-    answer_knn:bool=False # the kNN graph (neighbours' names, GMM consensus) uses both views too
-    k:int=3 # neighbours, where a part reads them: a nameless image, neighbour_weight, GMM consensus
-    weighting:str='similarity' # neighbour candidate weights: 'similarity', 'uniform', 'agreement'
-    neighbour_weight:float|str=0.0 # neighbours' share of a named image's candidates; 'auto': agreement
-    proden:bool=False # re-weight candidates by the model's own beliefs after the warm-up (PRODEN)
-    gmm:bool=False # two-component GMM on per-sample losses after the warm-up splits clean from noisy
-    refine:str='consensus' # noisy targets: 'consensus' (neighbours') or 'relax' (all names)
-    relax:float=0.1 # weight of the whole vocabulary when refine='relax'
-    prune:bool=True # names no image ends up with are not predicted
-    head:str='prototypes' # final classifier, a key of `HEADS`: 'prototypes' (class means) or 'trained'
-    nearest:float=0.2 # share of a name's nearest training image in its score, next to its mean ('prototypes')
-    pll:str='proden-gmm' # partial-label method, a key of `PLL_METHODS`
-    warmup:int=5 # epochs before re-weighting and the GMM split
-    epochs:int=30 # training epochs
-    lr:float=1e-4 # learning rate (AdamW)
-    weight_decay:float=0.0 # AdamW weight decay
-    tau:float=0.05 # temperature of the cosine classifier
-    batch_size:int|None=None # None: full batch (head mode); mini-batches for modes 2 and 3
-    seed:int=0 # random seed of the run
-    def __post_init__(self):
-        "Check every field now: a wrong value fails here, saying what the field takes."
-        check_config(self)
 
 # %% ../nbs/06_near.ipynb #c25b4098
 def train_epoch(forward, # idx (LongTensor) -> (b, d) normalised features

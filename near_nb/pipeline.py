@@ -564,7 +564,7 @@ def demo_fit(s:Sample, # the shipped sample
     voc, own = answers_vocabulary(s.labels.image_id[ok].tolist(), names, texts, enc, emb=X)
     step('NeaR')
     clf, res = fit_near_head(X, own, voc.names, cfg or NearConfig(), backbone=bb,
-                             contrasts=answer_contrasts(voc, texts))
+                             contrasts=answer_contrasts(voc, texts), answers=texts)
     return voc, res, clf, names, enc
 
 # %% ../nbs/08b_pipeline.ipynb #ec658530
@@ -738,7 +738,8 @@ def fit_answers(X:np.ndarray, # (n, d) embeddings of the training images
     "(classifier, `NearResult`, vocabulary, own names): the answers' vocabulary, then NeaR's head."
     if not any(names): raise NearError(f'none of the {len(names)} images has an answer yet: run again')
     voc, own = answers_vocabulary(paths, names, texts, sentence_encoder(), emb=X)
-    clf, res = fit_near_head(X, own, voc.names, cfg, backbone=bb, contrasts=answer_contrasts(voc, texts))
+    clf, res = fit_near_head(X, own, voc.names, cfg, backbone=bb, contrasts=answer_contrasts(voc, texts),
+                             answers=texts)  # the answers: a second view where cfg.answer_weight > 0
     return clf, res, voc, own
 
 # %% ../nbs/08b_pipeline.ipynb #3d2a5727
