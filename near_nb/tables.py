@@ -5,14 +5,15 @@
 # %% ../nbs/00a_tables.ipynb #fb598608
 from __future__ import annotations
 import json
+import logging
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .core import NearError, provenance, writing_file
+from .core import NearError, provenance, sha256_file, writing_file
 
 # %% auto #0
-__all__ = ['FORMULA_STARTS', 'HEADER', 'LIST_COLUMNS', 'MAX_HEADER_BYTES', 'escape_cell', 'unescape_cell', 'table_header',
-           'write_table', 'read_header', 'read_table']
+__all__ = ['FORMULA_STARTS', 'CSVW', 'LIST_COLUMNS', 'log', 'MAX_RECORD_BYTES', 'escape_cell', 'unescape_cell', 'sidecar_path',
+           'table_record', 'write_table', 'read_record', 'read_table']
 
 # %% ../nbs/00a_tables.ipynb #b597371d
 FORMULA_STARTS = ('=', '+', '-', '@', '\t', '\r') # a cell starting so runs as a formula in a spreadsheet
@@ -29,10 +30,16 @@ def unescape_cell(value, # a cell read back from a CSV written with `escape_cell
     return value[1:] if escaped else value
 
 # %% ../nbs/00a_tables.ipynb #e33e7590
-HEADER = '# near_nb ' # how the first line of a CSV `write_table` wrote begins; JSON follows
+CSVW = 'http://www.w3.org/ns/csvw' # the `@context` of CSV on the Web metadata
 LIST_COLUMNS = ('names', 'top_names', 'top_scores', 'candidates') # columns that hold one list per row
+log = logging.getLogger('near_nb')
 
-def table_header(rows:int, # the data rows the file holds
+def sidecar_path(path:str|Path, # a CSV file
+                ) -> Path:
+    "Where `write_table` records what made `path`: `FILE.csv-metadata.json` (CSVW's `{+url}-metadata.json`)."
+    return Path(f'{path}-metadata.json')
+
+def table_record(rows:int, # the data rows the file holds
                  meta:dict|None=None, # more to record: the models, flags such as random weights
                 ) -> dict:
     "What a table written here records: `core.provenance()`, `meta`, and its row count."
@@ -53,100 +60,129 @@ def _csv_cells(df:pd.DataFrame, # the table to write
 
 def _write_parquet(df:pd.DataFrame, # the table
                    path:Path, # the file to write
-                   header:dict, # `table_header`, kept in the schema's metadata under b'near_nb'
+                   record:dict, # `table_record`, kept in the schema's metadata under b'near_nb'
                   ):
     import pyarrow as pa, pyarrow.parquet as pq  # lazy: pyarrow is slow to import; only Parquet needs it
     lists = [c for c in df.columns if c in LIST_COLUMNS]
     t = pa.Table.from_pandas(df.assign(**{c: df[c].map(_plain) for c in lists}), preserve_index=False)
-    meta = {**(t.schema.metadata or {}), b'near_nb': json.dumps(header, default=str).encode()}
+    meta = {**(t.schema.metadata or {}), b'near_nb': json.dumps(record, default=str).encode()}
     pq.write_table(t.replace_schema_metadata(meta), path)
+
+def _csvw(p:Path, # the CSV as written (its temporary file)
+          name:str, # the file name it will have
+          columns:list, # its column names
+          record:dict, # `table_record`
+         ) -> dict:
+    "CSVW metadata for the CSV `p`: its columns, and near_nb's record with the file's size and SHA-256."
+    return {'@context': CSVW, 'url': name, 'tableSchema': {'columns': [{'name': str(c)} for c in columns]},
+            'near_nb': {**record, 'bytes': p.stat().st_size, 'sha256': sha256_file(p)}}
 
 # %% ../nbs/00a_tables.ipynb #6b8aaee4
 def write_table(df:pd.DataFrame, # one row per image
                 path:str|Path, # a .csv or .parquet file (its folder is created)
                 *,
-                meta:dict|None=None, # more for the header: models, flags such as random weights
+                meta:dict|None=None, # more for the record: models, flags such as random weights
                ) -> Path:
-    "Write `df` whole as CSV (escaped, under a header line) or Parquet, by the suffix of `path`."
+    "Write `df` whole as a plain CSV (escaped; its record in `sidecar_path`) or Parquet, by `path`'s suffix."
     p = Path(path)
     kind = p.suffix.lower()
     if kind not in ('.csv', '.parquet'): raise NearError(f'{p}: name a .csv or .parquet file')
-    header = table_header(len(df), meta)
+    record = table_record(len(df), meta)
+    side = sidecar_path(p)
     with writing_file(p) as tmp:
-        if kind == '.parquet': _write_parquet(df, tmp, header)
+        if kind == '.parquet': _write_parquet(df, tmp, record)
         else:
             with open(tmp, 'w', encoding='utf-8', newline='') as f:
-                f.write(HEADER + json.dumps(header, default=str) + '\n')
                 _csv_cells(df).to_csv(f, index=False, lineterminator='\n')
+            doc = _csvw(tmp, p.name, list(df.columns), record)
+            side.unlink(missing_ok=True)  # the old record never stands beside the new file
+    if kind == '.csv':
+        with writing_file(side) as tmp: tmp.write_text(json.dumps(doc, indent=1, default=str) + '\n')
     return p
 
 # %% ../nbs/00a_tables.ipynb #44949a49
-MAX_HEADER_BYTES = 2**16 # a first line longer than this is not a near_nb header
+MAX_RECORD_BYTES = 2**20 # a sidecar larger than this is no record `write_table` wrote
 
-def read_header(path:str|Path, # a CSV file
+def _count(v) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+def read_record(path:str|Path, # a CSV file
                ) -> dict|None:
-    "The header `write_table` put on the CSV's first line; None for a file without one (written by hand)."
-    with open(path, 'rb') as f: line = f.readline(MAX_HEADER_BYTES)
-    if not line.startswith(HEADER.encode()): return None
-    try: head = json.loads(line[len(HEADER):])
-    except ValueError: head = None
-    rows = head.get('rows') if isinstance(head, dict) else None
-    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
-        raise NearError(f'{path}: its first line starts like a near_nb header but is not one; '
-                        'rerun the step that wrote it (with --force)')
-    return head
+    "The record `write_table` put beside the CSV (`sidecar_path`); None when there is none (written by hand)."
+    side = sidecar_path(path)
+    if not side.exists() and not side.is_symlink(): return None
+    small = side.is_file() and side.stat().st_size <= MAX_RECORD_BYTES  # not a folder, a FIFO, a huge file
+    try: doc = json.loads(side.read_bytes()) if small else None
+    except ValueError: doc = None  # not JSON, not UTF-8
+    rec = doc.get('near_nb') if isinstance(doc, dict) else None
+    if not (isinstance(rec, dict) and _count(rec.get('rows')) and _count(rec.get('bytes'))
+            and isinstance(rec.get('sha256'), str)):
+        raise NearError(f'{side} is not a table record near_nb wrote: delete it to read {Path(path).name} as '
+                        'your own CSV, or rerun the step that wrote it with --force')
+    return rec
 
 # %% ../nbs/00a_tables.ipynb #056fde23
 def _cut(path:Path, # the file
          found:int, # the rows read
-         head:dict, # its header
+         rec:dict, # its record
          why:str='', # what else is wrong
+         hint:str='', # what else to do
         ) -> NearError:
-    return NearError(f"{path} is cut short: {found} of the {head['rows']} rows its header promises{why}; it "
+    return NearError(f"{path} is cut short: {found} of the {rec['rows']} rows its record promises{why}; it "
                      'was not written whole (a copy or a run stopped half-way): rerun the step that wrote it '
-                     'with --force')
-
-def _read_csv(p:Path, # a CSV file
-             ) -> tuple:
-    "(the table as written, its header or None), the row count checked."
-    head = read_header(p)
-    try: df = pd.read_csv(p, keep_default_na=False, skiprows=1 if head else 0)
-    except pd.errors.ParserError as e:
-        if head: raise _cut(p, 0, head, f' (unreadable: {str(e).strip()[:80]})') from None
-        raise NearError(f'{p}: not a readable CSV ({str(e).strip()[:80]})') from None
-    if head and len(df) > head['rows']:
-        raise NearError(f"{p} holds {len(df)} rows where its header promises {head['rows']}: it was changed "
-                        'after near_nb wrote it; rerun the step that wrote it with --force')
-    if head and (len(df) < head['rows'] or not _ends_with_newline(p)):
-        raise _cut(p, len(df), head, '' if len(df) < head['rows'] else ', the last one unfinished')
-    return df.map(unescape_cell), head
+                     f'with --force{hint}')
 
 def _ends_with_newline(p:Path) -> bool:
     with open(p, 'rb') as f:
+        if not f.seek(0, 2): return False
         f.seek(-1, 2)
         return f.read(1) == b'\n'
+
+def _check_edited(p:Path, # a CSV whose bytes are not the recorded ones
+                  found:int, # the rows read
+                  rec:dict, # its record
+                 ):
+    "Refuse `p` if it is cut short; accept it (and say so at INFO) if it was edited."
+    hint = f' (rows removed on purpose: delete {sidecar_path(p).name})'
+    if found < rec['rows']: raise _cut(p, found, rec, hint=hint)
+    if found == rec['rows'] and not _ends_with_newline(p):
+        raise _cut(p, found, rec, ', the last one unfinished')
+    log.info(f"{p} was changed after near_nb wrote it ({found} rows, {rec['rows']} written): read as it is")
+
+# %% ../nbs/00a_tables.ipynb #9c0e1043
+def _read_csv(p:Path, # a CSV file
+             ) -> tuple:
+    "(the table as written, its record or None), checked whole against the record."
+    rec = read_record(p)
+    same = rec is not None and p.stat().st_size == rec['bytes'] and sha256_file(p) == rec['sha256']
+    try: df = pd.read_csv(p, keep_default_na=False)
+    except ValueError as e:  # a parser error, no columns at all, a cut UTF-8 character
+        msg = str(e).strip().splitlines()[0][:80] if str(e).strip() else type(e).__name__
+        if rec: raise _cut(p, 0, rec, f' (unreadable: {msg})') from None
+        raise NearError(f'{p}: not a readable CSV ({msg})') from None
+    if rec and not same: _check_edited(p, len(df), rec)
+    return df.map(unescape_cell), rec
 
 # %% ../nbs/00a_tables.ipynb #9d9a4ecb
 def _read_parquet(p:Path, # a Parquet file
                  ) -> tuple:
-    "(the table, its header or None), the row count checked."
+    "(the table, its record or None), the row count checked."
     import pyarrow as pa, pyarrow.parquet as pq  # lazy: pyarrow is slow to import; only Parquet needs it
     try: t = pq.read_table(p)
     except (pa.ArrowException, OSError) as e:
         raise NearError(f'{p} is not a whole Parquet file ({str(e)[:80]}): rerun the step that wrote it '
                         'with --force') from None
     raw = (t.schema.metadata or {}).get(b'near_nb')
-    head = json.loads(raw) if raw else None
-    if head and t.num_rows != head.get('rows'): raise _cut(p, t.num_rows, head)
-    return t.to_pandas(), head
+    rec = json.loads(raw) if raw else None
+    if rec and t.num_rows != rec.get('rows'): raise _cut(p, t.num_rows, rec)
+    return t.to_pandas(), rec
 
 # %% ../nbs/00a_tables.ipynb #3bed3595
 def read_table(path:str|Path, # a .csv or .parquet file
               ) -> pd.DataFrame:
-    "A table written by `write_table` (checked whole; header in `df.attrs['near_nb']`) or by hand."
+    "A table written by `write_table` (checked whole; record in `df.attrs['near_nb']`) or by hand."
     p = Path(path)
     if not p.is_file(): raise NearError(f'no such file: {p}')
-    df, head = _read_parquet(p) if p.suffix.lower() == '.parquet' else _read_csv(p)
+    df, rec = _read_parquet(p) if p.suffix.lower() == '.parquet' else _read_csv(p)
     for c in [c for c in df.columns if pd.api.types.is_string_dtype(df[c])]:  # numbers with blanks: NaN there
         filled = df[c] != ''
         num = pd.to_numeric(df[c].where(filled), errors='coerce')
@@ -154,5 +190,5 @@ def read_table(path:str|Path, # a .csv or .parquet file
     for c in [c for c in df.columns if c in LIST_COLUMNS]:
         df[c] = df[c].map(lambda v: json.loads(v) if isinstance(v, str) and v.startswith('[') else
                           list(v) if isinstance(v, (list, np.ndarray)) else ([v] if v else []))
-    df.attrs['near_nb'] = head or {}
+    df.attrs['near_nb'] = rec or {}
     return df

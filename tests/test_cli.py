@@ -11,6 +11,7 @@ from near_nb.data import sample
 from near_nb.embed import Backbone
 from near_nb.testing import tiny_clip_config, FakeChatServer, fingerprint
 from near_nb.formats import read_table
+from near_nb.tables import sidecar_path
 from near_nb.mllm import LabelStore
 
 SAMPLE = sample().images.root
@@ -136,6 +137,9 @@ def test_fit_then_predict_round_trip(fitted, capsys, tmp_path):
     p = read_table(tmp_path/'p.csv')
     assert list(p.columns[:6]) == ['path', 'sha256', 'name', 'score', 'margin', 'source'] and (p.source == 'classifier').all()
     assert p.random_weights.all()                                # the file itself says so
+    plain = pd.read_csv(tmp_path/'p.csv', keep_default_na=False)   # a plain CSV: any reader sees the columns
+    assert list(plain.columns) == list(p.columns) and len(plain) == len(p)
+    assert json.loads(sidecar_path(tmp_path/'p.csv').read_text())['near_nb']['rows'] == len(p)   # the record
     ok = p[p.error == '']
     assert len(ok) == len(files) and ok.top_names.map(len).eq(3).all() and (ok.name == ok.top_names.str[0]).all()
     clf = NearClassifier.from_pretrained(d/'clf')

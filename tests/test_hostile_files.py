@@ -14,7 +14,7 @@ from near_nb.core import NearError
 from near_nb.classifier import NearClassifier
 from near_nb.data import ImageSet
 from near_nb.embed import Backbone, EmbeddingCache, register_config
-from near_nb.tables import read_table, write_table
+from near_nb.tables import read_table, sidecar_path, write_table
 from near_nb.testing import tiny_clip_config
 
 NEAR = [sys.executable, '-c', 'import sys; from near_nb.cli import main; sys.exit(main())']
@@ -341,16 +341,19 @@ def test_a_killed_table_write_leaves_the_old_file(tmp_path):
     assert read_table(f).path.tolist() == predictions(3).path.tolist()       # the old one, whole
     assert len(list(tmp_path.glob('.predictions.csv.*.partial'))) == 1       # what the killed run left, hidden
     write_table(predictions(5), f)
-    assert len(read_table(f)) == 5 and sorted(q.name for q in tmp_path.iterdir()) == ['predictions.csv']
+    assert len(read_table(f)) == 5
+    assert sorted(q.name for q in tmp_path.iterdir()) == ['predictions.csv', 'predictions.csv-metadata.json']
 
 def test_a_cut_table_is_refused_by_name(tmp_path, capsys):
-    """A predictions file cut after 72 of its 200 rows (a copy that stopped): `near export` refuses it, exit 1, in
-    one line naming the file, the rows found and promised, and --force; a CSV written by hand still exports."""
+    """A predictions file cut after 72 of its 200 rows (a copy that stopped; its record beside it): `near export`
+    refuses it, exit 1, in one line naming the file, the rows found and promised, and --force; a CSV written by hand
+    still exports."""
     from near_nb.cli import main
     f = write_table(predictions(), tmp_path/'predictions.csv')
     lines = f.read_text().splitlines(keepends=True)
     cut = tmp_path/'cut.csv'
-    cut.write_text(''.join(lines[:2 + 72]))
+    cut.write_text(''.join(lines[:1 + 72]))
+    sidecar_path(cut).write_bytes(sidecar_path(f).read_bytes())   # the record was copied whole
     assert main(['export', str(cut), '--to', 'csv', '--out', str(tmp_path/'out.csv')]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f'{cut} is cut short: 72 of the 200 rows' in err and '--force' in err, err
@@ -368,7 +371,7 @@ def test_names_that_look_like_formulas(tmp_path, capsys):
     f = write_table(df, tmp_path/'predictions.csv')
     assert main(['export', str(f), '--to', 'csv', '--out', str(tmp_path/'out.csv')]) == 0
     for out in (f, tmp_path/'out.csv'):
-        cells = pd.read_csv(out, skiprows=1, keep_default_na=False).name.tolist()
+        cells = pd.read_csv(out, keep_default_na=False).name.tolist()                 # a plain CSV
         assert all(c.startswith("'") for c in cells), cells                    # no cell a spreadsheet would run
         assert read_table(out).name.tolist() == evil
 
