@@ -97,7 +97,7 @@ def test_cli_demo_offline(tmp_path, near):
     assert 'NeaR refined' in r.stdout and 'sACC with all-MiniLM-L6-v2' in r.stdout and 'near_map.html' in r.stdout
     html = (tmp_path/'demo'/'near_map.html').read_text()
     assert 'plotly' in html and 'NeaR name' in html
-    refined = read_table(tmp_path/'demo'/'refined_labels.csv')   # with or without the writer's header line
+    refined = read_table(tmp_path/'demo'/'refined_labels.csv')   # the plain CSV, its record beside it
     assert len(refined) == 306 and set(refined.columns) >= {'path', 'mllm', 'near', 'clean'}
     # the saved classifier names the sample's embeddings without any MLLM, as the refined labels say
     from near_nb.classifier import NearClassifier
