@@ -4,8 +4,9 @@
 
 # %% ../nbs/03_mllm.ipynb #820d2f5c
 from __future__ import annotations
-import asyncio, base64, csv, io, ipaddress, json, logging, os, random, re, socket, sqlite3, textwrap
+import asyncio, base64, csv, io, ipaddress, json, logging, os, random, re, socket, sqlite3, sys, textwrap
 import time, uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
@@ -15,16 +16,17 @@ from PIL import Image
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .core import NearError, Registry, get_device, stable_hash, sha256_file, open_sqlite
-from .data import ImageSet, ImageLoadError, LoadError, load_image, display_path
+from .data import ImageSet, ImageLoadError, LoadError, load_image, display_path, check_regular
 from .parse import parse_answer
 
 log = logging.getLogger('near_nb')
 
 # %% auto #0
-__all__ = ['log', 'LABELERS', 'make_prompt', 'LabelStore', 'new_owner', 'Request', 'Answer', 'LabelError', 'Labeler',
-           'image_data_url', 'scrub_secrets', 'ServerUnreachable', 'OpenAILabeler', 'escape_cell', 'unescape_cell',
-           'read_rows', 'ReplayLabeler', 'LabelRun', 'prompt_hash', 'cap_answer', 'ask_requests', 'label_images',
-           'show_answers', 'export_labels', 'load_pipeline', 'HFLabeler', 'parse_spec', 'spec_factory',
+__all__ = ['log', 'NOT_MLLM', 'LABELERS', 'make_prompt', 'StoreBusy', 'lock_holders', 'describe_process', 'LabelStore',
+           'new_owner', 'Request', 'Answer', 'LabelError', 'Labeler', 'image_data_url', 'scrub_secrets',
+           'ServerUnreachable', 'OpenAILabeler', 'escape_cell', 'unescape_cell', 'read_rows', 'ReplayLabeler',
+           'LabelRun', 'prompt_hash', 'cap_answer', 'ask_requests', 'label_images', 'show_answers', 'export_labels',
+           'answer_source', 'from_mllm', 'is_new_name', 'load_pipeline', 'HFLabeler', 'parse_spec', 'spec_factory',
            'register_labeler', 'get_labeler']
 
 # %% ../nbs/03_mllm.ipynb #03ccbe40
@@ -45,12 +47,16 @@ _COLS = ('sha256', 'model', 'prompt_hash', 'sample', 'path', 'prompt', 'status',
          'refusal', 'prompt_tokens', 'completion_tokens', 'latency', 'attempts', 'error',
          'created', 'updated')
 
+_CLAIM_COLS = ('sha256', 'model', 'prompt_hash', 'sample', 'owner', 'expires')
+
 _SCHEMA = '''CREATE TABLE IF NOT EXISTS answers (sha256 TEXT, model TEXT, prompt_hash TEXT, sample INTEGER,
     path TEXT, prompt TEXT, status TEXT, response TEXT, names TEXT, refusal INTEGER, prompt_tokens INTEGER,
     completion_tokens INTEGER, latency REAL, attempts INTEGER, error TEXT, created REAL, updated REAL,
     PRIMARY KEY (sha256, model, prompt_hash, sample));
 CREATE TABLE IF NOT EXISTS claims (sha256 TEXT, model TEXT, prompt_hash TEXT, sample INTEGER, owner TEXT,
     expires REAL, PRIMARY KEY (sha256, model, prompt_hash, sample));'''
+
+_STORE_FIX = 'move it aside, or pass another store (--store)'
 
 def _db_path(p) -> str|bytes:
     "A path as SQLite can hold it losslessly: text when it is UTF-8, else its bytes."
@@ -59,23 +65,98 @@ def _db_path(p) -> str|bytes:
     except UnicodeEncodeError: return os.fsencode(s)
     return s
 
+# %% ../nbs/03_mllm.ipynb #30bd86cc
+def _schema_problem(con:sqlite3.Connection, # an open SQLite file
+                   ) -> str|None:
+    "What keeps this SQLite file from being a label store, or None (a label store, or an empty file)."
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if tables and 'answers' not in tables:
+        return f'is not a label store (it holds the tables {", ".join(sorted(tables))})'
+    for table, want in (('answers', _COLS), ('claims', _CLAIM_COLS)):
+        cols = tuple(r[1] for r in con.execute(f'PRAGMA table_info({table})'))
+        if table in tables and cols != want:
+            return f'has an unknown schema (table {table} with columns {list(cols)}, expected {list(want)})'
+    return None
+
+# %% ../nbs/03_mllm.ipynb #e261c944
+class StoreBusy(NearError):
+    "Another process held the store's write lock for longer than the store waits (`LabelStore.wait`)."
+
+_LOCK_BYTES = {'-shm': {120}, '': {0x40000000, 0x40000001, 0x40000002}}  # WAL's write lock; rollback's
+
+def lock_holders(path:str|Path, # a SQLite file
+                ) -> list:
+    "The ids of the processes on this machine that hold `path`'s write lock (Linux's `/proc/locks`; else [])."
+    spots = {}
+    for suffix, starts in _LOCK_BYTES.items():
+        try: st = os.stat(f'{path}{suffix}')
+        except OSError: continue
+        spots[(os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)] = starts
+    try: lines = Path('/proc/locks').read_text().splitlines()
+    except OSError: return []
+    pids = []
+    for f in map(str.split, lines):  # '1: POSIX ADVISORY WRITE 12068 fe:00:2246449 120 120'
+        if len(f) != 8 or f[3] != 'WRITE' or not f[4].isdigit(): continue  # 9 fields: a waiter ('->')
+        try: key = tuple(int(x, b) for x, b in zip(f[5].split(':'), (16, 16, 10)))
+        except ValueError: continue
+        if int(f[6]) in spots.get(key, ()) and int(f[4]) not in pids: pids.append(int(f[4]))
+    return pids
+
+# %% ../nbs/03_mllm.ipynb #6a1b1b31
+def describe_process(pid:int, # a process id on this machine
+                     width:int=80, # longest command line shown
+                    ) -> str:
+    "'process PID (its command line)', control characters escaped, for a message."
+    if pid == os.getpid(): return f'this process ({pid}, another connection)'
+    try: cmd = Path(f'/proc/{pid}/cmdline').read_bytes().replace(b'\0', b' ').decode(errors='replace').strip()
+    except OSError: cmd = ''
+    cmd = re.sub(r'[\x00-\x1f\x7f]', lambda m: f'\\x{ord(m[0]):02x}', cmd)
+    cmd = cmd if len(cmd) <= width else cmd[:width - 3] + '...'
+    return f'process {pid} ({cmd})' if cmd else f'process {pid}'
+
+# %% ../nbs/03_mllm.ipynb #56df75ff
+def _store_error(store:LabelStore, e:sqlite3.DatabaseError) -> NearError:
+    "What SQLite raised, as one line that names the store and says what to do (busy: who holds it)."
+    where = display_path(store.path)
+    if 'locked' in str(e) or 'busy' in str(e):
+        who = ', '.join(map(describe_process, lock_holders(store.path)))
+        who = who or f'another process (`fuser {where}` finds it)'
+        return StoreBusy(f'the label store {where} is busy: {who} holds its write lock, not released in '
+                         f'{store.wait:g}s; let that finish or stop it, or pass another store (--store)')
+    bad = 'not a database' in str(e) or 'malformed' in str(e)
+    what = 'is not a SQLite file, or is corrupt' if bad else f'cannot be used ({e})'
+    return NearError(f'the label store {where} {what}; {_STORE_FIX}')
+
+@contextmanager
+def _guard(store:LabelStore):
+    "One store operation; SQLite's errors about the file (busy, corrupt, read-only) as one-line `NearError`s."
+    try: yield
+    except Exception as e:
+        cause = e if isinstance(e, sqlite3.Error) else e.__cause__  # pandas wraps SQLite's errors
+        if type(cause) not in (sqlite3.DatabaseError, sqlite3.OperationalError): raise  # a bug, not the file
+        raise _store_error(store, cause) from None
+
 # %% ../nbs/03_mllm.ipynb #345385a2
 class LabelStore:
     "SQLite store of MLLM answers, one row per (image sha256, model, prompt hash, sample)."
-    def __init__(self, path:str|Path):
-        self.path = Path(path)
+    def __init__(self, path:str|Path, # the SQLite file (created, with its folder, if missing)
+                 wait:float=10.0, # seconds a write waits for another process's lock, then `StoreBusy`
+                ):
+        self.path, self.wait = Path(path), wait
         where = display_path(path)
         if self.path.is_dir():
             raise NearError(f'the label store {where} is a folder; pass a file name (.sqlite)')
         try:
-            self.con = open_sqlite(self.path, _SCHEMA)
-            len(self)
-        except sqlite3.DatabaseError as e:
-            what = ('is not a SQLite file (corrupt?)' if 'not a database' in str(e)
-                    else f'cannot be written ({e})')
-            raise NearError(f'the label store {where} {what}; pass another --store or fix the file') from None
+            if self.path.exists(): check_regular(os.stat(self.path), None)  # a FIFO would hang SQLite
+            self.con = open_sqlite(self.path)
+            self.con.execute(f'PRAGMA busy_timeout={int(wait * 1000)}')
+            problem = _schema_problem(self.con)
+            if not problem: self.con.executescript(_SCHEMA)
+        except ImageLoadError as e: raise NearError(f'the label store {where} {e}; {_STORE_FIX}') from None
+        except sqlite3.DatabaseError as e: raise _store_error(self, e) from None
         except OSError as e:
             raise NearError(f'cannot create the label store {where}: {e.strerror or e}') from None
+        if problem: raise NearError(f'the label store {where} {problem}; {_STORE_FIX}')
     def __bool__(self): return True
     def __len__(self): return self.con.execute('SELECT COUNT(*) FROM answers').fetchone()[0]
     def __repr__(self):
@@ -99,7 +180,7 @@ def record(self:LabelStore, sha256:str, model:str, prompt_hash:str, sample:int, 
     row = (*key, _db_path(path), prompt, 'done' if done else 'failed', _text(response),
            json.dumps(p.names) if done else None, int(p.refusal) if done else 0, prompt_tokens,
            completion_tokens, latency, attempts, _text(error), now, now)
-    with self.con:
+    with _guard(self), self.con:
         self.con.execute(f'''INSERT INTO answers VALUES ({",".join("?" * len(_COLS))})
             ON CONFLICT (sha256, model, prompt_hash, sample) DO UPDATE SET path=excluded.path,
             status=excluded.status, response=excluded.response, names=excluded.names,
@@ -114,7 +195,7 @@ def record(self:LabelStore, sha256:str, model:str, prompt_hash:str, sample:int, 
 def done(self:LabelStore, model:str, prompt_hash:str) -> set:
     "The (sha256, sample) pairs already answered for this model and prompt."
     q = "SELECT sha256, sample FROM answers WHERE model=? AND prompt_hash=? AND status='done'"
-    return set(self.con.execute(q, (model, prompt_hash)).fetchall())
+    with _guard(self): return set(self.con.execute(q, (model, prompt_hash)).fetchall())
 
 # %% ../nbs/03_mllm.ipynb #8678fc9c
 @patch
@@ -127,7 +208,7 @@ def frame(self:LabelStore, model:str|None=None, prompt_hash:str|None=None) -> pd
     if prompt_hash:
         q += ' AND prompt_hash=?'
         a.append(prompt_hash)
-    df = pd.read_sql_query(q + ' ORDER BY sha256, sample', self.con, params=a)
+    with _guard(self): df = pd.read_sql_query(q + ' ORDER BY sha256, sample', self.con, params=a)
     # object dtype: an Arrow-backed string column (pandas with
     # pyarrow) refuses the surrogates of undecodable names
     paths = [os.fsdecode(p) if isinstance(p, bytes) else p for p in df['path']]
@@ -159,7 +240,7 @@ def claim(self:LabelStore, key:tuple, # (sha256, model, prompt_hash, sample)
           lease:float=900.0, # seconds the claim holds if its owner never comes back
          ) -> str:
     "'mine' (ask it), 'done' (answered already) or 'busy' (another live run is asking), decided atomically."
-    with self.con:
+    with _guard(self), self.con:
         self.con.execute('BEGIN IMMEDIATE')
         q = 'SELECT {} FROM {} WHERE sha256=? AND model=? AND prompt_hash=? AND sample=?'
         st = self.con.execute(q.format('status', 'answers'), key).fetchone()
@@ -174,7 +255,7 @@ def claim(self:LabelStore, key:tuple, # (sha256, model, prompt_hash, sample)
 @patch
 def release(self:LabelStore, owner:str):
     "Drop every claim `owner` still holds (a run ending, or interrupted)."
-    with self.con: self.con.execute('DELETE FROM claims WHERE owner=?', (owner,))
+    with _guard(self), self.con: self.con.execute('DELETE FROM claims WHERE owner=?', (owner,))
 
 # %% ../nbs/03_mllm.ipynb #cbb8ff14
 @dataclass
@@ -467,12 +548,14 @@ class LabelRun:
     elsewhere: int = 0 # answered by another run on the same store while this one waited
     truncated: int = 0 # answers cut to `max_answer_chars`
     stopped: str|None = None # why the run stopped early (the server unreachable)
+    retries: int = 0 # requests asked again (HTTP 429 or 5xx, timeouts, bad answers): attempts past the first
     @property
     def ok(self) -> bool: return not self.failed and not self.unreadable and not self.stopped
     def summary(self) -> str:
         c = f', ${self.cost:.4f}' if self.cost is not None else ''
         other = f', {self.elsewhere} answered by another run' if self.elsewhere else ''
         cut = f', {self.truncated} answers truncated' if self.truncated else ''
+        cut += f', {self.retries} retr{"y" if self.retries == 1 else "ies"}' if self.retries else ''
         tokens = f'{self.prompt_tokens}+{self.completion_tokens} tokens{c} in {self.seconds:.1f}s'
         return (f'{self.model}: {self.done} answered, {self.skipped} already in the store{other}, '
                 f'{len(self.failed)} failed, {len(self.unreadable)} unreadable images{cut}; {tokens}')
@@ -527,6 +610,7 @@ class _Job:
     owner: str
     lease: float
     max_chars: int
+    store_busy: bool = False # a store operation gave up waiting (`StoreBusy`): leave the store alone
     def key(self, req): return (req.sha256, self.labeler.model, req.prompt_hash or self.phash, req.sample)
 
 # %% ../nbs/03_mllm.ipynb #94cf0bf3
@@ -552,6 +636,7 @@ def _record(job, req, a):
                          attempts=a.attempts)
         run.failed.append((req.path, req.sample, str(a)))
         job.bar.set_postfix(failed=len(run.failed))
+    run.retries += max(0, a.attempts - 1)
     job.bar.update(1)
 
 # %% ../nbs/03_mllm.ipynb #43827755
@@ -565,19 +650,26 @@ def _claim(job, req, busy:list) -> bool:
     return got == 'mine'
 
 # %% ../nbs/03_mllm.ipynb #72425240
+async def _ask_one(job, req, sem, busy:list):
+    "Claim, ask and record one request (`concurrency` at a time); a claimed-elsewhere request goes to `busy`."
+    async with sem:
+        if job.run.stopped or job.store_busy or not _claim(job, req, busy): return
+        try: a = await job.labeler.answer(req)
+        except LabelError as e: a = e
+        except ImageLoadError as e: a = LabelError(f'unusable image: {e}')
+        except ServerUnreachable as e:
+            job.run.stopped = str(e)
+            return
+    if not job.store_busy: _record(job, req, a)
+
 async def _ask_all(job, reqs, concurrency, poll:float=0.5):
     "Ask about `reqs`, `concurrency` at a time; then wait for those another run had claimed."
     sem, busy = asyncio.Semaphore(concurrency), []
     async def one(req):
-        async with sem:
-            if job.run.stopped or not _claim(job, req, busy): return
-            try: a = await job.labeler.answer(req)
-            except LabelError as e: a = e
-            except ImageLoadError as e: a = LabelError(f'unusable image: {e}')
-            except ServerUnreachable as e:
-                job.run.stopped = str(e)
-                return
-        _record(job, req, a)
+        try: await _ask_one(job, req, sem, busy)
+        except StoreBusy:
+            job.store_busy = True  # the requests started with this one do not wait for the lock in turn
+            raise
     try:
         await asyncio.gather(*(one(r) for r in reqs))
         while busy and not job.run.stopped:
@@ -636,8 +728,9 @@ def ask_requests(labeler, # `.answer(req)` per request, or `.answer_batch(reqs)`
         if hasattr(labeler, 'answer_batch'): _run_coro(_ask_batches(job, reqs))
         else: _run_coro(_ask_all(job, reqs, concurrency))
     finally:
-        store.release(job.owner)
         bar.close()
+        # a busy store cannot take the release either: these claims die with this process (`_alive`)
+        if not isinstance(sys.exc_info()[1], StoreBusy): store.release(job.owner)
     run.cost = labeler.cost(run.prompt_tokens, run.completion_tokens) if hasattr(labeler, 'cost') else None
 
 # %% ../nbs/03_mllm.ipynb #3e53b9f0
@@ -716,6 +809,12 @@ def show_answers(frame:pd.DataFrame, # rows of `LabelStore.frame()`: path, respo
 # %% ../nbs/03_mllm.ipynb #9706df64
 # control characters other CSV readers choke on (the store keeps them)
 _CTRL = re.compile(r'[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
+def _write_labels(df:pd.DataFrame, # the labels table
+                  out:str|Path, # the CSV file
+                 ):
+    "LABELS.csv's writer: cells formula-escaped (`escape_cell`), text quoted (answers hold \\r and worse)."
+    df.map(escape_cell).to_csv(out, index=False, quoting=csv.QUOTE_NONNUMERIC)
+
 def export_labels(images, store:LabelStore, model:str, prompt_hash:str, *, out:str|Path,
                   samples:int=1) -> pd.DataFrame:
     "Write LABELS.csv: one row per (image, sample), labeled or not, formulas escaped; return it."
@@ -739,9 +838,27 @@ def export_labels(images, store:LabelStore, model:str, prompt_hash:str, *, out:s
     df = pd.DataFrame(rows,
                       columns=['path', 'sha256', 'model', 'sample', 'names', 'response', 'status', 'error',
                                      'prompt_hash', 'prompt_tokens', 'completion_tokens', 'latency'])
-    # quoted: answers hold \r and worse
-    df.map(escape_cell).to_csv(out, index=False, quoting=csv.QUOTE_NONNUMERIC)
+    _write_labels(df, out)
     return df
+
+# %% ../nbs/03_mllm.ipynb #437d400c
+NOT_MLLM = ('classifier', 'classifier (no answer)', 'unreadable', '') # the `source` values that are no MLLM
+
+def answer_source(model:str, # the MLLM's model name (`labeler.model`)
+                  new_name:bool=False, # the name is not one of the classifier's
+                 ) -> str:
+    "The `source` of a name an MLLM gave: its model's name, marked when the name is new."
+    return f'{model} (new name)' if new_name else model
+
+def from_mllm(source, # a `source` cell
+             ) -> bool:
+    "Whether a name came from an MLLM: a model's name, or `mllm` in files of earlier versions."
+    return isinstance(source, str) and source not in NOT_MLLM
+
+def is_new_name(source, # a `source` cell
+               ) -> bool:
+    "Whether an MLLM gave a name the classifier did not have: 'MODEL (new name)' (or 'mllm (new name)')."
+    return isinstance(source, str) and source.endswith(' (new name)')
 
 # %% ../nbs/03_mllm.ipynb #40270570
 def load_pipeline(task:str, # 'image-text-to-text' (labelers), 'text-generation' (describers)

@@ -11,6 +11,7 @@ from near_nb.mllm import LabelStore, OpenAILabeler, label_images
 from near_nb.near import fit_near_head, NearConfig
 from near_nb.tune import fit_near_tower
 from near_nb.prototypes import grain_prototypes, lafg_prototypes, name_prototypes, fuse_text, recall_at_k
+from near_nb.cli import main
 
 NAMES = [f'Specimen {i}' for i in range(18)]
 NEAR = [sys.executable, '-c', 'import sys; from near_nb.cli import main; sys.exit(main())']
@@ -161,16 +162,16 @@ def test_a_grown_classifier_keeps_its_text_head():
     np.testing.assert_allclose(grown.cosines(emb[:1])[0, 3], 1.0, atol=1e-5)   # its own image mean, both halves
     np.testing.assert_allclose(grown.cosines(emb)[:, :3], clf.cosines(emb), atol=1e-6)
 
-def test_near_bench_testbed_with_text(tmp_path):
+def test_near_bench_testbed_with_text(tmp_path, capsys):
     "`near bench testbed --text-model --text-pretrained`: zero-shot 3 ways, fused, Recall@K (a tiny model: noise)."
     cfg = tiny_clip_config(tmp_path/'tinybench.json')
     ck = tmp_path/'tiny.pt'
     torch.save(Backbone(str(cfg), None, random_init=True, seed=2).load().model.state_dict(), ck)
     tb = tiny_testbed(tmp_path/'tb', Backbone(str(cfg), pretrained=str(ck)), n_classes=8)
-    r = subprocess.run(NEAR + ['bench', 'testbed', str(tb), '--seeds', '1', '--text-model', str(cfg),
-                               '--text-pretrained', str(ck), '--json', str(tmp_path/'r.json'), '-q'],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
+    code = main(['bench', 'testbed', str(tb), '--seeds', '1', '--text-model', str(cfg),       # in this process
+                 '--text-pretrained', str(ck), '--json', str(tmp_path/'r.json'), '-q'])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
     rep = json.loads((tmp_path/'r.json').read_text())
     kinds = ('name', 'grain', 'lafg')
     for p in ('transductive', 'heldout'):
@@ -181,10 +182,11 @@ def test_near_bench_testbed_with_text(tmp_path):
     assert set(rep['text']['recall']) == set(kinds) and set(rep['text']['recall']['lafg']) == {'R@1', 'R@5', 'R@10'}
     assert all(0 <= rep['text']['alpha'][p][k] <= 1 for p in ('transductive', 'heldout') for k in kinds)
     assert 'not measured' in rep['text']['note'] and 'mined' in rep['text']['descriptors']
-    assert 'fused_grain' in r.stdout and 'Recall@1/5/10' in r.stdout
+    assert 'fused_grain' in out and 'Recall@1/5/10' in out
     wide, wide_ck = tiny_clip_config(tmp_path/'tinywide.json', embed_dim=48), tmp_path/'wide.pt'
     torch.save(Backbone(str(wide), None, random_init=True).load().model.state_dict(), wide_ck)
-    bad = subprocess.run(NEAR + ['bench', 'testbed', str(tb), '--seeds', '1', '--text-model', str(wide),
-                                 '--text-pretrained', str(wide_ck), '-q'], capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 1 and bad.stderr.count('\n') == 1, bad.stderr
-    assert '48-d embeddings, the test bed 32-d' in bad.stderr
+    code = main(['bench', 'testbed', str(tb), '--seeds', '1', '--text-model', str(wide),
+                 '--text-pretrained', str(wide_ck), '-q'])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count('\n') == 1, err
+    assert '48-d embeddings, the test bed 32-d' in err

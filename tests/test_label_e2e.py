@@ -1,9 +1,12 @@
 "Labeling end to end: a real HTTP server with faults, a real `near label` subprocess killed half-way, the API key."
+# `near label` runs in this process (`main`) except where the process is the subject: a kill, the
+# environment it reads at start-up
 import json, os, re, signal, subprocess, sys
 import numpy as np, pandas as pd, pytest
 from PIL import Image
 from near_nb.testing import FakeChatServer, fingerprint, FAULTS, tiny_vlm
 from near_nb.mllm import image_data_url, LabelStore
+from near_nb.cli import main
 from conftest import ROOT, kill_when
 
 NEAR = [sys.executable, '-c', 'import sys; from near_nb.cli import main; sys.exit(main())']
@@ -18,18 +21,19 @@ def label_cmd(imgs, srv, tmp, *extra):
     return NEAR + ['label', str(imgs), '--mllm', 'openai:fake-vlm', '--base-url', srv.url, '--store', str(tmp/'s.sqlite'),
                    '--out', str(tmp/'labels.csv'), '-q', *extra]
 
-def test_every_fault_recovered_nothing_paid_twice(tmp_path):
+def test_every_fault_recovered_nothing_paid_twice(tmp_path, capsys, monkeypatch):
     files = make_images(tmp_path/'imgs', 27)
     fps = [fingerprint(image_data_url(f, 768)) for f in files]
     # image k gets fault k % 9 on its first two attempts (400 only once: it is not retried, so it fails)
     plan = {fp: FAULTS[k % len(FAULTS)] for k, fp in enumerate(fps)}
     fault = lambda fp, n: plan[fp] if n <= 2 else None
+    monkeypatch.setenv('OPENAI_API_KEY', 'sk-test')
     with FakeChatServer(fault=fault, slow_seconds=2.0, retry_after='0.3') as srv:
-        r = subprocess.run(label_cmd(tmp_path/'imgs', srv, tmp_path, '--timeout', '1', '--concurrency', '8'),
-                           capture_output=True, text=True, timeout=240, env={**os.environ, 'OPENAI_API_KEY': 'sk-test'})
+        code = main(label_cmd(tmp_path/'imgs', srv, tmp_path, '--timeout', '1', '--concurrency', '8')[len(NEAR):])
+        out, err = capsys.readouterr()
         bad = [fps[k] for k in range(27) if plan[fps[k]] == '400']
-        assert r.returncode == 1, r.stdout + r.stderr                          # the 400s fail (not retried)
-        assert 'not every image is labeled' in r.stderr and 'HTTP 400' in r.stderr
+        assert code == 1, out + err                                            # the 400s fail (not retried)
+        assert 'not every image is labeled' in err and 'HTTP 400' in err
         df = pd.read_csv(tmp_path/'labels.csv')
         assert len(df) == 27 and (df.status == 'done').sum() == 24 and (df.status == 'failed').sum() == 3
         refusals = df[df.path.map(lambda p: plan[fingerprint(image_data_url(p, 768))] == 'refusal')]
@@ -45,14 +49,13 @@ def test_every_fault_recovered_nothing_paid_twice(tmp_path):
         # the re-run asks only about the failed images; with the fault gone they succeed
         plan.update({fp: None for fp in bad})
         before = srv.requests
-        r2 = subprocess.run(label_cmd(tmp_path/'imgs', srv, tmp_path), capture_output=True, text=True, timeout=120,
-                            env={**os.environ, 'OPENAI_API_KEY': 'sk-test'})
-        assert r2.returncode == 0, r2.stderr
+        code = main(label_cmd(tmp_path/'imgs', srv, tmp_path)[len(NEAR):])
+        assert code == 0, capsys.readouterr().err
         assert srv.requests - before == 3
         assert (pd.read_csv(tmp_path/'labels.csv').status == 'done').all()
 
 @pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGINT])
-def test_killed_labeling_run_resumes(tmp_path, sig):
+def test_killed_labeling_run_resumes(tmp_path, sig, capsys, monkeypatch):
     "Kill `near label` half-way: at most the requests in flight are lost; the re-run completes without repeats."
     make_images(tmp_path/'imgs', 80)
     conc = 4
@@ -66,9 +69,10 @@ def test_killed_labeling_run_resumes(tmp_path, sig):
         answered = sum(srv.completed.values())
         assert 20 <= kept < 80 and answered - kept <= conc, (kept, answered)    # lost: only what was in flight
         before = srv.requests
-        r = subprocess.run(label_cmd(tmp_path/'imgs', srv, tmp_path, '--concurrency', str(conc)), capture_output=True, text=True,
-                           timeout=120, env={**os.environ, 'OPENAI_API_KEY': 'sk-test'})
-        assert r.returncode == 0, r.stderr
+        monkeypatch.setenv('OPENAI_API_KEY', 'sk-test')
+        rerun = label_cmd(tmp_path/'imgs', srv, tmp_path, '--concurrency', str(conc))[len(NEAR):]
+        code = main(rerun)
+        assert code == 0, capsys.readouterr().err
         assert srv.requests - before == 80 - kept                                # nothing stored is asked again
         assert len(LabelStore(db).frame()) == 80 and max(srv.completed.values()) <= 2
         assert sum(v == 2 for v in srv.completed.values()) <= conc
@@ -108,12 +112,12 @@ def test_notebooks_carry_no_secrets():
             out = json.dumps(c.get('outputs', []))
             assert not KEY_SHAPE.search(out), f'{nb.name}: output looks like a credential'
 
-def test_label_hf_tiny_model_cli(tmp_path):
+def test_label_hf_tiny_model_cli(tmp_path, capsys):
     "`near label --mllm hf:PATH` with a tiny random-weight Qwen2-VL built from a config, offline."
     make_images(tmp_path/'imgs', 3)
     vlm = tiny_vlm(tmp_path/'tiny-vlm')
-    r = subprocess.run(NEAR + ['label', str(tmp_path/'imgs'), '--mllm', f'hf:{vlm}', '--store', str(tmp_path/'s.sqlite'),
-                               '--out', str(tmp_path/'labels.csv'), '--samples', '2', '-q'], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    code = main(['label', str(tmp_path/'imgs'), '--mllm', f'hf:{vlm}', '--store', str(tmp_path/'s.sqlite'),
+                 '--out', str(tmp_path/'labels.csv'), '--samples', '2', '-q'])
+    assert code == 0, capsys.readouterr().err
     df = pd.read_csv(tmp_path/'labels.csv')
     assert len(df) == 6 and (df.status == 'done').all() and df['sample'].tolist() == [0, 1] * 3

@@ -1,11 +1,11 @@
 "A labeler or describer installed with pip (an entry point, no register call) is seen by `near label` and `get_describer`."
-import json, os, shutil, subprocess, sys
+import json, shutil, sys
 import pandas as pd
+import pytest
+from near_nb.cli import main
 from near_nb.data import sample
-from conftest import ROOT
-
-# the `near` command as a fresh process sees it (`python -m near_nb.cli` once cli.py has a __main__ guard)
-NEAR = ['-c', 'import sys; from near_nb.cli import main; sys.exit(main())']
+from near_nb.describe import DESCRIBERS, get_describer
+from near_nb.mllm import LABELERS
 
 PLUGIN = '''
 from near_nb.mllm import Answer
@@ -34,11 +34,16 @@ def install_plugin(site):
     (info/'RECORD').write_text('')
     return site
 
-def run(args, site=None, cwd=None):
-    "`python ARGS` in a fresh process with the plugin's site folder (if any) on its path."
-    path = [str(site)] if site else []
-    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(path + [str(ROOT)])}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+@pytest.fixture
+def installed(tmp_path, monkeypatch):
+    "The plugin as pip would install it, for this process: its folder on the path, entry points read anew."
+    site = install_plugin(tmp_path/'site')
+    monkeypatch.syspath_prepend(str(site))
+    for reg in (LABELERS, DESCRIBERS):  # what the registries knew comes back after the test
+        monkeypatch.setattr(reg, '_items', dict(reg._items))
+        monkeypatch.setattr(reg, '_plugins', None)
+    yield site
+    sys.modules.pop('near_announcer', None)
 
 def few_images(d, n=3):
     "`n` photos of the shipped sample, copied to `d`."
@@ -46,28 +51,26 @@ def few_images(d, n=3):
     for f in sample().images.files[:n]: shutil.copy(f, d/f.name)
     return d
 
-def test_near_label_uses_an_installed_labeler(tmp_path):
-    site, imgs = install_plugin(tmp_path/'site'), few_images(tmp_path/'imgs')
-    r = run([*NEAR, 'label', str(imgs), '--mllm', 'myplugin:Zinnia', '--store', str(tmp_path/'s.sqlite'),
-             '--out', str(tmp_path/'l.csv'), '--base-url', 'http://127.0.0.1:9/v1'], site)
-    assert r.returncode == 0, r.stderr
+def test_near_label_uses_an_installed_labeler(tmp_path, installed, capsys):
+    imgs = few_images(tmp_path/'imgs')
+    code = main(['label', str(imgs), '--mllm', 'myplugin:Zinnia', '--store', str(tmp_path/'s.sqlite'),
+                 '--out', str(tmp_path/'l.csv'), '--base-url', 'http://127.0.0.1:9/v1'])
+    assert code == 0, capsys.readouterr().err
     labels = pd.read_csv(tmp_path/'l.csv')
     assert len(labels) == 3 and set(labels.model) == {'announcer:Zinnia'}
     assert set(labels.response) == {'The plugin says: a **Zinnia Specimen**.'}
     assert [json.loads(n) for n in labels.names] == [['Zinnia Specimen']] * 3
 
-def test_without_the_plugin_the_scheme_is_unknown(tmp_path):
+def test_without_the_plugin_the_scheme_is_unknown(tmp_path, capsys, monkeypatch):
     imgs = few_images(tmp_path/'imgs', 1)
-    r = run([*NEAR, 'label', str(imgs), '--mllm', 'myplugin:Zinnia', '--store', str(tmp_path/'s.sqlite'),
-             '--out', str(tmp_path/'l.csv')])
-    assert r.returncode != 0 and not (tmp_path/'l.csv').exists()
-    assert "unknown labeler scheme 'myplugin'" in r.stderr and "'near_nb.labelers'" in r.stderr, r.stderr
+    monkeypatch.setattr(LABELERS, '_plugins', None)  # the entry points as this process's path has them
+    code = main(['label', str(imgs), '--mllm', 'myplugin:Zinnia', '--store', str(tmp_path/'s.sqlite'),
+                 '--out', str(tmp_path/'l.csv')])
+    err = capsys.readouterr().err
+    assert code != 0 and not (tmp_path/'l.csv').exists()
+    assert "unknown labeler scheme 'myplugin'" in err and "'near_nb.labelers'" in err, err
 
-def test_an_installed_describer_is_listed_and_built(tmp_path):
-    site = install_plugin(tmp_path/'site')
-    code = ('from near_nb.describe import DESCRIBERS, get_describer; from near_nb.mllm import LABELERS; '
-            'd = get_describer("myplugin:Rose", base_url="http://x"); '
-            'print(list(DESCRIBERS), "myplugin" in LABELERS, d.model, sorted(d.options))')
-    r = run(['-c', code], site, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split('\n')[0] == "['hf', 'myplugin', 'openai', 'replay'] True announcer:Rose ['base_url']"
+def test_an_installed_describer_is_listed_and_built(installed):
+    d = get_describer('myplugin:Rose', base_url='http://x')
+    got = f'{list(DESCRIBERS)} {"myplugin" in LABELERS} {d.model} {sorted(d.options)}'
+    assert got == "['hf', 'myplugin', 'openai', 'replay'] True announcer:Rose ['base_url']"
