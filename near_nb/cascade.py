@@ -13,7 +13,7 @@ import pandas as pd
 from .calibrate import margins
 from .classifier import NearClassifier
 from .data import ImageSet
-from .mllm import LabelStore, label_images, prompt_hash
+from .mllm import LabelStore, label_images, prompt_hash, answer_source, is_new_name
 
 # %% auto #0
 __all__ = ['BUDGETS', 'METRIC_LABELS', 'escalate', 'mix', 'cascade_curve', 'random_escalation', 'curve_figure', 'call_costs',
@@ -273,7 +273,7 @@ def cascade_predict(clf, # a classifier with `.names` and `.scores(emb)` (`NearC
                     concurrency:int=8,
                     progress:bool=False,
                    ) -> pd.DataFrame:
-    "Per image: name, probability, margin, source (classifier, mllm, mllm (new name)), candidates, answer."
+    "Per image: name, probability, margin, source (classifier, the MLLM's model, 'MODEL (new name)'), candidates, answer."
     emb = np.asarray(emb, np.float32)
     out, P, esc = _classifier_table(clf, emb, paths, budget, threshold)
     idx = np.flatnonzero(esc)
@@ -300,11 +300,11 @@ def _apply_answers(out, idx, cands, prompts, *, iset, labeler, store, names):
         pick = parse_rerank(text, c)
         out.at[i, 'answer'] = text
         if pick.choice is not None:
-            out.at[i, 'name'], out.at[i, 'source'] = c[pick.choice], 'mllm'
+            out.at[i, 'name'], out.at[i, 'source'] = c[pick.choice], answer_source(labeler.model)
         elif name_key(pick.new_name or '') in known:  # not a candidate, but a name the classifier knows
-            out.at[i, 'name'], out.at[i, 'source'] = known[name_key(pick.new_name)], 'mllm'
+            out.at[i, 'name'], out.at[i, 'source'] = known[name_key(pick.new_name)], answer_source(labeler.model)
         elif pick.new_name:
-            out.at[i, 'name'], out.at[i, 'source'] = pick.new_name, 'mllm (new name)'
+            out.at[i, 'name'], out.at[i, 'source'] = pick.new_name, answer_source(labeler.model, new_name=True)
     return out
 
 # %% ../nbs/11_cascade.ipynb #b533599e
@@ -324,7 +324,7 @@ def grow_classifier(clf, # the `NearClassifier` that named the images
                     model:str|None=None, # the MLLM that gave the new names (kept as provenance)
                    ) -> tuple:
     "(a classifier with a class for each new name the MLLM gave, their provenance); `clf` is left as it is."
-    new = table[table.source == 'mllm (new name)']
+    new = table[table.source.map(is_new_name)]
     if new.empty: return clf, []
     emb = np.asarray(emb, np.float32)
     known = {name_key(n) for n in clf.names}

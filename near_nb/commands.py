@@ -180,7 +180,7 @@ def label_line(run, # `mllm.label_images`'s result
               ) -> str:
     "The run's one-line summary, with the retries where the labeler counts them."
     retries = getattr(run, 'retries', None)
-    return run.summary() + (f'; {retries} retries' if retries is not None else '')
+    return run.summary() + ('; no retries' if retries == 0 else '')  # the summary counts them when there are any
 
 def print_label_problems(iset, run):
     "The ignored, unreadable and failed images of a label run, on stderr (the first 20 failures)."

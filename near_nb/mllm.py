@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from .core import NearError, Registry, get_device, stable_hash, sha256_file, open_sqlite
 from .data import ImageSet, ImageLoadError, LoadError, load_image, display_path, check_regular
 from .parse import parse_answer
+from .tables import write_table
 
 log = logging.getLogger('near_nb')
 
@@ -809,11 +810,12 @@ def show_answers(frame:pd.DataFrame, # rows of `LabelStore.frame()`: path, respo
 # %% ../nbs/03_mllm.ipynb #9706df64
 # control characters other CSV readers choke on (the store keeps them)
 _CTRL = re.compile(r'[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
-def _write_labels(df:pd.DataFrame, # the labels table
+def _write_labels(df:pd.DataFrame, # the labels table (names as JSON text)
                   out:str|Path, # the CSV file
+                  model:str, # the MLLM, recorded beside the file
                  ):
-    "LABELS.csv's writer: cells formula-escaped (`escape_cell`), text quoted (answers hold \\r and worse)."
-    df.map(escape_cell).to_csv(out, index=False, quoting=csv.QUOTE_NONNUMERIC)
+    "LABELS.csv through the one table writer: whole or absent, formulas escaped, its record beside it."
+    write_table(df.assign(names=[json.loads(n) for n in df.names]), out, meta={'mllm': model})
 
 def export_labels(images, store:LabelStore, model:str, prompt_hash:str, *, out:str|Path,
                   samples:int=1) -> pd.DataFrame:
@@ -825,7 +827,7 @@ def export_labels(images, store:LabelStore, model:str, prompt_hash:str, *, out:s
         h = iset.sha256(i)
         for smp in range(samples):
             r = got.loc[(h, smp)] if h and (h, smp) in got.index else None
-            rows.append({'path': display_path(f), 'sha256': h or '', 'model': model, 'sample': smp,
+            rows.append({'path': display_path(f, escape=False), 'sha256': h or '', 'model': model, 'sample': smp,
                          'names': json.dumps(r['names'] if r is not None else []),
                          'response': _CTRL.sub('', r['response'])
                          if r is not None and isinstance(r['response'], str) else '',
@@ -838,7 +840,7 @@ def export_labels(images, store:LabelStore, model:str, prompt_hash:str, *, out:s
     df = pd.DataFrame(rows,
                       columns=['path', 'sha256', 'model', 'sample', 'names', 'response', 'status', 'error',
                                      'prompt_hash', 'prompt_tokens', 'completion_tokens', 'latency'])
-    _write_labels(df, out)
+    _write_labels(df, out, model)
     return df
 
 # %% ../nbs/03_mllm.ipynb #437d400c

@@ -4,6 +4,7 @@
 
 # %% ../nbs/00a_tables.ipynb #fb598608
 from __future__ import annotations
+import csv
 import json
 import logging
 from pathlib import Path
@@ -93,7 +94,8 @@ def write_table(df:pd.DataFrame, # one row per image
         if kind == '.parquet': _write_parquet(df, tmp, record)
         else:
             with open(tmp, 'w', encoding='utf-8', newline='') as f:
-                _csv_cells(df).to_csv(f, index=False, lineterminator='\n')
+                # every text cell quoted: a bare CR in an answer stays inside its cell for any CSV reader
+                _csv_cells(df).to_csv(f, index=False, lineterminator='\n', quoting=csv.QUOTE_NONNUMERIC)
             doc = _csvw(tmp, p.name, list(df.columns), record)
             side.unlink(missing_ok=True)  # the old record never stands beside the new file
     if kind == '.csv':

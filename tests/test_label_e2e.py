@@ -19,7 +19,7 @@ def make_images(d, n, size=40, seed=0):
 
 def label_cmd(imgs, srv, tmp, *extra):
     return NEAR + ['label', str(imgs), '--mllm', 'openai:fake-vlm', '--base-url', srv.url, '--store', str(tmp/'s.sqlite'),
-                   '--out', str(tmp/'labels.csv'), '-q', *extra]
+                   '--out', str(tmp/'labels.csv'), '--force', '-q', *extra]
 
 def test_every_fault_recovered_nothing_paid_twice(tmp_path, capsys, monkeypatch):
     files = make_images(tmp_path/'imgs', 27)
