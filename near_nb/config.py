@@ -50,8 +50,10 @@ class NearConfig:
     tau:float=0.05 # temperature of the cosine classifier
     batch_size:int|None=None # None: full batch (head mode); mini-batches for modes 2 and 3
     seed:int=0 # random seed of the run
+    checker = 'near_nb.near:check_config'  # not a field: what checks a config ('module:function', or a function)
     def __post_init__(self):
         "Check every field now: a wrong value fails here, saying what the field takes."
         # the checks read the trainer's registries of heads and PLL methods (torch): resolved when a config
         # is made, so that the flags can be defined from the fields without them
-        resolve('near_nb.near:check_config')(self)
+        check = type(self).checker  # through the class: a function stays a function
+        (resolve(check) if isinstance(check, str) else check)(self)
