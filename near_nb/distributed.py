@@ -134,7 +134,7 @@ class LabelBatches:
             _report(self.failures, f'labeling {batch.num_rows} images from {paths[0]}', exc)
             raise
         df = export_labels(paths, self.store, run.model, run.prompt_hash,
-                           out=os.devnull, samples=self.samples)
+                           out=None, samples=self.samples)  # the rows only: Ray writes them as Parquet
         df.insert(0, 'index', np.repeat(batch.column('index').to_numpy(), self.samples))
         df['path'] = np.repeat(batch.column('path').to_numpy(zero_copy_only=False), self.samples)
         return pa.Table.from_pandas(df, preserve_index=False)

@@ -817,9 +817,9 @@ def _write_labels(df:pd.DataFrame, # the labels table (names as JSON text)
     "LABELS.csv through the one table writer: whole or absent, formulas escaped, its record beside it."
     write_table(df.assign(names=[json.loads(n) for n in df.names]), out, meta={'mllm': model})
 
-def export_labels(images, store:LabelStore, model:str, prompt_hash:str, *, out:str|Path,
+def export_labels(images, store:LabelStore, model:str, prompt_hash:str, *, out:str|Path|None,
                   samples:int=1) -> pd.DataFrame:
-    "Write LABELS.csv: one row per (image, sample), labeled or not, formulas escaped; return it."
+    "LABELS.csv's rows: one per (image, sample), labeled or not; written to `out` (None: only returned)."
     iset = images if isinstance(images, ImageSet) else ImageSet(list(images))
     got = store.frame(model, prompt_hash).drop(columns=['path']).set_index(['sha256', 'sample'])
     rows = []
@@ -840,7 +840,7 @@ def export_labels(images, store:LabelStore, model:str, prompt_hash:str, *, out:s
     df = pd.DataFrame(rows,
                       columns=['path', 'sha256', 'model', 'sample', 'names', 'response', 'status', 'error',
                                      'prompt_hash', 'prompt_tokens', 'completion_tokens', 'latency'])
-    _write_labels(df, out, model)
+    if out is not None: _write_labels(df, out, model)
     return df
 
 # %% ../nbs/03_mllm.ipynb #437d400c
