@@ -289,8 +289,8 @@ def embed_arguments(parser:argparse.ArgumentParser):
     "`near embed`'s arguments."
     images_argument(parser)
     parser.add_argument('--out', required=True,
-                        help='output .npz, replaced if it exists: a re-run resumes from the cache '
-                             '(with --ray: a folder NAME.parquet)')
+                        help='output .npz (with --ray: a folder NAME.parquet); a re-run reads what the cache holds')
+    parser.add_argument('--force', action='store_true', help='replace an existing --out')
     g = backbone_arguments(parser)
     g.add_argument('--precision', choices=PRECISIONS, default=None, help='default: fp16 on CUDA, else fp32')
     g.add_argument('--decode', choices=DECODERS, default='auto',

@@ -26,7 +26,7 @@ from .mllm import LabelStore, label_images, get_labeler, export_labels, make_pro
 from .names import sentence_encoder, answers_vocabulary, answer_contrasts
 from .near import NearConfig, fit_near_head
 from .pipeline import (check_output, open_images, read_labels, match_labels, fit_embeddings, fit_summary,
-                       refined_table, predict_table, merge_cascade, run_demo)
+                       refined_table, predict_table, merge_cascade, run_demo, save_embeddings)
 from .testbed import bench_testbed, methods
 from .textbench import bench_text, check_text_model
 from .tune import fit_near_tower
@@ -88,17 +88,15 @@ def fit_backbone(args:argparse.Namespace, # `near fit`'s arguments
 def cmd_embed(args) -> int:
     "`near embed`: the images' embeddings into a .npz."
     if args.ray is not None: return cmd_embed_ray(args)
-    # np.savez adds .npz; an existing file is replaced (no --force: a re-run is the way to resume)
-    out = check_output(args.out if str(args.out).endswith('.npz') else f'{args.out}.npz', force=True)
+    # np.savez would add .npz; an existing file is replaced only with --force (a re-run resumes from the cache)
+    out = check_output(args.out if str(args.out).endswith('.npz') else f'{args.out}.npz', force=args.force)
     iset, bb = open_images(args.images, args.allow_outside), backbone_from_args(args)
     warn_random(args, bb.model_id)
     e = bb.embed_images(iset, cache=EmbeddingCache(args.cache),
                                               batch_size=args.batch_size, num_workers=args.workers,
                                               progress=show_progress(args), decode=args.decode)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, emb=e.emb, path=np.array([display_path(f, escape=False) for f in iset.files]),
-             sha256=np.array([h or '' for h in e.sha256]), valid=e.valid,
-             model_id=e.model_id, prep_id=e.prep_id)
+    save_embeddings(e, iset.files, out)  # whole or not at all
     if args.json:
         print(json.dumps({'images': len(e), 'from_cache': e.n_cached, 'embedded': e.n_computed,
                           'skipped': [printable(x) for x in iset.ignored + e.errors], 'model_id': e.model_id,

@@ -79,7 +79,10 @@ def test_cli_embed_reports_and_skips_bad_files(tmp_path, photos, near):
     assert 'broken.jpg: truncated' in r.stdout and 'empty.png: empty file' in r.stdout
     z = np.load(out)
     assert z['emb'].shape == (14, 32) and z['valid'].sum() == 12
-    r2 = near('embed', str(photos), '--model', str(cfg), '--random-init', '--out', str(out), '--cache', str(tmp_path/'c.sqlite'), '-q')
+    again = ('embed', str(photos), '--model', str(cfg), '--random-init', '--out', str(out), '--cache', str(tmp_path/'c.sqlite'), '-q')
+    r2 = near(*again)
+    assert r2.returncode == 1 and 'already exists: pass --force' in r2.stderr   # an output is replaced only when asked
+    r2 = near(*again, '--force')
     assert '12 from cache, 0 embedded, 2 skipped' in r2.stdout
     c = near('check', str(photos), '-q')
     assert c.returncode == 1 and 'notes.txt' in c.stdout and '12 usable, 2 unusable' in c.stdout

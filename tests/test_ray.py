@@ -133,7 +133,7 @@ def test_label_on_ray_against_an_openai_compatible_server(cluster, images, tmp_p
         store = LabelStore(tmp_path/'ref.sqlite')
         ref = label_images(sample, OpenAILabeler('fake-vlm', base_url=srv.url), store, domain='bird', progress=False)
     df = read_results(out)
-    expected = export_labels(sample, store, ref.model, ref.prompt_hash, out=os.devnull)
+    expected = export_labels(sample, store, ref.model, ref.prompt_hash, out=None)
     assert ref.done == 40 and df.path.tolist() == [str(p) for p in sample]
     assert df.names.tolist() == expected.names.tolist() and df.names[:40].str.contains('Specimen').all()
     assert (df.status[:40] == 'done').all() and df.status.iloc[40] == expected.status.iloc[40] != 'done'
