@@ -452,6 +452,7 @@ def bench_arguments(parser:argparse.ArgumentParser):
                         help='a directory in the test-bed format '
                              '(labels.csv, embeddings .npz, classnames.txt)')
     parser.add_argument('--out', default=None, metavar='FILE', help='write every figure to this JSON file')
+    parser.add_argument('--force', action='store_true', help='replace an existing --out')
     parser.add_argument('--json', nargs='?', const=True, default=False, metavar='FILE',
                         help='print the report as JSON instead of the tables (a FILE after it: the old '
                              'spelling of --out, deprecated)')

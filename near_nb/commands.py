@@ -515,6 +515,7 @@ def cmd_bench(args) -> int:
         print('near bench: --json FILE is deprecated: use --out FILE (--json alone prints the report)',
               file=sys.stderr)
         args.out, args.json = args.out or args.json, False
+    out = check_output(args.out, args.force) if args.out else None  # refused before the benchmark runs
     enc, cfg = sentence_encoder(args.sentence_model), config_from_args(args)
     text = bb = None
     # zero-shot CLIP over the vocabulary needs the text tower of the model the embeddings came from
@@ -532,10 +533,10 @@ def cmd_bench(args) -> int:
     if bb is not None: _add_text_bench(r, args, bb, enc, support, cfg)
     if random: r['random_weights'] = random
     print_testbed(r, args)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(r, indent=1))
-        if not args.json: print(f'wrote {args.out}')
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(r, indent=1))
+        if not args.json: print(f'wrote {out}')
     return 0
 
 # %% ../nbs/09a_commands.ipynb #cmd0a036

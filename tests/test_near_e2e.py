@@ -107,7 +107,10 @@ def test_bench_on_answers_in_other_styles(tmp_path, near):
     assert ch['broken'] == 0, ch
     assert j['transductive']['near']['cacc'] >= j['transductive']['mllm_top1']['cacc']
     # the neighbours' names as candidates (an option since they changed nothing on the dev sets) move the slips
-    r = near('bench', 'testbed', str(d), '--seeds', '1', '--json', str(out), '-q', '--neighbour-weight', 'auto')
+    again = ('bench', 'testbed', str(d), '--seeds', '1', '--out', str(out), '-q', '--neighbour-weight', 'auto')
+    r = near(*again)
+    assert r.returncode == 1 and 'already exists: pass --force' in r.stderr   # refused before any work
+    r = near(*again, '--force')
     assert r.returncode == 0, r.stderr
     j = json.loads(out.read_text())
     ch = j['transductive']['near']['changes']
