@@ -28,7 +28,7 @@ def show_progress(args, # a command's parsed arguments (-q, --json)
 def image_set(src:str|Path, # a folder or a manifest .csv
               allow_outside:bool=False, # a manifest may list files outside its folder
              ) -> ImageSet:
-    "An `ImageSet` from a folder or a manifest `.csv` (`pipeline.open_images`, without its imports)."
+    "An `ImageSet` from a folder or a manifest `.csv` (also `pipeline.open_images`)."
     p = Path(src)
     if p.suffix.lower() == '.csv': return ImageSet.from_manifest(p, allow_outside=allow_outside)
     return ImageSet.from_folder(p)

@@ -18,17 +18,16 @@ from tqdm.auto import tqdm
 from .core import NearError, Registry, get_device, stable_hash, sha256_file, open_sqlite
 from .data import ImageSet, ImageLoadError, LoadError, load_image, display_path, check_regular
 from .parse import parse_answer
-from .tables import write_table
+from .tables import write_table, escape_cell, unescape_cell
 
 log = logging.getLogger('near_nb')
 
 # %% auto #0
 __all__ = ['log', 'NOT_MLLM', 'LABELERS', 'make_prompt', 'StoreBusy', 'lock_holders', 'describe_process', 'LabelStore',
            'new_owner', 'Request', 'Answer', 'LabelError', 'Labeler', 'image_data_url', 'scrub_secrets',
-           'ServerUnreachable', 'OpenAILabeler', 'escape_cell', 'unescape_cell', 'read_rows', 'ReplayLabeler',
-           'LabelRun', 'prompt_hash', 'cap_answer', 'ask_requests', 'label_images', 'show_answers', 'export_labels',
-           'answer_source', 'from_mllm', 'is_new_name', 'load_pipeline', 'HFLabeler', 'parse_spec', 'spec_factory',
-           'register_labeler', 'get_labeler']
+           'ServerUnreachable', 'OpenAILabeler', 'read_rows', 'ReplayLabeler', 'LabelRun', 'prompt_hash', 'cap_answer',
+           'ask_requests', 'label_images', 'show_answers', 'export_labels', 'answer_source', 'from_mllm', 'is_new_name',
+           'load_pipeline', 'HFLabeler', 'parse_spec', 'spec_factory', 'register_labeler', 'get_labeler']
 
 # %% ../nbs/03_mllm.ipynb #03ccbe40
 def make_prompt(domain:str|None=None, # 'bird', 'flower', 'car'...; None: the main object
@@ -480,20 +479,6 @@ async def answer(self:OpenAILabeler, req:Request) -> Answer:
             back = min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * (0.5 + random.random())
             await asyncio.sleep(wait + random.random() * 0.1 * self.backoff if wait is not None else back)
     raise LabelError(f'gave up after {self.max_attempts} attempts: {err}', self.max_attempts)
-
-# %% ../nbs/03_mllm.ipynb #53253126
-_FORMULA = ('=', '+', '-', '@', '\t', '\r')
-
-def escape_cell(value, # a value about to be written to a CSV cell
-               ):
-    "A CSV cell a spreadsheet will not run as a formula (OWASP: a leading `'` before `= + - @`, tab or CR)."
-    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA) else value
-
-def unescape_cell(value, # a cell read back from a CSV written with `escape_cell`
-                 ):
-    "The cell `escape_cell` was given (LABELS.csv read back by `ReplayLabeler`)."
-    escaped = isinstance(value, str) and value.startswith("'") and value[1:].startswith(_FORMULA)
-    return value[1:] if escaped else value
 
 # %% ../nbs/03_mllm.ipynb #635d8ba5
 def read_rows(path:Path, # a CSV (formula escapes undone) or JSONL file of recorded answers

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .cascade import cascade_predict
 from .classifier import NearClassifier
 from .core import NearError, near_home, provenance, sha256_file, stable_hash
+from .check import image_set
 from .data import ImageSet, Sample, display_path, sample
 from .embed import Backbone, EmbeddingCache, Embeddings
 from .evaluate import Report, evaluate
@@ -28,7 +29,7 @@ from .near import NearConfig, fit_near_head
 from .testbed import knn_vote, raw_name
 
 # %% auto #0
-__all__ = ['LAYOUTS', 'RUN_FILES', 'STEP_FILES', 'PRED_COLUMNS', 'cannot_write', 'check_output', 'open_images',
+__all__ = ['open_images', 'LAYOUTS', 'RUN_FILES', 'STEP_FILES', 'PRED_COLUMNS', 'cannot_write', 'check_output',
            'seed_sample_cache', 'read_labels', 'read_config', 'fit_config', 'read_embeddings', 'fit_embeddings',
            'match_labels', 'fit_summary', 'refined_table', 'predict_table', 'merge_cascade', 'demo_folder',
            'loo_1nn_accuracy', 'run_table', 'npz_rows', 'cached_rows', 'run_positions', 'map_rank', 'run_view',
@@ -66,13 +67,7 @@ def check_output(path:str|Path, # where a command will write
     return p
 
 # %% ../nbs/08b_pipeline.ipynb #34a48871
-def open_images(src:str|Path, # a folder or a manifest .csv
-                allow_outside:bool=False, # a manifest may list files outside its folder
-               ) -> ImageSet:
-    "An `ImageSet` from a folder or a manifest `.csv`."
-    p = Path(src)
-    if p.suffix.lower() == '.csv': return ImageSet.from_manifest(p, allow_outside=allow_outside)
-    return ImageSet.from_folder(p)
+open_images = image_set  # a folder or a manifest .csv -> `ImageSet` (near_nb.check, which `near check` loads alone)
 
 # %% ../nbs/08b_pipeline.ipynb #79d53e2f
 def seed_sample_cache(shipped:Sample, # the shipped sample (`data.sample()`)
