@@ -11,11 +11,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 from fastcore.basics import patch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_jpeg
-from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 from .config import PRECISIONS, DECODERS  # the choices the light `near` parser offers
 from .core import NearError, near_home, get_device, sha256_bytes, sha256_file, stable_hash, open_sqlite
@@ -473,6 +470,8 @@ def decode_jpegs(datas:list, # 1-D uint8 CPU tensors, each a JPEG file's bytes
                  device:str='cpu', # where to decode ('cuda': nvjpeg, batched)
                 ) -> list:
     "(3, h, w) uint8 RGB tensors on `device`, None for a file that cannot be decoded."
+    # lazy: torchvision loads torch's compiler stack (seconds); only this decoding path needs it
+    from torchvision.io import ImageReadMode, decode_jpeg
     try: return list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=device))
     except RuntimeError: pass
     out = []
@@ -494,6 +493,9 @@ def tensor_preprocess(imgs:list, # (3, h, w) uint8 RGB tensors of any sizes, on 
                       cfg:dict, # a `Backbone.preprocess_cfg`
                      ) -> torch.Tensor:
     "open_clip's inference preprocessing on tensors: a normalised (b, 3, H, W) float32 batch."
+    # lazy: as in `decode_jpegs`
+    import torchvision.transforms.v2.functional as TF
+    from torchvision.transforms import InterpolationMode
     h, w = cfg['size']
     interp = (InterpolationMode.BILINEAR if cfg.get('interpolation') == 'bilinear'
               else InterpolationMode.BICUBIC)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools, json, re, unicodedata
 from dataclasses import dataclass, field
 from typing import NamedTuple
-import inflect
 from fastcore.basics import patch
 
 # %% auto #0
@@ -589,18 +588,24 @@ def parse_names(text:str, # the MLLM's raw answer
     return parse_answer(text).names
 
 # %% ../nbs/02a_parse.ipynb #02764855
-_MODERN, _CLASSICAL = inflect.engine(), inflect.engine()
-_CLASSICAL.classical(all=True)  # "cacti" -> "cactus", "fungi" -> "fungus"
+@functools.cache
+def _inflectors() -> tuple:
+    "(modern, classical) inflect engines, made on first use."
+    import inflect  # lazy: importing inflect takes seconds, and only singulars need it
+    classical = inflect.engine()
+    classical.classical(all=True)  # "cacti" -> "cactus", "fungi" -> "fungus"
+    return inflect.engine(), classical
 
 @functools.lru_cache(maxsize=65536)  # inflect takes about half a millisecond a word
 def singular(word:str, # one lower-case word
             ) -> str:
     "English singular of a lower-case word, cautiously: Latin-looking singulars (-us, -is, -ss) keep their s."
     if len(word) <= 3 or not re.fullmatch(r'[a-z]+', word) or word.endswith(('us', 'is', 'ss')): return word
-    s = _CLASSICAL.singular_noun(word)
+    modern, classical = _inflectors()
+    s = classical.singular_noun(word)
     if not s or s == word: return word
     # "cosmos" is no plural of "cosmo"
-    return s if word in {_MODERN.plural_noun(s), _CLASSICAL.plural_noun(s)} else word
+    return s if word in {modern.plural_noun(s), classical.plural_noun(s)} else word
 
 # %% ../nbs/02a_parse.ipynb #48ff44f4
 _LEAD = re.compile(r"^(?:(?:this|it|that|the \w+(?: (?:in|shown in) the (?:image|photo|picture))?)\s+"

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from open_clip.model import convert_weights_to_lp
 from .classifier import NearClassifier
 from .core import NearError
 from .data import ImageSet, LoadError
@@ -121,7 +120,9 @@ def _train_tower(bb, n_top, acts, files:list, W0, Cw, Y, nn_idx, cfg:NearConfig,
         visual.eval()
         for p in visual.parameters(): p.requires_grad_(False)
         state = {k: v.detach().clone() for k, v in visual.state_dict().items()}
-        if low != torch.float32: convert_weights_to_lp(visual, low)  # the backbone's own precision again
+        if low != torch.float32:
+            from open_clip.model import convert_weights_to_lp  # lazy: open_clip takes seconds to import
+            convert_weights_to_lp(visual, low)  # the backbone's own precision again
     return res, W, state
 
 # %% ../nbs/06c_tune.ipynb #4346db63
