@@ -49,7 +49,7 @@ case "${1:-}" in
     echo "dev.sh: notebooks (nbdev_test, $WORKERS workers)"
     "$VENV/bin/nbdev_test" --n_workers "$WORKERS" --timing
     echo "dev.sh: pytest ($WORKERS workers)"
-    "$VENV/bin/python" -m pytest tests -n "$WORKERS" --dist loadfile --durations=15 "$@" ;;
+    "$VENV/bin/python" -m pytest tests -n "$WORKERS" --dist loadfile --no-loadscope-reorder --durations=15 "$@" ;;
   docs)
     ensure_env; ensure_docs; shift
     export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

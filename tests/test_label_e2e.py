@@ -59,7 +59,9 @@ def test_killed_labeling_run_resumes(tmp_path, sig, capsys, monkeypatch):
     "Kill `near label` half-way: at most the requests in flight are lost; the re-run completes without repeats."
     make_images(tmp_path/'imgs', 80)
     conc = 4
-    with FakeChatServer(latency=0.1) as srv:
+    # slow answers while the run is to be killed: 20 stored after ~1.5 s, the whole run would take 6 s (on a
+    # loaded machine 0.1 s let it finish before the poll saw 20); the re-run gets quick ones
+    with FakeChatServer(latency=0.3) as srv:
         p = subprocess.Popen(label_cmd(tmp_path/'imgs', srv, tmp_path, '--concurrency', str(conc)),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, 'OPENAI_API_KEY': 'sk-test'})
         db = tmp_path/'s.sqlite'
@@ -68,7 +70,7 @@ def test_killed_labeling_run_resumes(tmp_path, sig, capsys, monkeypatch):
         kept = int((stored.status == 'done').sum())
         answered = sum(srv.completed.values())
         assert 20 <= kept < 80 and answered - kept <= conc, (kept, answered)    # lost: only what was in flight
-        before = srv.requests
+        before, srv.latency = srv.requests, 0.05
         monkeypatch.setenv('OPENAI_API_KEY', 'sk-test')
         rerun = label_cmd(tmp_path/'imgs', srv, tmp_path, '--concurrency', str(conc))[len(NEAR):]
         code = main(rerun)
