@@ -24,7 +24,10 @@ N = 120  # 3 full batches of 40 and a last one (the truncated file): the count i
 
 @pytest.fixture(scope='module')
 def cluster():
-    connect(num_cpus=2)
+    try: connect(num_cpus=2)
+    except Exception:  # Ray gives its raylet 30 s to register, which a loaded 2-core machine can miss: once more
+        ray.shutdown()
+        connect(num_cpus=2)
     yield
     ray.shutdown()
 
