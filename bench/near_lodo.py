@@ -14,6 +14,9 @@
    (`evaluate.char_encoder`, character n-grams) beside all-MiniLM-L6-v2's in the report.
 The answer view (issue 27): `answer_weight` 0 is the images alone; the settings without it come first in GRID
 and keep their keys, so `--reuse` reads them from a file written before the answer view existed.
+The two views' agreement (co-training's rule): `answer_agree` (a relabelling move needs the other view's own
+vote for the same name) and `answer_merges='both'` (a sentence merge needs the support of the images and of
+the answers).
 Embeddings are the test bed's precomputed OpenAI CLIP ViT-B/16 vectors; answers are Qwen2.5-VL-72B's."""
 import argparse, itertools, json, sys, time
 from dataclasses import replace
@@ -42,6 +45,13 @@ GRID += [{'relabel': True, 'min_conf': 0.5, 'support': 0.25, 'answer_merges': Tr
           'answer_weight': 0.25}]  # merges with the answers as the visual check's second witness
 GRID += [{'relabel': True, 'min_conf': 0.5, 'capacity': False, 'support': None, 'proden': False, 'nearest': 0.2,
           'answer_weight': 0.25}]  # purer neighbours: does relabelling still need the capacity rule?
+AGREE = {'relabel': True, 'min_conf': 0.3, 'support': 0.5, 'answer_merges': 'both', 'proden': False,
+         'nearest': 0.2, 'answer_weight': 0.5, 'answer_agree': True}  # the two views must agree (co-training)
+GRID += [AGREE, AGREE | {'min_conf': 0.4}, AGREE | {'support': 0.25}, AGREE | {'answer_weight': 0.25},
+         AGREE | {'answer_weight': 0.75},
+         AGREE | {'answer_weight': 0.0},  # votes from the images alone, the answers' own vote must agree
+         AGREE | {'support': None, 'answer_merges': False},  # agreement in relabelling alone
+         AGREE | {'answer_agree': False}]  # agreement in the merges alone
 PURITY_WEIGHT = 0.25  # the answers' share in the purity table's 'both' (the grid's answer weight)
 BENCH_KEYS = ('support', 'answer_merges')  # bench_testbed's keywords; the rest are NearConfig fields
 
@@ -57,15 +67,19 @@ def run(root, ds, setting, enc, seeds, judge2=None):
 
 def admissible(r) -> bool:
     """The bar a setting must clear on a data set it is chosen on: the issue's targets (transductive sACC at most
-    1 point under the raw top-1 names; held out, NeaR at least CE on raw names in cACC and sACC), and the labels
-    NeaR changes, pooled over both protocols, right at least MARGIN times as often as wrong. MARGIN is 3, not the
-    issue's 2: in the first leave-one-dataset-out run (bar 2, per protocol), the setting that cleared 2 on flower102
-    and car196 (min_conf 0.5) gave 14 fixed / 9 broken held out on bird200. A bar met narrowly on two data sets
-    does not hold on a third."""
+    1 point under the raw top-1 names; held out, NeaR at least CE on raw names in cACC, sACC and acc_mapped),
+    and the labels NeaR changes, pooled over both protocols, right at least MARGIN times as often as wrong.
+    MARGIN is 3, not the issue's 2: in the first leave-one-dataset-out run (bar 2, per protocol), the setting
+    that cleared 2 on flower102 and car196 (min_conf 0.5) gave 14 fixed / 9 broken held out on bird200. A bar
+    met narrowly on two data sets does not hold on a third. acc_mapped joined the bar with the answer view's
+    agreement settings (it is one of issue 27's targets); a result stored before acc_mapped was recorded
+    cannot show it and does not pass. The issue's transductive +5 cACC over the top-1 names is not a bar here:
+    it is what `gain` ranks by, and each data set's report says whether it is met."""
     t, h = r['transductive'], r['heldout']
     fixed = t['near']['changes']['fixed'] + h['near']['changes']['fixed']
     broken = t['near']['changes']['broken'] + h['near']['changes']['broken']
-    return (fixed >= MARGIN * broken and t['near']['sacc'] >= t['mllm_top1']['sacc'] - 1
+    mapped = 'acc_mapped' in h['near'] and h['near']['acc_mapped'] >= h['ce_raw']['acc_mapped']
+    return (fixed >= MARGIN * broken and t['near']['sacc'] >= t['mllm_top1']['sacc'] - 1 and mapped
             and h['near']['cacc'] >= h['ce_raw']['cacc'] and h['near']['sacc'] >= h['ce_raw']['sacc'])
 
 def gain(r) -> float:
@@ -91,9 +105,11 @@ def audit(root, ds, enc):
     lab, rows = tb.labels, {}
     ans = answer_view(tb, np.arange(len(lab)))
     for kind, support, witness in (('text only', None, None), ('visual support 0.25', 0.25, None),
-                                   ('visual support 0.25, answers as 2nd witness', 0.25, ans)):
+                                   ('visual support 0.25, answers as 2nd witness', 0.25, ans),
+                                   ('visual support 0.25, both views agree', 0.25, ans),
+                                   ('visual support 0.5, both views agree', 0.5, ans)):
         voc, _ = answers_vocabulary(lab.image_id.tolist(), lab.names.tolist(), lab.response.tolist(), enc, similar=0.9,
-                                    emb=tb.emb, support=support, answers=witness)
+                                    emb=tb.emb, support=support, answers=witness, agree='agree' in kind)
         a = merge_audit(voc, lab.image_id.tolist(), lab.gt_class.tolist())
         a = a[a.reason != 'stated']
         rows[kind] = {
@@ -127,7 +143,8 @@ def main():
     report = {ds: run(a.root, ds, chosen[ds], enc, a.seeds, judge2=char_encoder()) for ds in dss}
     out = {'sentence_model': enc.model_name, 'embeddings': 'precomputed OpenAI CLIP ViT-B/16 (test bed)',
            'grid': [dict(s) for s in GRID], 'grid_seeds': 1, 'report_seeds': a.seeds,
-           'rule': 'admissible on every data set it is chosen on (near.admissible: the targets, and fixed >= '
+           'rule': 'admissible on every data set it is chosen on (admissible: the targets with acc_mapped, '
+                   'and fixed >= '
                    f'{MARGIN} x broken pooled over both protocols), then the largest mean cACC gain (transductive '
                    'over top-1 + held-out over CE on raw names)',
            'chosen_without': chosen, 'default': default, 'report': report,

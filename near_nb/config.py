@@ -31,6 +31,7 @@ class NearConfig:
     contrasts:bool=False # names an answer rules out are never its candidates (option: no measured gain)
     answer_weight:float=0.0 # the answers' share of the neighbours' z-scored similarity (0: images alone)
     answer_relabel:bool=True # relabelling's votes come from neighbours in both views, where answers are given
+    answer_agree:bool=False # a relabelling move needs the other view's own vote too (co-training's agreement)
     answer_knn:bool=False # the kNN graph (neighbours' names, GMM consensus) uses both views too
     k:int=3 # neighbours, where a part reads them: a nameless image, neighbour_weight, GMM consensus
     weighting:str='similarity' # neighbour candidate weights: 'similarity', 'uniform', 'agreement'

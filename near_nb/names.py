@@ -314,6 +314,7 @@ def answers_vocabulary(image_ids:list, # one id per image
                        emb:np.ndarray|None=None, # (n, d) image embeddings: merges need visual support
                        support:float|None=None, # see `visual_merges` (e.g. 0.25); None: no visual check
                        answers:np.ndarray|None=None, # (n, V) answer vectors: the visual check's 2nd witness
+                       agree:bool=False, # with `answers`: a merge needs the images' and the answers' support
                        alternatives:bool=True, # add the answers' hedged alternatives to the names
                       ) -> tuple:
     "(`Vocabulary`, own name ids per image, first-ranked first, the answer's alternatives after its names)."
@@ -327,7 +328,7 @@ def answers_vocabulary(image_ids:list, # one id per image
         merged = voc.merge_similar(encode, similar)
         if emb is not None and support is not None:
             merged = visual_merges(voc, merged, _first_ids(voc, image_ids), emb, support=support,
-                                   witness=answers)
+                                   witness=answers, agree=agree)
         voc = merged
     ids = voc.image_names()
     return voc, [ids.get(str(img), []) for img in image_ids]
@@ -380,6 +381,7 @@ def visual_merges(before:Vocabulary, # the vocabulary the text merges start from
                   *,
                   support:float=0.25, # quantile of same-name image pairs' cosine that a merge must reach
                   witness:np.ndarray|None=None, # (n, V) the answers' vectors: a second witness (or None)
+                  agree:bool=False, # with a witness: a merge needs both views' support, not either's
                  ) -> Vocabulary:
     "`after` keeping the merges whose images (or answers: `witness`) are as alike as one name's usually are."
     views = {'visual': emb} | ({} if witness is None else {'answers': witness})
@@ -387,9 +389,9 @@ def visual_merges(before:Vocabulary, # the vocabulary the text merges start from
     kept = []
     for m in after.merges[len(before.merges):]:
         a, b = before.id_of(m.a), before.id_of(m.b)
-        for v, x in views.items():  # the first view that supports the merge is its witness
-            s = merge_support(x, first, a, b)
-            if s >= bars[v]:
-                kept.append(replace(m, reason=f'{m.reason}+{v}', score=round(s, 4)))
-                break
+        s = {v: merge_support(x, first, a, b) for v, x in views.items()}
+        ok = [v for v in views if s[v] >= bars[v]]  # the views that support it, the images first
+        if ok and (len(ok) == len(views) or not agree):
+            why = '+'.join(ok) if agree else ok[0]  # either view: the first that supports it is its witness
+            kept.append(replace(m, reason=f'{m.reason}+{why}', score=round(s[ok[0]], 4)))
     return Vocabulary(before.mentions, before.stated, before.merges + kept, before.prefer_common)

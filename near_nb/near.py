@@ -130,6 +130,7 @@ def relabel(emb:np.ndarray, # (n, d) L2-normalised image embeddings
             contrasts:list|None=None, # per image: name ids its answer rules out (never given to it)
             verified:np.ndarray|None=None, # (n,) bool: labels a person gave; never changed
             capacity:bool=True, # a name with as many images as a typical one takes no more
+            agree:np.ndarray|None=None, # (n, d') a second view: a move needs its own vote for the same name
            ) -> Relabel:
     "Leave-one-out relabelling: an unconfirmed first name gives way to a name its look-alikes carry."
     first = first_names(own)
@@ -147,10 +148,23 @@ def relabel(emb:np.ndarray, # (n, d) L2-normalised image embeddings
         P[i, list(bad)] = 0
     best, conf = P.argmax(1), P.max(1)
     move = ~confirmed & scorable & (conf >= min_conf) & (best != first)
+    if agree is not None: move &= _vote(agree, first, n_names, contrasts) == best  # co-training's agreement
     if verified is not None: move &= ~np.asarray(verified, bool)
     after = _assign(first, best, conf, move, counts, cap)
     confidence = np.where(scorable & (after >= 0), P[np.arange(len(P)), np.maximum(after, 0)], np.nan)
     return Relabel(first, after, confidence, confirmed, tau, cap)
+
+# %% ../nbs/06_near.ipynb #434ae2fd
+def _vote(view:np.ndarray, # (n, d') one view of the images
+          first:np.ndarray, # first name id per image (-1: none)
+          n_names:int,
+          contrasts:list|None=None, # per image: name ids its answer rules out
+         ) -> np.ndarray:
+    "(n,) the name each image's look-alikes in `view` carry most (`loo_name_scores`), its contrasts left out."
+    S = loo_name_scores(np.asarray(view, np.float32), first, n_names)
+    for i, bad in enumerate(contrasts or []):
+        S[i, list(bad)] = -np.inf
+    return S.argmax(1)
 
 # %% ../nbs/06_near.ipynb #c026c9a7
 def gmm_clean(losses:np.ndarray, seed:int=0) -> np.ndarray:
@@ -308,7 +322,7 @@ def check_config(cfg, # a `NearConfig`
                 ) -> None:
     "Raise `NearError` on the first field of `cfg` (a `NearConfig`) that holds a value it cannot take."
     for name in ('relabel', 'capacity', 'contrasts', 'proden', 'gmm', 'prune', 'answer_relabel',
-                 'answer_knn'):
+                 'answer_agree', 'answer_knn'):
         _need(isinstance(getattr(cfg, name), (bool, np.bool_)), name,
               'True or False', getattr(cfg, name))
     for name in ('nearest', 'answer_weight'):
@@ -436,8 +450,11 @@ def training_start(emb:np.ndarray, # (n, d) L2-normalised features of the traini
     rl, both = None, two_view(emb, answers, cfg.answer_weight)  # neighbours in both views
     if not cfg.contrasts: contrasts = None
     if cfg.relabel:
-        rl = relabel(both if cfg.answer_relabel else emb, own, n_names, min_conf=cfg.min_conf,
-                     contrasts=contrasts, verified=verified, capacity=cfg.capacity)
+        votes = both if cfg.answer_relabel else emb
+        # the other view's own vote: the images alone when the votes heard both views, else the answers
+        agree = (emb if votes is not emb else answers) if cfg.answer_agree else None
+        rl = relabel(votes, own, n_names, min_conf=cfg.min_conf, contrasts=contrasts, verified=verified,
+                     capacity=cfg.capacity, agree=agree)
         own = moved_own(own, rl)
     Y = own_targets(own, n_names)
     use_nn = neighbours_needed(own, cfg) and len(emb) > 1

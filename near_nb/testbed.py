@@ -107,13 +107,14 @@ def near_labels(tb:TestBed, # the test bed
                 support:float|None, # visual support a sentence merge needs (`names.visual_merges`)
                 alternatives:bool=True, # the answers' hedged alternatives join their image's names
                 answers:np.ndarray|None=None, # (len(idx), V) answer vectors: the merges' second witness
+                agree:bool=False, # with `answers`: a merge needs both views' support (`names.visual_merges`)
                 ) -> tuple:
     "(vocabulary, own name ids, contrast ids) of the images `idx`, as NeaR builds them."
     lab = tb.labels.iloc[idx]
     voc, own = answers_vocabulary(lab.image_id.tolist(), lab.names.tolist(), lab.response.tolist(), encode,
                                   similar=similar,
                                   emb=tb.emb[idx], support=support, alternatives=alternatives,
-                                  answers=answers)
+                                  answers=answers, agree=agree)
     return voc, own, answer_contrasts(voc, lab.response.tolist())
 
 # %% ../nbs/07a_testbed.ipynb #f494d7bc
@@ -174,7 +175,7 @@ def transductive(tb:TestBed, # the test bed
                  alternatives:bool=True, # the alternatives answers hedge between join their image's names
                  seed:int=0, # the trainer's seed
                  text=None, # names -> CLIP text embeddings (`Backbone.embed_text`): adds zero-shot CLIP
-                 answer_merges:bool=False, # the answers witness sentence merges too (with `support`)
+                 answer_merges:bool|str=False, # answers witness merges (`support`); 'both': the views agree
                 ) -> dict:
     "The discovery set labelled by each method, NeaR's classifier, and the labels NeaR changed."
     cfg = replace(cfg or NearConfig(), seed=seed)
@@ -184,7 +185,8 @@ def transductive(tb:TestBed, # the test bed
     vote = knn_vote(tb.emb, first)
     ans = answer_view(tb, np.arange(len(tb.labels)))
     voc, own, against = near_labels(tb, np.arange(len(tb.labels)), encode, similar, support=support,
-                                    alternatives=alternatives, answers=ans if answer_merges else None)
+                                    alternatives=alternatives, answers=ans if answer_merges else None,
+                                    agree=answer_merges == 'both')
     clf, res = fit_near_head(tb.emb, own, voc.names, cfg, contrasts=against, answers=ans)
     labels = {'mllm_top1': raw, 'knn_vote': [u[j] if j >= 0 else '' for j in vote],
               'near': [voc.names[j] for j in res.refined]}
@@ -212,7 +214,7 @@ def _near_fold(tb:TestBed, tr, te, raw:list, cfg, encode, *, similar, support, a
     gt = tb.labels.gt_class.to_numpy()
     ans = answer_view(tb, tr)  # the training images' answers: a held-out image's answer is never read
     voc, own, against = near_labels(tb, tr, encode, similar, support=support, alternatives=alternatives,
-                                    answers=ans if answer_merges else None)
+                                    answers=ans if answer_merges else None, agree=answer_merges == 'both')
     nc, res = fit_near_head(tb.emb[tr], own, voc.names, cfg, contrasts=against, answers=ans)
     changes = _near_changes([raw[i] for i in tr], res, own, gt[tr])
     train = ([voc.names[j] for j in res.refined], gt[tr])  # the refined labels the classifier learned
@@ -232,7 +234,7 @@ def heldout(tb:TestBed, # the test bed
             seed:int=0, # the trainer's seed and the fold assignment
             alternatives:bool=True, # the alternatives answers hedge between join their image's names
             text=None, # names -> CLIP text embeddings (`Backbone.embed_text`): adds zero-shot CLIP
-            answer_merges:bool=False, # the answers witness sentence merges too (with `support`)
+            answer_merges:bool|str=False, # answers witness merges (`support`); 'both': the views agree
            ) -> dict:
     "Per method and image: (names, alias keys) and `mapped`, from a classifier that never saw the image."
     cfg = replace(cfg or NearConfig(), seed=seed)
@@ -366,7 +368,7 @@ def bench_testbed(folder, # a test-bed directory
                   text=None, # CLIP text encoder (`Backbone.embed_text`): adds the zero-shot CLIP baseline
                   per_call:dict|None=None, # `cascade.call_costs` of a real run: tokens, seconds per call
                   prices:tuple|None=None, # (USD per 1M prompt tokens, per 1M completion tokens) of that MLLM
-                  answer_merges:bool=False, # the answers witness sentence merges too (with `support`)
+                  answer_merges:bool|str=False, # answers witness merges (`support`); 'both': the views agree
                   judge2=None, # a second encoder for sACC (`evaluate.char_encoder()`): adds `sacc2`
                  ) -> dict:
     "Both test-bed protocols on one dataset: figures for every method, means and spreads over seeds."

@@ -5,7 +5,7 @@ import pytest
 from near_nb.data import sample, sample_dir
 from near_nb.evaluate import change_counts, char_encoder, semantic_acc
 from near_nb.names import answers_vocabulary
-from near_nb.near import NearConfig, fit_near_head, training_start
+from near_nb.near import NearConfig, fit_near_head, loo_name_scores, training_start
 from near_nb.neighbors import ANSWER_ENCODER, answer_embeddings, knn, knn_purity, two_view
 from near_nb.testbed import load_testbed, neighbour_purity, raw_name
 
@@ -101,3 +101,43 @@ def test_second_judge_scores_spelling_not_meaning():
     assert semantic_acc(['passion flower'], ['Passion Flower'], j) == pytest.approx(100, abs=1e-3)
     close, far = (semantic_acc([p], ['passion flower'], j) for p in ('passionflower', 'sea holly'))
     assert close > far
+
+def test_agreement_of_the_views_moves_only_where_both_vote_alike(smp, vocab):
+    s, A = smp
+    voc, own = vocab
+    gt, raw = s.labels.gt_class.to_numpy(), [raw_name(ns) for ns in s.labels.names]
+    cfg = NearConfig(epochs=0, answer_weight=0.5, min_conf=0.3)
+    counts, rl = {}, {}
+    for agree in (False, True):
+        _, res = fit_near_head(s.emb, own, voc.names, replace(cfg, answer_agree=agree), answers=A)
+        rl[agree] = res.relabel
+        counts[agree] = change_counts(raw, res.relabel.after, res.relabel.changed, gt)
+    assert counts[True]['changed'] < counts[False]['changed'], counts
+    assert counts[True]['broken'] <= counts[False]['broken'], counts
+    assert counts[True]['fixed'] >= 2 * max(counts[True]['broken'], 1), counts
+    moved = rl[True].changed                                   # each move: the images alone vote for it too
+    alone_vote = loo_name_scores(s.emb, rl[True].before, len(voc.names)).argmax(1)
+    assert moved.any() and (alone_vote[moved] == rl[True].after[moved]).all()
+    free = rl[False].changed                                   # without agreement some moves lack that vote
+    assert (alone_vote[free] != rl[False].after[free]).any()
+    _, alone = fit_near_head(s.emb, own, voc.names, replace(cfg, answer_agree=True))
+    _, plain = fit_near_head(s.emb, own, voc.names, cfg)
+    assert (alone.relabel.after == plain.relabel.after).all()  # no answers: nothing to agree with
+
+def test_merges_with_both_views_keep_only_what_each_view_supports(smp):
+    s, A = smp
+    lab = s.labels
+    spelled = char_encoder()                    # names spelled alike read alike: merges to check, no model
+    kw = dict(similar=0.7, emb=s.emb, support=0.25, answers=A)
+    ids, names, texts = lab.image_id.tolist(), lab.names.tolist(), lab.response.tolist()
+    either, _ = answers_vocabulary(ids, names, texts, spelled, **kw)
+    both, _ = answers_vocabulary(ids, names, texts, spelled, agree=True, **kw)
+    sentence = lambda v: [m for m in v.merges if m.reason.startswith('sentence')]
+    assert 0 < len(sentence(both)) < len(sentence(either)), (len(sentence(both)), len(sentence(either)))
+    assert all(m.reason.endswith('+visual+answers') for m in sentence(both))
+    assert {(m.a, m.b) for m in sentence(both)} <= {(m.a, m.b) for m in sentence(either)}
+
+def test_config_checks_the_agreement_switch():
+    with pytest.raises(Exception, match='answer_agree must be True or False'):
+        NearConfig(answer_agree='yes')
+    assert NearConfig().answer_agree is False
