@@ -3,11 +3,11 @@
     python bench/near_ablation.py [TESTBED_ROOT] [--seeds 1] [--out bench/results/near_ablation.json]
 
 A variant named '+ ...' switches on an option that is off by default (contrasts, neighbours' names in the
-candidate sets, PRODEN, the GMM split, the answers as the merges' second witness or in the kNN graph); the others
-switch a default part off ('no answer view': the images alone, as before issue 27). Writes one row per (dataset,
-variant): transductive and held-out cACC/sACC (means over seeds) and the labels
-NeaR changed against the raw MLLM top-1 names (fixed / broken). The defaults are the ones `bench/near_lodo.py`
-chose by leave-one-dataset-out. Embeddings are the test bed's precomputed OpenAI CLIP ViT-B/16 vectors;
+candidate sets, PRODEN, the GMM split, the answer view in the relabelling's votes, as the merges' second witness,
+in the kNN graph, or the two views made to agree); the others switch a default part off. Writes one row per
+(dataset, variant): transductive and held-out cACC/sACC (means over seeds) and the labels NeaR changed against the
+raw MLLM top-1 names (fixed / broken). The defaults are `NearConfig`'s (docs/design.md says how they relate to
+`bench/near_lodo.py`'s choice). Embeddings are the test bed's precomputed OpenAI CLIP ViT-B/16 vectors;
 answers are Qwen2.5-VL-72B's."""
 import argparse, json, sys, time
 from dataclasses import asdict, replace
@@ -30,9 +30,11 @@ VARIANTS = {  # name -> (config changes, bench_testbed keyword changes); '+': an
     "+ GMM split, consensus refinement (with neighbours' names)": ({**NEIGHBOURS, 'gmm': True}, {}),
     "+ GMM split, relaxed refinement (with neighbours' names)":
         ({**NEIGHBOURS, 'gmm': True, 'refine': 'relax'}, {}),
-    'no answer view (answer_weight=0: neighbours from the images alone)': ({'answer_weight': 0.0}, {}),
+    "+ answer view in relabelling's votes (answer_weight=0.25)": ({'answer_weight': 0.25}, {}),
     "+ neighbours' names in candidate sets, neighbours in both views (answer_knn)":
-        ({**NEIGHBOURS, 'answer_knn': True}, {}),
+        ({**NEIGHBOURS, 'answer_knn': True, 'answer_weight': 0.25}, {}),
+    '+ the two views agree (answer_weight=0.5, min_conf=0.3, answer_agree, merges with both views at 0.5)':
+        ({'answer_weight': 0.5, 'min_conf': 0.3, 'answer_agree': True}, {'support': 0.5, 'answer_merges': 'both'}),
     '+ sentence merges need visual support, answers as its second witness': ({}, {'support': 0.25,
                                                                                'answer_merges': True}),
     'trained head (not class means)': ({'head': 'trained'}, {}),
