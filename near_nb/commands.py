@@ -23,10 +23,10 @@ from .distributed import EmbedBatches, PredictBatches, read_results, run_batches
 from .embed import Backbone, EmbeddingCache
 from .formats import EXPORTERS, read_table, write_table
 from .mllm import LabelStore, label_images, get_labeler, export_labels, make_prompt
-from .names import sentence_encoder, answers_vocabulary, answer_contrasts
+from .names import sentence_encoder, answer_contrasts
 from .near import NearConfig, fit_near_head
 from .pipeline import (check_output, open_images, read_labels, match_labels, fit_embeddings, fit_summary,
-                       refined_table, predict_table, merge_cascade, run_demo, save_embeddings)
+                       refined_table, predict_table, merge_cascade, run_demo, save_embeddings, fit_vocabulary)
 from .testbed import bench_testbed, methods
 from .textbench import bench_text, check_text_model
 from .tune import fit_near_tower
@@ -238,7 +238,7 @@ def fit_classifier(X:np.ndarray, paths:list, names:list, texts:list, # training 
                   ) -> tuple:
     "(classifier, `NearResult`, vocabulary, own names): the answers' vocabulary, then NeaR in `mode`."
     enc = sentence_encoder() if similar else None
-    voc, own = answers_vocabulary(paths, names, texts, enc, similar=similar or 0.9, emb=X)
+    voc, own = fit_vocabulary(paths, names, texts, X, cfg, enc, similar=similar or 0.9)
     bar = tqdm(total=cfg.epochs, desc='near fit', unit='epoch', disable=not progress)
     kw = dict(progress=lambda ep: bar.update(), contrasts=answer_contrasts(voc, texts))
     try:

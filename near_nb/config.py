@@ -33,6 +33,8 @@ class NearConfig:
     answer_relabel:bool=True # relabelling's votes come from neighbours in both views, where answers are given
     answer_agree:bool=False # a relabelling move needs the other view's own vote too (co-training's agreement)
     answer_knn:bool=False # the kNN graph (neighbours' names, GMM consensus) uses both views too
+    merge_support:float=0.0 # quantile of one name's image-pair cosines a sentence merge must reach (0: no check)
+    merge_agree:bool=False # with merge_support: a merge needs the answers' support as well as the images'
     k:int=3 # neighbours, where a part reads them: a nameless image, neighbour_weight, GMM consensus
     weighting:str='similarity' # neighbour candidate weights: 'similarity', 'uniform', 'agreement'
     neighbour_weight:float|str=0.0 # neighbours' share of a named image's candidates; 'auto': agreement

@@ -322,10 +322,10 @@ def check_config(cfg, # a `NearConfig`
                 ) -> None:
     "Raise `NearError` on the first field of `cfg` (a `NearConfig`) that holds a value it cannot take."
     for name in ('relabel', 'capacity', 'contrasts', 'proden', 'gmm', 'prune', 'answer_relabel',
-                 'answer_agree', 'answer_knn'):
+                 'answer_agree', 'answer_knn', 'merge_agree'):
         _need(isinstance(getattr(cfg, name), (bool, np.bool_)), name,
               'True or False', getattr(cfg, name))
-    for name in ('nearest', 'answer_weight'):
+    for name in ('nearest', 'answer_weight', 'merge_support'):
         _need(_is_num(getattr(cfg, name)) and 0 <= getattr(cfg, name) < 1, name, 'a number in [0, 1)',
               getattr(cfg, name))
     for name in ('min_conf', 'relax'):

@@ -26,6 +26,7 @@ from .formats import from_fiftyone, from_imagefolder, read_table, write_table
 from .mllm import LabelStore, ReplayLabeler, export_labels, label_images
 from .names import sentence_encoder, answers_vocabulary, answer_contrasts
 from .near import NearConfig, fit_near_head
+from .neighbors import answer_embeddings
 from .testbed import knn_vote, raw_name
 
 # %% auto #0
@@ -34,9 +35,9 @@ __all__ = ['open_images', 'LAYOUTS', 'RUN_FILES', 'STEP_FILES', 'PRED_COLUMNS', 
            'match_labels', 'fit_summary', 'refined_table', 'predict_table', 'merge_cascade', 'demo_folder',
            'loo_1nn_accuracy', 'run_table', 'npz_rows', 'cached_rows', 'run_positions', 'map_rank', 'run_view',
            'run_title', 'write_run_map', 'demo_answers', 'demo_names', 'demo_report', 'demo_outputs', 'step_bar',
-           'demo_fit', 'demo_summary', 'run_demo', 'run_state', 'finish_step', 'step_done', 'sample_mask', 'job_folder',
-           'job_labels', 'save_embeddings', 'job_embeddings', 'fit_answers', 'job_fit', 'job_predictions', 'job_map',
-           'job_report', 'run_job']
+           'fit_vocabulary', 'demo_fit', 'demo_summary', 'run_demo', 'run_state', 'finish_step', 'step_done',
+           'sample_mask', 'job_folder', 'job_labels', 'save_embeddings', 'job_embeddings', 'fit_answers', 'job_fit',
+           'job_predictions', 'job_map', 'job_report', 'run_job']
 
 # %% ../nbs/08b_pipeline.ipynb #bac2ae73
 def cannot_write(p:Path, # an existing file, or a folder
@@ -542,6 +543,22 @@ def step_bar(total:int, # the number of steps
         else: bar.set_postfix_str(what)
     return step
 
+# %% ../nbs/08b_pipeline.ipynb #203d5afc
+def fit_vocabulary(paths:list, # one id per image (its path)
+                   names:list, # per image, the MLLM's names (empty: no answer)
+                   texts:list, # per image, the answer text
+                   X:np.ndarray, # (n, d) their image embeddings
+                   cfg:NearConfig, # `merge_support`, `merge_agree`
+                   encode, # sentence encoder (`sentence_encoder()`); None: stated synonyms only
+                   *,
+                   similar:float=0.9, # sentence-similarity merge threshold
+                  ) -> tuple:
+    "(`Vocabulary`, own name ids per image): the answers' names, merges checked as `cfg` says."
+    support = cfg.merge_support or None  # 0: the text alone decides a merge
+    answers = answer_embeddings(texts) if support and cfg.merge_agree else None
+    return answers_vocabulary(paths, names, texts, encode, similar=similar, emb=X, support=support,
+                              answers=answers, agree=answers is not None)
+
 # %% ../nbs/08b_pipeline.ipynb #a7c1d0f1
 def demo_fit(s:Sample, # the shipped sample
              rows:pd.DataFrame, # its store's rows by path (`demo_answers`)
@@ -556,7 +573,7 @@ def demo_fit(s:Sample, # the shipped sample
     step('vocabulary')
     enc = sentence_encoder()
     names, texts = demo_names(s, rows, ok)
-    voc, own = answers_vocabulary(s.labels.image_id[ok].tolist(), names, texts, enc, emb=X)
+    voc, own = fit_vocabulary(s.labels.image_id[ok].tolist(), names, texts, X, cfg or NearConfig(), enc)
     step('NeaR')
     clf, res = fit_near_head(X, own, voc.names, cfg or NearConfig(), backbone=bb,
                              contrasts=answer_contrasts(voc, texts), answers=texts)
@@ -732,7 +749,7 @@ def fit_answers(X:np.ndarray, # (n, d) embeddings of the training images
                ) -> tuple:
     "(classifier, `NearResult`, vocabulary, own names): the answers' vocabulary, then NeaR's head."
     if not any(names): raise NearError(f'none of the {len(names)} images has an answer yet: run again')
-    voc, own = answers_vocabulary(paths, names, texts, sentence_encoder(), emb=X)
+    voc, own = fit_vocabulary(paths, names, texts, X, cfg, sentence_encoder())
     clf, res = fit_near_head(X, own, voc.names, cfg, backbone=bb, contrasts=answer_contrasts(voc, texts),
                              answers=texts)  # the answers: a second view where cfg.answer_weight > 0
     return clf, res, voc, own

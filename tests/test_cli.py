@@ -122,6 +122,23 @@ def test_fit_writes_classifier_refined_labels_and_summary(fitted, capsys):
     assert rc == 0 and r['images'] == 306 and r['with_answer'] == 306 and r['mode'] == 'head'
     assert sum(r['top_names'].values()) <= 306 and r['names_active'] <= r['vocabulary']
 
+def test_fit_checks_merges_with_the_images_and_the_answers(fitted, capsys):
+    "`near fit --merge-support Q [--merge-agree]`: each check keeps fewer sentence merges; config.json records it."
+    d, cfg = fitted
+    sizes = []
+    for extra in ([], ['--merge-support', '0.5'], ['--merge-support', '0.5', '--merge-agree']):
+        out = d/f'clf_merges_{len(extra)}'
+        rc, _, err = run(capsys, 'fit', LABELS, '--embeddings', d/'emb.npz', '--model', cfg, '--random-init',
+                         '--out', out, '--epochs', '1', '-q', *extra)
+        assert rc == 0, err
+        c = json.loads((out/'config.json').read_text())
+        assert (c['near_config']['merge_support'], c['near_config']['merge_agree']) == \
+               (0.5 if extra else 0.0, '--merge-agree' in extra)
+        sizes.append(c['training']['vocabulary'])
+    # each check keeps a subset of the merges before it (fewer merges: more names); on this random-weight
+    # backbone's embeddings the images alone may keep all, the answers then reject some
+    assert sizes[0] <= sizes[1] <= sizes[2] and sizes[0] < sizes[2], sizes
+
 def test_fit_then_predict_round_trip(fitted, capsys, tmp_path):
     d, _ = fitted
     imgs = tmp_path/'new'
