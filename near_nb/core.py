@@ -185,7 +185,7 @@ def _swap_in(new:Path, target:Path):
 
 # %% ../nbs/00_core.ipynb #dd0f65d3
 def _stale_partials(target:Path) -> list:
-    "Hidden folders a killed `writing_folder` left beside `target` (their process is gone)."
+    "Hidden folders and files a killed `writing_folder` or `writing_file` left beside `target` (process gone)."
     out = []
     for p in target.parent.glob(f'.{target.name}.*.partial*'):
         try: os.kill(int(p.name[len(target.name) + 2:].split('.')[0]), 0)
@@ -193,18 +193,28 @@ def _stale_partials(target:Path) -> list:
         except (ValueError, PermissionError): pass
     return out
 
+def _clear_stale(target:Path):
+    "Remove what a killed `writing_folder` or `writing_file` left beside `target` (a folder or a file)."
+    for p in _stale_partials(target):
+        if p.is_dir(): shutil.rmtree(p, ignore_errors=True)
+        else: p.unlink(missing_ok=True)
+
+def _umask() -> int:
+    "The process's umask (read by setting it and putting it back)."
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
 @contextmanager
 def writing_folder(target:str|Path, # the folder to write: it appears whole, or stays as it was
                   ):
     "Yield a new folder beside `target` to fill; on success it replaces `target` in one rename."
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for p in _stale_partials(target): shutil.rmtree(p, ignore_errors=True)
+    _clear_stale(target)
     prefix = f'.{target.name}.{os.getpid()}.'
     tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix='.partial', dir=target.parent))
-    mask = os.umask(0o22)
-    os.umask(mask)
-    os.chmod(tmp, 0o777 & ~mask)  # as `mkdir` would make it, not mkdtemp's 0o700
+    os.chmod(tmp, 0o777 & ~_umask())  # as `mkdir` would make it, not mkdtemp's 0o700
     try:
         yield tmp
         for f in tmp.rglob('*'):  # on disk before the rename makes them visible (links: their target's)
@@ -214,21 +224,13 @@ def writing_folder(target:str|Path, # the folder to write: it appears whole, or 
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/00_core.ipynb #b770ed74
-def _umask() -> int:
-    "The process's umask (read by setting it and putting it back)."
-    mask = os.umask(0o22)
-    os.umask(mask)
-    return mask
-
 @contextmanager
 def writing_file(target:str|Path, # the file to write: it appears whole, or stays as it was
                 ):
     "Yield a temporary path beside `target` to write; on success it replaces `target` in one rename."
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for p in _stale_partials(target):
-        if p.is_dir(): shutil.rmtree(p, ignore_errors=True)
-        else: p.unlink(missing_ok=True)
+    _clear_stale(target)
     fd, tmp = tempfile.mkstemp(prefix=f'.{target.name}.{os.getpid()}.', suffix='.partial', dir=target.parent)
     os.close(fd)
     tmp = Path(tmp)
