@@ -1,7 +1,7 @@
 "Labeling end to end: a real HTTP server with faults, a real `near label` subprocess killed half-way, the API key."
 # `near label` runs in this process (`main`) except where the process is the subject: a kill, the
 # environment it reads at start-up
-import json, os, re, signal, subprocess, sys
+import itertools, json, os, re, signal, subprocess, sys
 import numpy as np, pandas as pd, pytest
 from PIL import Image
 from near_nb.testing import FakeChatServer, fingerprint, FAULTS, tiny_vlm
@@ -59,9 +59,11 @@ def test_killed_labeling_run_resumes(tmp_path, sig, capsys, monkeypatch):
     "Kill `near label` half-way: at most the requests in flight are lost; the re-run completes without repeats."
     make_images(tmp_path/'imgs', 80)
     conc = 4
-    # slow answers while the run is to be killed: 20 stored after ~1.5 s, the whole run would take 6 s (on a
-    # loaded machine 0.1 s let it finish before the poll saw 20); the re-run gets quick ones
-    with FakeChatServer(latency=0.3) as srv:
+    # the server answers the first 30 requests and then holds every answer for a minute, so the run cannot finish
+    # before the kill however loaded the machine is (slow answers alone let it finish twice); the re-run gets quick ones
+    asked = itertools.count()
+    hold = lambda fp, n: 'slow' if next(asked) >= 30 else None
+    with FakeChatServer(latency=0.05, fault=hold, slow_seconds=60) as srv:
         p = subprocess.Popen(label_cmd(tmp_path/'imgs', srv, tmp_path, '--concurrency', str(conc)),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, 'OPENAI_API_KEY': 'sk-test'})
         db = tmp_path/'s.sqlite'
@@ -70,7 +72,7 @@ def test_killed_labeling_run_resumes(tmp_path, sig, capsys, monkeypatch):
         kept = int((stored.status == 'done').sum())
         answered = sum(srv.completed.values())
         assert 20 <= kept < 80 and answered - kept <= conc, (kept, answered)    # lost: only what was in flight
-        before, srv.latency = srv.requests, 0.05
+        before, srv.fault = srv.requests, None
         monkeypatch.setenv('OPENAI_API_KEY', 'sk-test')
         rerun = label_cmd(tmp_path/'imgs', srv, tmp_path, '--concurrency', str(conc))[len(NEAR):]
         code = main(rerun)
