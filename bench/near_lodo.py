@@ -12,11 +12,11 @@
    the answers as its second witness), and how many join two ground-truth classes.
 5. The 2-NN purity of each view (image, answer, both at the chosen answer weight), and sACC under a second judge
    (`evaluate.char_encoder`, character n-grams) beside all-MiniLM-L6-v2's in the report.
-The answer view (issue 27): `answer_weight` 0 is the images alone; the settings without it come first in GRID
-and keep their keys, so `--reuse` reads them from a file written before the answer view existed.
-The two views' agreement (co-training's rule): `answer_agree` (a relabelling move needs the other view's own
-vote for the same name) and `answer_merges='both'` (a sentence merge needs the support of the images and of
-the answers).
+Every setting is a set of `NearConfig` fields, as `near fit` and `near bench testbed` take them; its key in
+--out lists the fields that differ from the defaults. The answer view (issue 27): `answer_weight` 0 is the
+images alone. The two views' agreement (co-training's rule): `answer_agree` (a relabelling move needs the other
+view's own vote for the same name) and `merge_agree` (a sentence merge needs the support of the images and of
+the answers, at the `merge_support` quantile).
 Embeddings are the test bed's precomputed OpenAI CLIP ViT-B/16 vectors; answers are Qwen2.5-VL-72B's."""
 import argparse, itertools, json, sys, time
 from dataclasses import replace
@@ -29,41 +29,38 @@ from near_nb.near import NearConfig
 from near_nb.names import answers_vocabulary
 
 MIN_CONF = (0.4, 0.5, 0.6, 0.7, 0.8)
-SUPPORT = (None, 0.25)  # None: sentence merges need no visual support
+MERGE_SUPPORT = (0.0, 0.25)  # 0: sentence merges need no visual support
 PRODEN = (True, False)
 MARGIN = 3  # see `admissible`
 NEAREST = (0.2, 0.4)  # the class-mean head's share of a name's nearest training image (0: means only)
-GRID = [{'relabel': False, 'support': s, 'proden': p, 'nearest': 0.0} for s, p in itertools.product(SUPPORT, PRODEN)] + \
-       [{'relabel': True, 'min_conf': c, 'support': s, 'proden': p, 'nearest': 0.0}
-        for c, s, p in itertools.product(MIN_CONF, SUPPORT, PRODEN)] + \
-       [{'relabel': True, 'min_conf': c, 'support': None, 'proden': p, 'nearest': b}
+GRID = [{'relabel': False, 'merge_support': s, 'proden': p, 'nearest': 0.0}
+        for s, p in itertools.product(MERGE_SUPPORT, PRODEN)] + \
+       [{'relabel': True, 'min_conf': c, 'merge_support': s, 'proden': p, 'nearest': 0.0}
+        for c, s, p in itertools.product(MIN_CONF, MERGE_SUPPORT, PRODEN)] + \
+       [{'relabel': True, 'min_conf': c, 'proden': p, 'nearest': b}
         for c, p, b in itertools.product(MIN_CONF, PRODEN, NEAREST)]  # the memory only with the chosen support
 GRID = [s | {'answer_weight': 0.0} for s in GRID]  # the images alone, as before the answer view
-GRID += [{'relabel': True, 'min_conf': c, 'support': None, 'proden': False, 'nearest': 0.2, 'answer_weight': 0.25}
+GRID += [{'relabel': True, 'min_conf': c, 'proden': False, 'nearest': 0.2, 'answer_weight': 0.25}
          for c in (0.3, 0.4, 0.5)]  # PRODEN and nearest as chosen without the answers; weight 0.25 (2-NN purity)
-GRID += [{'relabel': True, 'min_conf': 0.5, 'support': 0.25, 'answer_merges': True, 'proden': False, 'nearest': 0.2,
-          'answer_weight': 0.25}]  # merges with the answers as the visual check's second witness
-GRID += [{'relabel': True, 'min_conf': 0.5, 'capacity': False, 'support': None, 'proden': False, 'nearest': 0.2,
+GRID += [{'relabel': True, 'min_conf': 0.5, 'capacity': False, 'proden': False, 'nearest': 0.2,
           'answer_weight': 0.25}]  # purer neighbours: does relabelling still need the capacity rule?
-AGREE = {'relabel': True, 'min_conf': 0.3, 'support': 0.5, 'answer_merges': 'both', 'proden': False,
+AGREE = {'relabel': True, 'min_conf': 0.3, 'merge_support': 0.5, 'merge_agree': True, 'proden': False,
          'nearest': 0.2, 'answer_weight': 0.5, 'answer_agree': True}  # the two views must agree (co-training)
-GRID += [AGREE, AGREE | {'min_conf': 0.4}, AGREE | {'support': 0.25}, AGREE | {'answer_weight': 0.25},
+GRID += [AGREE, AGREE | {'min_conf': 0.4}, AGREE | {'merge_support': 0.25}, AGREE | {'answer_weight': 0.25},
          AGREE | {'answer_weight': 0.75},
          AGREE | {'answer_weight': 0.0},  # votes from the images alone, the answers' own vote must agree
-         AGREE | {'support': None, 'answer_merges': False},  # agreement in relabelling alone
+         AGREE | {'merge_support': 0.0, 'merge_agree': False},  # agreement in relabelling alone
          AGREE | {'answer_agree': False}]  # agreement in the merges alone
 PURITY_WEIGHT = 0.25  # the answers' share in the purity table's 'both' (the grid's answer weight)
-BENCH_KEYS = ('support', 'answer_merges')  # bench_testbed's keywords; the rest are NearConfig fields
 
 def key(setting:dict) -> str:
-    "A setting's key in --out; `nearest` and `answer_weight` 0 are left out, as in files written before them."
-    return json.dumps({k: v for k, v in setting.items() if not (k in ('nearest', 'answer_weight') and v == 0)},
-                      sort_keys=True)
+    "A setting's key in --out: its fields that differ from `NearConfig`'s defaults (one key per configuration)."
+    default = NearConfig()
+    return json.dumps({k: v for k, v in setting.items() if getattr(default, k) != v}, sort_keys=True)
 
 def run(root, ds, setting, enc, seeds, judge2=None):
-    cfg = replace(NearConfig(), **{k: v for k, v in setting.items() if k not in BENCH_KEYS})
-    return bench_testbed(Path(root)/ds, seeds=seeds, cfg=cfg, encode=enc, support=setting['support'],
-                         answer_merges=setting.get('answer_merges', False), judge2=judge2)
+    cfg = replace(NearConfig(), **setting)
+    return bench_testbed(Path(root)/ds, seeds=seeds, cfg=cfg, encode=enc, judge2=judge2)
 
 def admissible(r) -> bool:
     """The bar a setting must clear on a data set it is chosen on: the issue's targets (transductive sACC at most

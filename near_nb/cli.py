@@ -460,8 +460,7 @@ def bench_arguments(parser:argparse.ArgumentParser):
                         help='runs of every method, seeds 0 to SEEDS - 1 (1-100)')
     similar_argument(parser)
     parser.add_argument('--support', type=support, default='none',
-                        help="visual support a sentence merge needs: "
-                             "quantile of same-name image pairs' cosine, 0-1 ('none': off)")
+                        help='deprecated: the old spelling of --merge-support')
     parser.add_argument('--sentence-model', default=None,
                         help='sentence-transformers model for sACC (default: all-MiniLM-L6-v2, offline)')
     parser.add_argument('--costs-from', default=None, metavar='STORE',

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -442,10 +443,10 @@ def _text_describer(args):
     describer.source = f'{args.text_llm} (describe.describe)'
     return describer
 
-def _add_text_bench(r:dict, args, bb, enc, support, cfg):
+def _add_text_bench(r:dict, args, bb, enc, cfg):
     "Zero-shot (name, GRAIN, LaFG) and fused figures into the report `r` (`textbench.bench_text`)."
     t = bench_text(args.dir, bb, seeds=args.seeds, cfg=cfg, encode=enc, describer=_text_describer(args),
-                   similar=args.similar, support=support)
+                   similar=args.similar)
     for p in ('transductive', 'heldout'):
         t[p].pop('zero_shot_name', None)  # the same as zero_shot_clip
         r[p].update(t[p])
@@ -524,13 +525,16 @@ def cmd_bench(args) -> int:
         check_text_model(args.dir, bb)  # at the door: a text tower of another model fails before any work
         text = bb.embed_text
     random = [m for m in testbed_random(args.dir) if warn_random(args, m)]
-    support = None if str(args.support).lower() == 'none' else float(args.support)
+    if args.support != 'none':  # the old spelling of --merge-support, which wins where both are given
+        print('near bench: --support is deprecated: use --merge-support (and --merge-agree for the answers too)',
+              file=sys.stderr)
+        cfg = cfg if cfg.merge_support else replace(cfg, merge_support=args.support)
     per_call = None
     if args.costs_from:  # tokens and seconds per call, measured on a real labeling run
         per_call = call_costs(LabelStore(args.costs_from).frame(model=args.cost_model))
-    r = bench_testbed(args.dir, seeds=args.seeds, cfg=cfg, encode=enc, similar=args.similar, support=support,
+    r = bench_testbed(args.dir, seeds=args.seeds, cfg=cfg, encode=enc, similar=args.similar,
                       progress=show_progress(args), text=text, per_call=per_call, prices=args.prices)
-    if bb is not None: _add_text_bench(r, args, bb, enc, support, cfg)
+    if bb is not None: _add_text_bench(r, args, bb, enc, cfg)
     if random: r['random_weights'] = random
     print_testbed(r, args)
     if out:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
+from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 from .calibrate import margins, expected_calibration_error
 from .cascade import cascade_cost, cascade_curve, random_escalation
@@ -21,8 +22,8 @@ from .neighbors import knn, answer_embeddings, two_view, knn_purity, ANSWER_ENCO
 
 # %% auto #0
 __all__ = ['CASCADE_NOTE', 'COST_BUDGETS', 'TestBed', 'load_testbed', 'raw_name', 'knn_vote', 'zero_shot_names', 'pooled_ids',
-           'alias_keys', 'near_labels', 'answer_view', 'neighbour_purity', 'class_folds', 'transductive', 'heldout',
-           'score_names', 'mean_std', 'bench_testbed', 'methods']
+           'alias_keys', 'near_labels', 'answer_view', 'neighbour_purity', 'class_folds', 'relabel_ceiling',
+           'transductive', 'heldout', 'score_names', 'mean_std', 'bench_testbed', 'methods']
 
 # %% ../nbs/07a_testbed.ipynb #fe407106
 @dataclass
@@ -103,18 +104,20 @@ def near_labels(tb:TestBed, # the test bed
                 idx, # the images to label
                 encode, # sentence encoder (`names.sentence_encoder()`); None: stated synonyms only
                 similar:float, # sentence-similarity merge threshold
+                cfg, # `NearConfig`: the merges' checks (`merge_support`, `merge_agree`)
                 *,
-                support:float|None, # visual support a sentence merge needs (`names.visual_merges`)
                 alternatives:bool=True, # the answers' hedged alternatives join their image's names
-                answers:np.ndarray|None=None, # (len(idx), V) answer vectors: the merges' second witness
-                agree:bool=False, # with `answers`: a merge needs both views' support (`names.visual_merges`)
+                answers:np.ndarray|None=None, # (len(idx), V) answer vectors: `merge_agree`'s second view
                 ) -> tuple:
-    "(vocabulary, own name ids, contrast ids) of the images `idx`, as NeaR builds them."
+    "(vocabulary, own name ids, contrast ids) of the images `idx`, as NeaR builds them (`pipeline.fit_vocabulary`)."
     lab = tb.labels.iloc[idx]
+    support = cfg.merge_support or None  # 0: the text alone decides a merge
+    witness = None
+    if support and cfg.merge_agree:  # the answers of these images alone, unless the caller has them
+        witness = answers if answers is not None else answer_view(tb, idx)
     voc, own = answers_vocabulary(lab.image_id.tolist(), lab.names.tolist(), lab.response.tolist(), encode,
-                                  similar=similar,
-                                  emb=tb.emb[idx], support=support, alternatives=alternatives,
-                                  answers=answers, agree=agree)
+                                  similar=similar, emb=tb.emb[idx], support=support, alternatives=alternatives,
+                                  answers=witness, agree=witness is not None)
     return voc, own, answer_contrasts(voc, lab.response.tolist())
 
 # %% ../nbs/07a_testbed.ipynb #f494d7bc
@@ -165,34 +168,54 @@ def class_folds(gt:np.ndarray, # (n,) ground-truth class per image
         f[ix] = np.arange(len(ix)) % 3
     return f
 
+# %% ../nbs/07a_testbed.ipynb #d017bdfa
+def relabel_ceiling(own:list, # per image: its name ids after the vocabulary's merges, first-ranked first
+                    gt:np.ndarray, # (n,) ground-truth class per image
+                   ) -> dict:
+    "cACC (%) of the first names, and the most that changing only the unconfirmed ones could reach."
+    first, gt = first_names(own), np.asarray(gt)
+    counts = np.bincount(first[first >= 0], minlength=max(first.max() + 1, 1))
+    unconfirmed = (first < 0) | (counts[np.maximum(first, 0)] <= 1)
+    ids = np.where(first >= 0, first, len(counts) + gt.max() + 1 + np.arange(len(first)))  # no name: alone
+    kept = ~unconfirmed
+    home = {}  # class -> the confirmed name cACC's matching gives it
+    if kept.any():
+        names, classes = np.unique(ids[kept]), np.unique(gt[kept])
+        M = np.zeros((len(names), len(classes)), np.int64)
+        np.add.at(M, (np.searchsorted(names, ids[kept]), np.searchsorted(classes, gt[kept])), 1)
+        r, c = linear_sum_assignment(M, maximize=True)
+        home = {classes[j]: names[i] for i, j in zip(r, c) if M[i, j] > 0}
+    best = ids.copy()
+    best[unconfirmed] = [home.get(g, len(counts) + g) for g in gt[unconfirmed]]  # a class without one: a new name
+    return {'unconfirmed': round(float(unconfirmed.mean() * 100), 1),
+            'first_names_cacc': round(cluster_acc(ids, gt), 2), 'ceiling_cacc': round(cluster_acc(best, gt), 2)}
+
 # %% ../nbs/07a_testbed.ipynb #3655c100
 def transductive(tb:TestBed, # the test bed
                  cfg=None, # `NearConfig` (None: the defaults)
                  encode=None, # sentence encoder for the vocabulary's merges (None: stated synonyms only)
                  *,
                  similar:float=0.9, # sentence-similarity merge threshold (0: stated synonyms only)
-                 support:float|None=None, # visual support a sentence merge needs (`names.visual_merges`)
                  alternatives:bool=True, # the alternatives answers hedge between join their image's names
                  seed:int=0, # the trainer's seed
                  text=None, # names -> CLIP text embeddings (`Backbone.embed_text`): adds zero-shot CLIP
-                 answer_merges:bool|str=False, # answers witness merges (`support`); 'both': the views agree
                 ) -> dict:
-    "The discovery set labelled by each method, NeaR's classifier, and the labels NeaR changed."
+    "The discovery set labelled by each method, NeaR's classifier, the labels NeaR changed, its ceiling."
     cfg = replace(cfg or NearConfig(), seed=seed)
     raw = _raw_top1(tb)
     u = sorted(set(raw))
     first = np.array([u.index(r) if r else -1 for r in raw])
     vote = knn_vote(tb.emb, first)
     ans = answer_view(tb, np.arange(len(tb.labels)))
-    voc, own, against = near_labels(tb, np.arange(len(tb.labels)), encode, similar, support=support,
-                                    alternatives=alternatives, answers=ans if answer_merges else None,
-                                    agree=answer_merges == 'both')
+    voc, own, against = near_labels(tb, np.arange(len(tb.labels)), encode, similar, cfg,
+                                    alternatives=alternatives, answers=ans)
     clf, res = fit_near_head(tb.emb, own, voc.names, cfg, contrasts=against, answers=ans)
     labels = {'mllm_top1': raw, 'knn_vote': [u[j] if j >= 0 else '' for j in vote],
               'near': [voc.names[j] for j in res.refined]}
     if text is not None: labels['zero_shot_clip'] = zero_shot_names(tb.emb, voc.names, text)
-    changes = _near_changes(raw, res, own, tb.labels.gt_class.to_numpy())
-    return {'labels': labels, 'classifier': clf, 'result': res, 'vocabulary': voc, 'changes': changes}
+    gt = tb.labels.gt_class.to_numpy()
+    return {'labels': labels, 'classifier': clf, 'result': res, 'vocabulary': voc,
+            'changes': _near_changes(raw, res, own, gt), 'ceiling': relabel_ceiling(own, gt)}
 
 # %% ../nbs/07a_testbed.ipynb #36a4cdfe
 def _raw_fold(tb:TestBed, tr, te, raw:list, cfg) -> dict:
@@ -208,13 +231,11 @@ def _raw_fold(tb:TestBed, tr, te, raw:list, cfg) -> dict:
     return {m: (v, [{x} for x in v], mapped(v, gt[te], *train)) for m, v in names.items()}
 
 # %% ../nbs/07a_testbed.ipynb #c7d1a0e3
-def _near_fold(tb:TestBed, tr, te, raw:list, cfg, encode, *, similar, support, alternatives, text,
-               answer_merges=False) -> tuple:
+def _near_fold(tb:TestBed, tr, te, raw:list, cfg, encode, *, similar, alternatives, text) -> tuple:
     "One fold, NeaR: ({method: (names, alias keys, mapped)} of `te`, NeaR's changes, its scores of `te`)."
     gt = tb.labels.gt_class.to_numpy()
     ans = answer_view(tb, tr)  # the training images' answers: a held-out image's answer is never read
-    voc, own, against = near_labels(tb, tr, encode, similar, support=support, alternatives=alternatives,
-                                    answers=ans if answer_merges else None, agree=answer_merges == 'both')
+    voc, own, against = near_labels(tb, tr, encode, similar, cfg, alternatives=alternatives, answers=ans)
     nc, res = fit_near_head(tb.emb[tr], own, voc.names, cfg, contrasts=against, answers=ans)
     changes = _near_changes([raw[i] for i in tr], res, own, gt[tr])
     train = ([voc.names[j] for j in res.refined], gt[tr])  # the refined labels the classifier learned
@@ -230,11 +251,9 @@ def heldout(tb:TestBed, # the test bed
             encode=None, # sentence encoder for the vocabulary's merges (None: stated synonyms only)
             *,
             similar:float=0.9, # sentence-similarity merge threshold (0: stated synonyms only)
-            support:float|None=None, # visual support a sentence merge needs (`names.visual_merges`)
             seed:int=0, # the trainer's seed and the fold assignment
             alternatives:bool=True, # the alternatives answers hedge between join their image's names
             text=None, # names -> CLIP text embeddings (`Backbone.embed_text`): adds zero-shot CLIP
-            answer_merges:bool|str=False, # answers witness merges (`support`); 'both': the views agree
            ) -> dict:
     "Per method and image: (names, alias keys) and `mapped`, from a classifier that never saw the image."
     cfg = replace(cfg or NearConfig(), seed=seed)
@@ -247,8 +266,8 @@ def heldout(tb:TestBed, # the test bed
     for k in range(3):
         tr, te = np.flatnonzero(f != k), np.flatnonzero(f == k)
         preds = _raw_fold(tb, tr, te, raw, cfg)
-        near, fold, P = _near_fold(tb, tr, te, raw, cfg, encode, similar=similar, support=support,
-                                   alternatives=alternatives, text=text, answer_merges=answer_merges)
+        near, fold, P = _near_fold(tb, tr, te, raw, cfg, encode, similar=similar, alternatives=alternatives,
+                                   text=text)
         for m, (names, keys, ok) in (preds | near).items():
             for i, name, key in zip(te, names, keys): out[m][0][i], out[m][1][i] = name, key
             right[m][te] = ok
@@ -342,7 +361,7 @@ def _one_seed(tb:TestBed, cfg, encode, judge2=None, **kw) -> dict:
                                        judge2=judge2)
                         for m, (names, keys) in ho['predictions'].items()},
             'changes': (tr['changes'], ho['changes']), 'cascade': curve, 'random': rand, 'ece': ece,
-            'classifier': tr['classifier']}
+            'classifier': tr['classifier'], 'ceiling': tr['ceiling']}
 
 def _summary(runs:list) -> tuple:
     "(transductive, held-out) figures: means and spreads over the seeds' `_one_seed` runs."
@@ -362,20 +381,17 @@ def bench_testbed(folder, # a test-bed directory
                   encode=None, # sentence encoder for sACC (`names.sentence_encoder()`)
                   *,
                   similar:float=0.9, # sentence-similarity merge threshold (0: stated synonyms only)
-                  support:float|None=None, # visual support a sentence merge needs (`names.visual_merges`)
                   alternatives:bool=True, # the alternatives answers hedge between join their image's names
                   progress:bool=False, # a progress bar over the seeds
                   text=None, # CLIP text encoder (`Backbone.embed_text`): adds the zero-shot CLIP baseline
                   per_call:dict|None=None, # `cascade.call_costs` of a real run: tokens, seconds per call
                   prices:tuple|None=None, # (USD per 1M prompt tokens, per 1M completion tokens) of that MLLM
-                  answer_merges:bool|str=False, # answers witness merges (`support`); 'both': the views agree
                   judge2=None, # a second encoder for sACC (`evaluate.char_encoder()`): adds `sacc2`
                  ) -> dict:
     "Both test-bed protocols on one dataset: figures for every method, means and spreads over seeds."
     t0, cfg = time.perf_counter(), cfg or NearConfig()
     tb = load_testbed(folder)
-    kw = dict(similar=similar, support=support, alternatives=alternatives, text=text,
-              answer_merges=answer_merges)
+    kw = dict(similar=similar, alternatives=alternatives, text=text)
     runs = [_one_seed(tb, cfg, encode, judge2, seed=s, **kw)
             for s in tqdm(range(seeds), desc=f'{tb.name}: seeds', disable=not progress)]
     T, H = _summary(runs)
@@ -384,8 +400,8 @@ def bench_testbed(folder, # a test-bed directory
             'sentence_model': getattr(encode, 'model_name', None),
             'second_judge': getattr(judge2, 'model_name', None),
             'text_model': getattr(getattr(text, '__self__', None), 'model_id', None),
-            'config': asdict(cfg), 'similar': similar, 'support': support, 'alternatives': alternatives,
-            'answer_merges': answer_merges, 'transductive': T, 'heldout': H,
+            'config': asdict(cfg), 'similar': similar, 'alternatives': alternatives,
+            'transductive': T, 'heldout': H, 'ceiling': runs[0]['ceiling'],
             'neighbours': {'purity': neighbour_purity(tb, weight=cfg.answer_weight or 0.25), 'k': 2,
                            'both_weight': cfg.answer_weight or 0.25, 'answer_encoder': ANSWER_ENCODER},
             'cost': _costs(tb, speed, per_call, prices),

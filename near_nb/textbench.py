@@ -40,7 +40,7 @@ def _own_descriptors(tb:TestBed, idx:np.ndarray, voc, own:list, describer=None) 
 # %% ../nbs/07b_textbench.ipynb #99f497c3
 def text_transductive(tb:TestBed, backbone, cfg:NearConfig|None=None, encode=None, *,
                       describer=None, seed:int=0,
-                      **near_kw, # similar, support, alternatives (as `evaluate.transductive`)
+                      **near_kw, # similar, alternatives (as `testbed.transductive`)
                      ) -> dict:
     "{'labels': {method: names per image}, 'alpha': {kind: fused weight}, 'recall': {kind: {'R@K': %}}}."
     tr = transductive(tb, cfg, encode, seed=seed, **near_kw)
@@ -63,7 +63,7 @@ def text_transductive(tb:TestBed, backbone, cfg:NearConfig|None=None, encode=Non
 
 # %% ../nbs/07b_textbench.ipynb #07d10691
 def text_heldout(tb:TestBed, backbone, cfg:NearConfig|None=None, encode=None, *, describer=None, seed:int=0,
-                 similar:float=0.9, support:float|None=None, alternatives:bool=True,
+                 similar:float=0.9, alternatives:bool=True,
                 ) -> dict:
     "{'predictions': {method: (names, alias key sets) per image}, 'alpha': {kind: [weight per fold]}}."
     cfg = replace(cfg or NearConfig(), seed=seed)
@@ -72,7 +72,7 @@ def text_heldout(tb:TestBed, backbone, cfg:NearConfig|None=None, encode=None, *,
     out, alpha = {}, {}
     for k in range(3):
         tr, te = np.flatnonzero(f != k), np.flatnonzero(f == k)
-        voc, own, against = near_labels(tb, tr, encode, similar, support=support, alternatives=alternatives)
+        voc, own, against = near_labels(tb, tr, encode, similar, cfg, alternatives=alternatives)
         clf, res = fit_near_head(tb.emb[tr], own, voc.names, cfg, contrasts=against)
         T = text_prototypes(backbone, voc.names, _own_descriptors(tb, tr, voc, own, describer))
         _check_dims(tb, T)
@@ -106,14 +106,14 @@ def bench_text(folder, # a test-bed directory
                seeds:int=3, cfg:NearConfig|None=None,
                encode=None, # sentence encoder for sACC (`names.sentence_encoder()`)
                *, describer=None, # names -> {name: [descriptors]}; None: mined from the MLLM answers
-               similar:float=0.9, support:float|None=None, alternatives:bool=True,
+               similar:float=0.9, alternatives:bool=True,
               ) -> dict:
     "{'transductive': {method: figures}, 'heldout': {...}, 'text': {...}}: zero-shot and fused, 3 ways."
     check_text_model(folder, backbone)
     tb = load_testbed(folder)
     gt, gtn = tb.labels.gt_class.to_numpy(), tb.labels.gt_name.tolist()
     T, H, alphas, recalls = {}, {}, [], []
-    kw = dict(similar=similar, support=support, alternatives=alternatives)
+    kw = dict(similar=similar, alternatives=alternatives)
     for s in range(seeds):
         tt = text_transductive(tb, backbone, cfg, encode, describer=describer, seed=s, **kw)
         for m, names in tt['labels'].items(): T.setdefault(m, []).append(score_names(names, gt, gtn, encode))

@@ -46,6 +46,8 @@ def test_bench_reports_what_near_changed(tmp_path, near):
     assert set(nb['purity']) == {'image', 'answer', 'both'}
     assert nb['both_weight'] == (j['config']['answer_weight'] or 0.25)   # the view off: 'both' at 0.25
     assert nb['purity']['image'] == 62.6 and nb['purity']['both'] > nb['purity']['answer'] > nb['purity']['image']
+    c = j['ceiling']                                          # relabelling's reach: NeaR between start and ceiling
+    assert c['first_names_cacc'] < t['near']['cacc'] < c['ceiling_cacc'] and 0 < c['unconfirmed'] < 100
 
 def test_bench_prices_the_budgets_from_a_real_run(tmp_path, near):
     "`--costs-from STORE --prices IN,OUT`: the bill per 1,000 images from a store's measured tokens and seconds."
@@ -57,8 +59,12 @@ def test_bench_prices_the_budgets_from_a_real_run(tmp_path, near):
                  completion_tokens=10**6, latency=99.0)
     out = tmp_path/'bench.json'
     r = near('bench', 'testbed', str(sample_dir()), '--seeds', '1', '--json', str(out), '-q',
-             '--costs-from', str(tmp_path/'run.sqlite'), '--cost-model', 'vlm-a', '--prices', '2.5,10')
+             '--costs-from', str(tmp_path/'run.sqlite'), '--cost-model', 'vlm-a', '--prices', '2.5,10',
+             '--support', '0.5', '--merge-agree')  # --support: the old spelling of --merge-support
     assert r.returncode == 0, r.stderr
+    assert '--support is deprecated' in r.stderr
+    cfg = json.loads(out.read_text())['config']               # the merge checks reach the test bed's vocabulary
+    assert (cfg['merge_support'], cfg['merge_agree']) == (0.5, True)
     c = json.loads(out.read_text())['cost']
     assert c['per_call']['calls_measured'] == 2 and c['prices_usd_per_1m_tokens'] == [2.5, 10.0]
     one = c['per_1000_images']['1.0']
