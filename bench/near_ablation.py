@@ -3,8 +3,8 @@
     python bench/near_ablation.py [TESTBED_ROOT] [--seeds 1] [--out bench/results/near_ablation.json]
 
 A variant named '+ ...' switches on an option that is off by default (contrasts, neighbours' names in the
-candidate sets, PRODEN, the GMM split, the merges' visual check, the answer view in the relabelling's votes, with
-PRODEN in the kNN graph, or the two views made to agree); the others switch a default part off. Writes one row per
+candidate sets, PRODEN, the GMM split, the merges' checks, the answer view in the relabelling's votes or in the
+kNN graph, the two views made to agree); the others switch a default part off. Writes one row per
 (dataset, variant): transductive and held-out cACC/sACC (means over seeds) and the labels NeaR changed against the
 raw MLLM top-1 names (fixed / broken). The defaults are `NearConfig`'s (docs/design.md says how they relate to
 `bench/near_lodo.py`'s choice). Embeddings are the test bed's precomputed OpenAI CLIP ViT-B/16 vectors;
@@ -31,11 +31,11 @@ VARIANTS = {  # name -> (config changes, bench_testbed keyword changes); '+': an
     "+ GMM split, relaxed refinement (with neighbours' names)":
         ({**NEIGHBOURS, 'gmm': True, 'refine': 'relax'}, {}),
     "+ answer view in relabelling's votes (answer_weight=0.25)": ({'answer_weight': 0.25}, {}),
-    "+ PRODEN over neighbours found in both views (answer_knn, answer_weight=0.25)":
+    "+ PRODEN over neighbours' names found in both views (neighbour_weight=auto, answer_knn, answer_weight=0.25)":
         ({**NEIGHBOURS, 'proden': True, 'answer_knn': True, 'answer_weight': 0.25}, {}),
     '+ the two views agree (answer_weight=0.5, min_conf=0.3, answer_agree, merges with both views at 0.5)':
-        ({'answer_weight': 0.5, 'min_conf': 0.3, 'answer_agree': True, 'merge_support': 0.5, 'merge_agree': True},
-         {}),
+        ({'answer_weight': 0.5, 'min_conf': 0.3, 'answer_agree': True,
+          'merge_support': 0.5, 'merge_agree': True}, {}),
     "+ sentence merges need the images' and the answers' support (merge_support=0.5, merge_agree)":
         ({'merge_support': 0.5, 'merge_agree': True}, {}),
     'trained head (not class means)': ({'head': 'trained'}, {}),

@@ -460,7 +460,7 @@ def bench_arguments(parser:argparse.ArgumentParser):
                         help='runs of every method, seeds 0 to SEEDS - 1 (1-100)')
     similar_argument(parser)
     parser.add_argument('--support', type=support, default='none',
-                        help='deprecated: the old spelling of --merge-support')
+                        help='deprecated: the old spelling of --merge-support (0 to below 1, or none)')
     parser.add_argument('--sentence-model', default=None,
                         help='sentence-transformers model for sACC (default: all-MiniLM-L6-v2, offline)')
     parser.add_argument('--costs-from', default=None, metavar='STORE',
@@ -475,8 +475,11 @@ def bench_arguments(parser:argparse.ArgumentParser):
 
 # %% ../nbs/09_cli.ipynb #bnch0a01
 def support(text:str):
-    "An argparse type: 'none', or a share in [0, 1]."
-    return 'none' if text.lower() == 'none' else share(text)
+    "An argparse type: 'none', or a share in [0, 1) (`--support`, the old spelling of `--merge-support`)."
+    if text.lower() == 'none': return 'none'
+    v = share(text)
+    if v >= 1: raise argparse.ArgumentTypeError(f'must be below 1 (got {text})')
+    return v
 
 # %% ../nbs/09_cli.ipynb #b5f0784b
 def text_bench_arguments(parser:argparse.ArgumentParser):

@@ -525,10 +525,11 @@ def cmd_bench(args) -> int:
         check_text_model(args.dir, bb)  # at the door: a text tower of another model fails before any work
         text = bb.embed_text
     random = [m for m in testbed_random(args.dir) if warn_random(args, m)]
-    if args.support != 'none':  # the old spelling of --merge-support, which wins where both are given
-        print('near bench: --support is deprecated: use --merge-support (and --merge-agree for the answers too)',
-              file=sys.stderr)
-        cfg = cfg if cfg.merge_support else replace(cfg, merge_support=args.support)
+    if args.support != 'none':  # the old spelling of --merge-support, which wins where both are typed
+        typed = 'merge_support' in getattr(args, 'given', {})
+        print('near bench: --support is deprecated: use --merge-support (and --merge-agree for the answers too)'
+              + ('; --merge-support is given, so --support is ignored' if typed else ''), file=sys.stderr)
+        cfg = cfg if typed else replace(cfg, merge_support=args.support)
     per_call = None
     if args.costs_from:  # tokens and seconds per call, measured on a real labeling run
         per_call = call_costs(LabelStore(args.costs_from).frame(model=args.cost_model))

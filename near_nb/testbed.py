@@ -104,20 +104,20 @@ def near_labels(tb:TestBed, # the test bed
                 idx, # the images to label
                 encode, # sentence encoder (`names.sentence_encoder()`); None: stated synonyms only
                 similar:float, # sentence-similarity merge threshold
-                cfg, # `NearConfig`: the merges' checks (`merge_support`, `merge_agree`)
                 *,
+                cfg, # `NearConfig`: the merges' checks (`merge_support`, `merge_agree`)
                 alternatives:bool=True, # the answers' hedged alternatives join their image's names
                 answers:np.ndarray|None=None, # (len(idx), V) answer vectors: `merge_agree`'s second view
                 ) -> tuple:
-    "(vocabulary, own name ids, contrast ids) of the images `idx`, as NeaR builds them (`pipeline.fit_vocabulary`)."
+    "(vocabulary, own name ids, contrast ids) of the images `idx`, as `pipeline.fit_vocabulary` builds them."
     lab = tb.labels.iloc[idx]
     support = cfg.merge_support or None  # 0: the text alone decides a merge
     witness = None
     if support and cfg.merge_agree:  # the answers of these images alone, unless the caller has them
         witness = answers if answers is not None else answer_view(tb, idx)
     voc, own = answers_vocabulary(lab.image_id.tolist(), lab.names.tolist(), lab.response.tolist(), encode,
-                                  similar=similar, emb=tb.emb[idx], support=support, alternatives=alternatives,
-                                  answers=witness, agree=witness is not None)
+                                  similar=similar, emb=tb.emb[idx], support=support,
+                                  alternatives=alternatives, answers=witness, agree=witness is not None)
     return voc, own, answer_contrasts(voc, lab.response.tolist())
 
 # %% ../nbs/07a_testbed.ipynb #f494d7bc
@@ -173,22 +173,26 @@ def relabel_ceiling(own:list, # per image: its name ids after the vocabulary's m
                     gt:np.ndarray, # (n,) ground-truth class per image
                    ) -> dict:
     "cACC (%) of the first names, and the most that changing only the unconfirmed ones could reach."
-    first, gt = first_names(own), np.asarray(gt)
+    if not len(own): raise ValueError('relabel_ceiling needs at least one image')
+    first = first_names(own)
+    classes, gt = np.unique(np.asarray(gt), return_inverse=True)  # class ids of any kind -> 0..C-1
     counts = np.bincount(first[first >= 0], minlength=max(first.max() + 1, 1))
     unconfirmed = (first < 0) | (counts[np.maximum(first, 0)] <= 1)
-    ids = np.where(first >= 0, first, len(counts) + gt.max() + 1 + np.arange(len(first)))  # no name: alone
+    fresh = len(counts)  # ids from here on are new names: one per class, then one per nameless image
+    ids = np.where(first >= 0, first, fresh + len(classes) + np.arange(len(first)))  # no name: a name alone
     kept = ~unconfirmed
     home = {}  # class -> the confirmed name cACC's matching gives it
     if kept.any():
-        names, classes = np.unique(ids[kept]), np.unique(gt[kept])
-        M = np.zeros((len(names), len(classes)), np.int64)
-        np.add.at(M, (np.searchsorted(names, ids[kept]), np.searchsorted(classes, gt[kept])), 1)
+        names, seen = np.unique(ids[kept]), np.unique(gt[kept])  # the confirmed names, their images' classes
+        M = np.zeros((len(names), len(seen)), np.int64)
+        np.add.at(M, (np.searchsorted(names, ids[kept]), np.searchsorted(seen, gt[kept])), 1)
         r, c = linear_sum_assignment(M, maximize=True)
-        home = {classes[j]: names[i] for i, j in zip(r, c) if M[i, j] > 0}
+        home = {seen[j]: names[i] for i, j in zip(r, c) if M[i, j] > 0}
     best = ids.copy()
-    best[unconfirmed] = [home.get(g, len(counts) + g) for g in gt[unconfirmed]]  # a class without one: a new name
+    best[unconfirmed] = [home.get(g, fresh + g) for g in gt[unconfirmed]]  # a class without a name: a new one
     return {'unconfirmed': round(float(unconfirmed.mean() * 100), 1),
-            'first_names_cacc': round(cluster_acc(ids, gt), 2), 'ceiling_cacc': round(cluster_acc(best, gt), 2)}
+            'first_names_cacc': round(cluster_acc(ids, gt), 2),
+            'ceiling_cacc': round(cluster_acc(best, gt), 2)}
 
 # %% ../nbs/07a_testbed.ipynb #3655c100
 def transductive(tb:TestBed, # the test bed
@@ -207,7 +211,7 @@ def transductive(tb:TestBed, # the test bed
     first = np.array([u.index(r) if r else -1 for r in raw])
     vote = knn_vote(tb.emb, first)
     ans = answer_view(tb, np.arange(len(tb.labels)))
-    voc, own, against = near_labels(tb, np.arange(len(tb.labels)), encode, similar, cfg,
+    voc, own, against = near_labels(tb, np.arange(len(tb.labels)), encode, similar, cfg=cfg,
                                     alternatives=alternatives, answers=ans)
     clf, res = fit_near_head(tb.emb, own, voc.names, cfg, contrasts=against, answers=ans)
     labels = {'mllm_top1': raw, 'knn_vote': [u[j] if j >= 0 else '' for j in vote],
@@ -235,7 +239,7 @@ def _near_fold(tb:TestBed, tr, te, raw:list, cfg, encode, *, similar, alternativ
     "One fold, NeaR: ({method: (names, alias keys, mapped)} of `te`, NeaR's changes, its scores of `te`)."
     gt = tb.labels.gt_class.to_numpy()
     ans = answer_view(tb, tr)  # the training images' answers: a held-out image's answer is never read
-    voc, own, against = near_labels(tb, tr, encode, similar, cfg, alternatives=alternatives, answers=ans)
+    voc, own, against = near_labels(tb, tr, encode, similar, cfg=cfg, alternatives=alternatives, answers=ans)
     nc, res = fit_near_head(tb.emb[tr], own, voc.names, cfg, contrasts=against, answers=ans)
     changes = _near_changes([raw[i] for i in tr], res, own, gt[tr])
     train = ([voc.names[j] for j in res.refined], gt[tr])  # the refined labels the classifier learned

@@ -10,7 +10,7 @@ import pandas as pd
 from .core import NearError
 from .describe import mined_descriptors
 from .testbed import (TestBed, load_testbed, transductive, pooled_ids, mean_std, class_folds,
-                             alias_keys, near_labels, score_names)
+                             alias_keys, near_labels, score_names, answer_view)
 from .near import NearConfig, fit_near_head
 from .prototypes import fuse_text, name_classes, recall_at_k, text_prototypes
 
@@ -72,8 +72,10 @@ def text_heldout(tb:TestBed, backbone, cfg:NearConfig|None=None, encode=None, *,
     out, alpha = {}, {}
     for k in range(3):
         tr, te = np.flatnonzero(f != k), np.flatnonzero(f == k)
-        voc, own, against = near_labels(tb, tr, encode, similar, cfg, alternatives=alternatives)
-        clf, res = fit_near_head(tb.emb[tr], own, voc.names, cfg, contrasts=against)
+        ans = answer_view(tb, tr)  # the training images' answers, as `testbed.heldout` reads them
+        voc, own, against = near_labels(tb, tr, encode, similar, cfg=cfg, alternatives=alternatives,
+                                        answers=ans)
+        clf, res = fit_near_head(tb.emb[tr], own, voc.names, cfg, contrasts=against, answers=ans)
         T = text_prototypes(backbone, voc.names, _own_descriptors(tb, tr, voc, own, describer))
         _check_dims(tb, T)
         keys = [alias_keys(voc, j) for j in range(len(voc))]

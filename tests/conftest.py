@@ -1,8 +1,11 @@
 "Tests are offline and never touch the user's caches."
-import os, shutil, tempfile
+import os, shutil, signal, tempfile
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 if 'NEAR_NB_HOME' not in os.environ: os.environ['NEAR_NB_HOME'] = tempfile.mkdtemp(prefix='near_nb_test_')
+# a suite started in the background (`cmd &`) inherits SIGINT ignored, and so would every process a test starts:
+# a test that interrupts `near label` must see what Ctrl-C in a terminal does
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN: signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from pathlib import Path
 import numpy as np, pytest
@@ -46,7 +49,7 @@ def photos(tmp_path):
 
 def kill_when(proc, db, sql, at_least, sig, timeout=120):
     "Wait until `sql` (a COUNT) on the SQLite file `db` reaches `at_least` while `proc` runs, then send it `sig`."
-    import sqlite3, time
+    import sqlite3, subprocess, time
     t0 = time.time()
     while time.time() - t0 < timeout and proc.poll() is None:
         if db.exists():
@@ -55,5 +58,9 @@ def kill_when(proc, db, sql, at_least, sig, timeout=120):
             if n >= at_least: break
         time.sleep(0.02)
     assert proc.poll() is None, 'the run finished before it could be killed'
+    status = Path(f'/proc/{proc.pid}/status')  # the signals the process ignores and blocks, should it not stop
+    lines = status.read_text().splitlines() if status.exists() else []
+    masks = [l for l in lines if l.startswith(('SigBlk', 'SigIgn'))]
     proc.send_signal(sig)
-    proc.wait(timeout=30)
+    try: proc.wait(timeout=30)
+    except subprocess.TimeoutExpired: raise AssertionError(f'{sig!r} did not stop the process; {masks}') from None

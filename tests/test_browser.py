@@ -79,7 +79,7 @@ def test_tutorial_renders_and_reacts(lab, tmp_path):
             errors = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]:has-text("Error")').count()
             titles = lambda: page.eval_on_selector_all('.js-plotly-plot .gtitle', 'els => els.map(e => e.textContent)')
             # the explorer's map is a widget: it draws after its cell has finished (late on a loaded machine)
-            try: page.wait_for_function(f"{TITLES}.some(t => t.includes('coloured by refined name'))", timeout=60_000)
+            try: page.wait_for_function(f"{TITLES}.some(t => t.includes('coloured by refined name'))", timeout=120_000)
             except Exception: pass  # the assertion below says what was drawn instead
             before = titles()
             assert any('coloured by refined name' in t for t in before), before

@@ -7,7 +7,7 @@ from fastcore.docments import docments
 from near_nb.cli import main, parser, config_from_args, FLAG_NAMES
 from near_nb.near import NearConfig
 from near_nb.classifier import NearClassifier
-from near_nb.data import sample
+from near_nb.data import sample, sample_dir
 from near_nb.embed import Backbone
 from near_nb.testing import tiny_clip_config, FakeChatServer, fingerprint
 from near_nb.formats import read_table
@@ -415,3 +415,25 @@ def test_embed_says_random_weights(fitted, capsys, tmp_path):
     rc, out, err = run(capsys, 'embed', SAMPLE/'images'/'000.Pink_Primrose', '--model', cfg, '--random-init',
                        '--out', tmp_path/'e.npz', '--json', '-q')
     assert rc == 0 and json.loads(out)['random_weights'] is True and 'random weights' in err
+
+def test_bench_support_is_the_old_spelling_of_merge_support(monkeypatch, capsys):
+    "`near bench testbed --support Q` warns and sets merge_support; a typed --merge-support (even 0) wins."
+    import near_nb.commands as commands
+    class Stop(Exception): pass
+    seen = []
+    def bench(folder, **kw):  # the config the bench would run with; stop before it runs
+        seen.append(kw['cfg'])
+        raise Stop('stub')
+    monkeypatch.setattr(commands, 'bench_testbed', bench)
+    cases = [(['--support', '0.5'], 0.5, True), (['--support', 'none'], 0.0, False),
+             (['--merge-support', '0.3', '--support', '0.5'], 0.3, True),
+             (['--merge-support', '0', '--support', '0.5'], 0.0, True)]
+    for flags, want, warned in cases:
+        main(['bench', 'testbed', str(sample_dir()), '-q', *flags])
+        err = capsys.readouterr().err
+        assert seen[-1].merge_support == want, (flags, seen[-1].merge_support)
+        assert ('--support is deprecated' in err) == warned, (flags, err)
+    with pytest.raises(SystemExit) as e:
+        main(['bench', 'testbed', str(sample_dir()), '--support', '1'])
+    assert e.value.code == 2                                   # a usage error: merge_support takes [0, 1)
+    assert 'must be below 1' in capsys.readouterr().err

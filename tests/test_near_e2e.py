@@ -46,7 +46,7 @@ def test_bench_reports_what_near_changed(tmp_path, near):
     assert set(nb['purity']) == {'image', 'answer', 'both'}
     assert nb['both_weight'] == (j['config']['answer_weight'] or 0.25)   # the view off: 'both' at 0.25
     assert nb['purity']['image'] == 62.6 and nb['purity']['both'] > nb['purity']['answer'] > nb['purity']['image']
-    c = j['ceiling']                                          # relabelling's reach: NeaR between start and ceiling
+    c = j['ceiling']                                          # relabelling alone: NeaR between start and ceiling
     assert c['first_names_cacc'] < t['near']['cacc'] < c['ceiling_cacc'] and 0 < c['unconfirmed'] < 100
 
 def test_bench_prices_the_budgets_from_a_real_run(tmp_path, near):
