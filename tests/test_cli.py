@@ -428,9 +428,10 @@ def test_bench_support_is_the_old_spelling_of_merge_support(monkeypatch, capsys)
     cases = [(['--support', '0.5'], 0.5, True), (['--support', 'none'], 0.0, False),
              (['--merge-support', '0.3', '--support', '0.5'], 0.3, True),
              (['--merge-support', '0', '--support', '0.5'], 0.0, True)]
-    for flags, want, warned in cases:
+    for i, (flags, want, warned) in enumerate(cases):
         main(['bench', 'testbed', str(sample_dir()), '-q', *flags])
         err = capsys.readouterr().err
+        assert len(seen) == i + 1, (flags, err)                # the bench was reached with this run's config
         assert seen[-1].merge_support == want, (flags, seen[-1].merge_support)
         assert ('--support is deprecated' in err) == warned, (flags, err)
     with pytest.raises(SystemExit) as e:
